@@ -1,0 +1,67 @@
+"""The `sconeflow` command: parse, call the library, print. Nothing else lives here.
+
+Each capability has its own command module in this package; they are registered below.
+A SconeflowError prints `ErrorName: message` on stderr and exits 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sconeflow import __version__
+from sconeflow.cli.common import Context
+from sconeflow.config import load_settings
+from sconeflow.errors import SconeflowError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sconeflow")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    help="Workspace folder (default: $SCONEFLOW_HOME or ./.sconeflow).",
+)
+@click.option(
+    "--store",
+    "store_uri",
+    help="Object store: file:///path (default: <home>/store) or s3:// for any S3 API "
+    "(honours AWS_ENDPOINT_URL). Also $SCONEFLOW_STORE.",
+)
+@click.option("--bucket", help="Bucket for data, models and captures (default: sconeflow).")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, store_uri: str | None, bucket: str | None) -> None:
+    """sconeflow: stage CIFAR-100, train, serve, orchestrate and monitor the Scones Unlimited
+    vehicle classifier on one machine, in AWS's formats."""
+    # Settings are built lazily so that `--help` works even with a broken environment.
+    ctx.obj = Context(lambda: load_settings(home=home, store_uri=store_uri, bucket=bucket))
+
+
+def _register() -> None:
+    from sconeflow.cli import stage
+
+    cli.add_command(stage.stage)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning SconeflowError into `ErrorName: message`, exit 1."""
+    try:
+        cli.main(args=argv, prog_name="sconeflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except SconeflowError as err:
+        click.echo(f"{type(err).__name__}: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

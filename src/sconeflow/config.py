@@ -1,0 +1,126 @@
+"""Settings: the one object built at the edge (CLI, server start) and passed down.
+
+This module is the only reader of environment variables. Every other module takes a
+`Settings` (or the plain values it needs) as an argument.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sconeflow.errors import ConfigError
+
+DEFAULT_BUCKET = "sconeflow"
+DEFAULT_HOME = ".sconeflow"
+# S3's bucket naming rules (general purpose buckets), which the local store follows too so
+# that a workspace moves to S3 unchanged.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where sconeflow keeps its things.
+
+    home:      workspace folder: `store/` (embedded object store), `sconeflow.db`, `logs/`,
+               `run/` (pid files), `downloads/`.
+    store_uri: `file://<path>` for the embedded store (default `<home>/store`) or
+               `s3://` for any S3 API (boto3 honours AWS_ENDPOINT_URL).
+    bucket:    default bucket for staged data, models and captures.
+    endpoint_url: the S3 API endpoint for `s3://` stores (None: AWS itself or
+               AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL as boto3 reads them).
+    """
+
+    home: Path
+    store_uri: str
+    bucket: str = DEFAULT_BUCKET
+    endpoint_url: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "sconeflow.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.home / "downloads"
+
+    @property
+    def is_s3(self) -> bool:
+        return self.store_uri.startswith("s3://")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced, validated again."""
+        return _validated(replace(self, **changes))  # type: ignore[arg-type]
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    home: str | Path | None = None,
+    store_uri: str | None = None,
+    bucket: str | None = None,
+) -> Settings:
+    """Build Settings from explicit values, then `SCONEFLOW_*` variables, then defaults.
+
+    Variables: SCONEFLOW_HOME, SCONEFLOW_STORE, SCONEFLOW_BUCKET; AWS_ENDPOINT_URL_S3 or
+    AWS_ENDPOINT_URL for s3:// stores. `env` defaults to os.environ (a seam for tests).
+    """
+    env = dict(os.environ if env is None else env)
+    home_path = Path(home or env.get("SCONEFLOW_HOME") or DEFAULT_HOME).expanduser()
+    uri = store_uri or env.get("SCONEFLOW_STORE") or ""
+    if not uri:
+        uri = (home_path / "store").resolve().as_uri()
+    if uri.startswith("s3://") and uri.rstrip("/") != "s3:":
+        # `s3://my-bucket` names the bucket too, unless one is given explicitly.
+        bucket = bucket or uri[len("s3://"):].strip("/")
+        uri = "s3://"
+    endpoint_url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    settings = Settings(
+        home=home_path.resolve(),
+        store_uri=uri,
+        bucket=bucket or env.get("SCONEFLOW_BUCKET") or DEFAULT_BUCKET,
+        endpoint_url=endpoint_url,
+        env=env,
+    )
+    return _validated(settings)
+
+
+def _validated(s: Settings) -> Settings:
+    if s.home.exists() and not s.home.is_dir():
+        raise ConfigError(
+            f"home: {str(s.home)!r} exists and is not a folder; pass --home or set "
+            "SCONEFLOW_HOME to a folder (it is created if missing)"
+        )
+    if not (s.store_uri.startswith("file://") or s.store_uri.startswith("s3://")):
+        raise ConfigError(
+            f"store: {s.store_uri!r} is not a store URI; expected file:///abs/path for the "
+            "embedded store or s3:// (for example s3:// or s3://my-bucket) for an S3 API"
+        )
+    if s.store_uri.startswith("file://") and not s.store_uri[len("file://"):].startswith("/"):
+        raise ConfigError(
+            f"store: {s.store_uri!r} must name an absolute path, e.g. file:///data/store"
+        )
+    if not _BUCKET_RE.fullmatch(s.bucket) or ".." in s.bucket:
+        raise ConfigError(
+            f"bucket: {s.bucket!r} is not a valid bucket name; expected 3-63 characters of "
+            "lowercase letters, digits, dots and hyphens, starting and ending with a letter "
+            "or digit (e.g. 'sconeflow')"
+        )
+    if s.endpoint_url is not None and not re.match(r"^https?://", s.endpoint_url):
+        raise ConfigError(
+            f"AWS_ENDPOINT_URL: {s.endpoint_url!r} is not an http(s) URL, "
+            "e.g. http://127.0.0.1:9000"
+        )
+    return s

@@ -1,0 +1,82 @@
+"""The workspace database: one SQLite file holding training jobs, endpoints, executions
+and their history, and monitoring runs.
+
+Plain sqlite3, WAL mode so the endpoint process, the CLI and the workflow runner can use
+it at once. Rows carry JSON text for nested fields; callers parse them where they enter.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS training_jobs (
+    name TEXT PRIMARY KEY,
+    status TEXT NOT NULL,               -- InProgress | Completed | Failed
+    created_at TEXT NOT NULL,
+    ended_at TEXT,
+    hyperparameters TEXT NOT NULL,      -- JSON object of strings, SageMaker style
+    metrics TEXT NOT NULL DEFAULT '{}', -- JSON object
+    artifact TEXT,                      -- store URI of model.tar.gz
+    failure_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY,
+    status TEXT NOT NULL,               -- Creating | InService | Failed | Deleting
+    model TEXT NOT NULL,                -- training job name or artifact path
+    url TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    pid INTEGER,
+    workers INTEGER NOT NULL DEFAULT 1,
+    capture_config TEXT NOT NULL,       -- JSON DataCaptureConfig
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executions (
+    arn TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state_machine TEXT NOT NULL,
+    status TEXT NOT NULL,               -- RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED
+    input TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    cause TEXT,
+    definition TEXT NOT NULL,           -- the ASL JSON it ran
+    started_at TEXT NOT NULL,
+    stopped_at TEXT,
+    redrive_of TEXT
+);
+CREATE TABLE IF NOT EXISTS history_events (
+    execution_arn TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    previous_id INTEGER NOT NULL,
+    timestamp TEXT NOT NULL,
+    type TEXT NOT NULL,
+    details TEXT NOT NULL,              -- JSON: the event's *EventDetails object
+    PRIMARY KEY (execution_arn, id)
+);
+CREATE TABLE IF NOT EXISTS monitoring_runs (
+    id TEXT PRIMARY KEY,
+    schedule TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,               -- Completed | CompletedWithViolations | Failed
+    started_at TEXT NOT NULL,
+    window_start TEXT,
+    window_end TEXT,
+    violations INTEGER NOT NULL DEFAULT 0,
+    output_prefix TEXT NOT NULL,
+    failure_reason TEXT
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the workspace database at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
