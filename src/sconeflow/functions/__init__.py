@@ -1,0 +1,69 @@
+"""The reference workflow's three Lambda functions, each a plain `lambda_handler(event, context)`.
+
+    serializeImageData   serialize_image_data.py   s3_bucket/s3_key -> image_data (base64)
+    classifyImage        classify_image.py         image_data -> inferences (endpoint call)
+    filterLowConfidence  filter_low_confidence.py  passes if max(inferences) >= THRESHOLD
+
+On AWS each file is a Lambda handler configured by environment (functions.config); locally
+`make_handlers` binds the same `handle` functions to a config built from sconeflow Settings,
+so the workflow runner needs no environment variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sconeflow.functions import classify_image, filter_low_confidence, serialize_image_data
+from sconeflow.functions.config import FunctionConfig
+from sconeflow.functions.errors import (
+    EndpointInvocationError,
+    FunctionError,
+    ImageNotFoundError,
+    InvalidEventError,
+    ThresholdConfidenceNotMet,
+)
+from sconeflow.functions.services import Services
+
+Handler = Callable[[Any, Any], Any]
+
+# Function name (as in the Lambda ARN) -> module holding its lambda_handler.
+FUNCTION_MODULES = {
+    "serializeImageData": "sconeflow.functions.serialize_image_data",
+    "classifyImage": "sconeflow.functions.classify_image",
+    "filterLowConfidence": "sconeflow.functions.filter_low_confidence",
+}
+
+
+def make_handlers(config: FunctionConfig) -> dict[str, Handler]:
+    """The three handlers by function name, sharing one Services (clients built once)."""
+    services = Services(config)
+
+    def serialize(event: Any, context: Any = None) -> Any:
+        return serialize_image_data.handle(event, services)
+
+    def classify(event: Any, context: Any = None) -> Any:
+        return classify_image.handle(event, services)
+
+    def filter_(event: Any, context: Any = None) -> Any:
+        return filter_low_confidence.handle(event, config.threshold)
+
+    return {
+        "serializeImageData": serialize,
+        "classifyImage": classify,
+        "filterLowConfidence": filter_,
+    }
+
+
+__all__ = [
+    "FUNCTION_MODULES",
+    "EndpointInvocationError",
+    "FunctionConfig",
+    "FunctionError",
+    "Handler",
+    "ImageNotFoundError",
+    "InvalidEventError",
+    "Services",
+    "ThresholdConfidenceNotMet",
+    "make_handlers",
+]

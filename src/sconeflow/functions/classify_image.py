@@ -1,0 +1,32 @@
+"""classifyImage: send the decoded `image_data` to the endpoint, store the probabilities in
+`inferences` (label order: bicycle, motorcycle for the reference model).
+
+Deploys to AWS Lambda as is, handler `sconeflow.functions.classify_image.lambda_handler`;
+configuration (ENDPOINT_NAME, SCONEFLOW_ENDPOINT_URL) in sconeflow.functions.config.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from sconeflow.functions.config import FunctionConfig
+from sconeflow.functions.event import parse_event
+from sconeflow.functions.services import Services
+
+
+def handle(event: object, services: Services) -> dict[str, Any]:
+    """The event with `inferences` set to the endpoint's class probabilities."""
+    parsed = parse_event(event, require=("image_data",))
+    parsed.inferences = services.invoke_endpoint(parsed.image_bytes(), "image/png")
+    return parsed.to_dict()
+
+
+@functools.cache
+def _services() -> Services:
+    return Services(FunctionConfig.from_env(os.environ))
+
+
+def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    return handle(event, _services())
