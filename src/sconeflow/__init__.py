@@ -1,3 +1,6 @@
-"""sconeflow: the Scones Unlimited ML workflow (stage, train, serve, orchestrate, monitor), local-first."""
+"""sconeflow: the Scones Unlimited ML workflow, local-first.
+
+Stage CIFAR-100, train, serve, orchestrate (ASL) and monitor, in AWS's formats.
+"""
 
 __version__ = "0.1.0"

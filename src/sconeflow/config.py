@@ -84,7 +84,7 @@ def load_settings(
         uri = (home_path / "store").resolve().as_uri()
     if uri.startswith("s3://") and uri.rstrip("/") != "s3:":
         # `s3://my-bucket` names the bucket too, unless one is given explicitly.
-        bucket = bucket or uri[len("s3://"):].strip("/")
+        bucket = bucket or uri[len("s3://") :].strip("/")
         uri = "s3://"
     endpoint_url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
     settings = Settings(
@@ -108,7 +108,7 @@ def _validated(s: Settings) -> Settings:
             f"store: {s.store_uri!r} is not a store URI; expected file:///abs/path for the "
             "embedded store or s3:// (for example s3:// or s3://my-bucket) for an S3 API"
         )
-    if s.store_uri.startswith("file://") and not s.store_uri[len("file://"):].startswith("/"):
+    if s.store_uri.startswith("file://") and not s.store_uri[len("file://") :].startswith("/"):
         raise ConfigError(
             f"store: {s.store_uri!r} must name an absolute path, e.g. file:///data/store"
         )
@@ -124,3 +124,66 @@ def _validated(s: Settings) -> Settings:
             "e.g. http://127.0.0.1:9000"
         )
     return s
+
+
+# --- Serving: the SageMaker inference container contract (AWS_FORMATS.md section 3) ---------
+
+DEFAULT_MODEL_DIR = "/opt/ml/model"
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How a model server runs, from the container's SAGEMAKER_* variables.
+
+    port:             SAGEMAKER_BIND_TO_PORT (8080).
+    workers:          SAGEMAKER_MODEL_SERVER_WORKERS (1): server processes sharing the port.
+    timeout_s:        SAGEMAKER_MODEL_SERVER_TIMEOUT (60): seconds one invocation may take.
+    default_accept:   SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT (application/json), used when the
+                      caller sends no Accept or `*/*`.
+    max_payload_bytes: SAGEMAKER_MAX_PAYLOAD_IN_MB (6) in bytes: 6 MiB = 6,291,456.
+    model_dir:        where the unpacked model lives (/opt/ml/model).
+    """
+
+    port: int = 8080
+    workers: int = 1
+    timeout_s: float = 60.0
+    default_accept: str = "application/json"
+    max_payload_bytes: int = 6 * _MIB
+    model_dir: Path = Path(DEFAULT_MODEL_DIR)
+
+
+def serving_settings(env: Mapping[str, str] | None = None) -> ServingSettings:
+    """ServingSettings from SAGEMAKER_* variables (env defaults to os.environ)."""
+    env = os.environ if env is None else env
+
+    def number(key: str, default: float, low: float, high: float) -> float:
+        raw = env.get(key, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{key}: {raw!r} is not a number in [{low:g}, {high:g}]; unset it "
+                f"or use e.g. {default:g}"
+            )
+        return value
+
+    port = number("SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535)
+    workers = number("SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1, 64)
+    if port != int(port) or workers != int(workers):
+        raise ConfigError(
+            "SAGEMAKER_BIND_TO_PORT and SAGEMAKER_MODEL_SERVER_WORKERS must be "
+            f"whole numbers; got {port!r} and {workers!r}"
+        )
+    return ServingSettings(
+        port=int(port),
+        workers=int(workers),
+        timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60.0, 0.001, 3600),
+        default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip()
+        or "application/json",
+        max_payload_bytes=int(number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 0.001, 1024) * _MIB),
+    )

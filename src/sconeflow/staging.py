@@ -279,8 +279,11 @@ def _parse_split(obj: Any, member: str) -> CifarSplit:
     data = _field(obj, b"data", member)
     labels = _field(obj, b"fine_labels", member)
     filenames = _field(obj, b"filenames", member)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
-        data.shape[1] != 3072
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or (data.shape[1] != 3072)
     ):
         shape = getattr(data, "shape", type(data).__name__)
         dtype = getattr(data, "dtype", "?")
@@ -299,9 +302,7 @@ def _parse_split(obj: Any, member: str) -> CifarSplit:
     names = [f.decode("utf-8") if isinstance(f, bytes) else str(f) for f in filenames]
     for name in names:
         if "/" in name or not name.endswith(".png"):
-            raise DataError(
-                f"member {member!r}: file name {name!r} is not a plain '*.png' name"
-            )
+            raise DataError(f"member {member!r}: file name {name!r} is not a plain '*.png' name")
         validate_key(name)
     if len(set(names)) != n:
         raise DataError(f"member {member!r}: file names are not unique")
@@ -343,7 +344,9 @@ def transform(
     lookup = np.full(100, -1, dtype=np.int64)
     for fine, label in fine_to_label.items():
         lookup[fine] = label
-    rows_by_split = {s: np.flatnonzero(lookup[sp.fine_labels] >= 0) for s, sp in cifar.splits.items()}
+    rows_by_split = {
+        s: np.flatnonzero(lookup[sp.fine_labels] >= 0) for s, sp in cifar.splits.items()
+    }
     total = sum(len(r) for r in rows_by_split.values())
     files: list[StagedFile] = []
     lst: dict[str, bytes] = {}
@@ -391,9 +394,7 @@ def parse_lst(text: str, *, source: str = ".lst") -> list[tuple[int, int, str]]:
             continue
         parts = line.split("\t")
         if len(parts) != 3:
-            raise DataError(
-                f"{source} line {n}: expected 'index<TAB>label<TAB>path', got {line!r}"
-            )
+            raise DataError(f"{source} line {n}: expected 'index<TAB>label<TAB>path', got {line!r}")
         try:
             index, label = int(parts[0]), int(float(parts[1]))
         except ValueError as err:
@@ -417,7 +418,7 @@ def build_manifest(staged: StagedData) -> bytes:
         "counts": staged.counts(),
         "files": [
             {
-                "file": f.key[len(DATA_PREFIX):],
+                "file": f.key[len(DATA_PREFIX) :],
                 "key": f.key,
                 "split": f.split,
                 "index": f.index,
@@ -505,4 +506,3 @@ def stage_cifar(
     official = cifar.member_md5 == OFFICIAL_MEMBER_MD5
     report = load_staged(store, bucket, staged, progress=progress)
     return StageResult(str(tarball), official, staged.classes, staged.counts(), report)
-

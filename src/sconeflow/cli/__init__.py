@@ -50,7 +50,10 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning SconeflowError into `ErrorName: message`, exit 1."""
     try:
-        cli.main(args=argv, prog_name="sconeflow", standalone_mode=False)
+        # standalone_mode=False returns --help's and ctx.exit()'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="sconeflow", standalone_mode=False)
+        if isinstance(code, int):
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -1,0 +1,5 @@
+"""`python -m sconeflow` runs the CLI."""
+
+from sconeflow.cli import main
+
+main()

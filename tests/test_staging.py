@@ -1,0 +1,368 @@
+"""Staging: the dev tarball end to end, S3 over HTTP, and every kind of bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import pickle
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sconeflow.cli import main
+from sconeflow.config import Settings, load_settings
+from sconeflow.errors import DataError, InvalidKeyError, UnsafeArchiveError
+from sconeflow.staging import (
+    download_cifar,
+    parse_lst,
+    read_cifar,
+    stage_cifar,
+)
+from sconeflow.store import LocalStore, Store, open_store
+from sconeflow.synthetic import (
+    FINE_LABEL_NAMES,
+    make_cifar_tarball,
+    meta_dict,
+    split_dict,
+    write_tarball,
+)
+
+
+def _cifar_members(train: object | None = None) -> dict[str, object]:
+    return {
+        "cifar-100-python/meta": meta_dict(),
+        "cifar-100-python/train": train if train is not None else split_dict(20, seed=1),
+        "cifar-100-python/test": split_dict(10, seed=2),
+    }
+
+
+def _assert_no_data(store: Store, bucket: str) -> None:
+    assert store.list(bucket, "data/") == []
+
+
+# ------------------------------------------------------------- the dev tarball
+
+
+def test_dev_tarball_stages_800_train_200_test_pixel_exact(
+    dev_tarball: Path, settings: Settings
+) -> None:
+    store = open_store(settings)
+    result = stage_cifar(store, settings.bucket, dev_tarball)
+    assert result.counts == {
+        "train": {"bicycle": 400, "motorcycle": 400},
+        "test": {"bicycle": 100, "motorcycle": 100},
+    }
+    assert result.load.uploaded == 1000
+    cifar = read_cifar(dev_tarball)
+    assert cifar.fine_label_names == list(FINE_LABEL_NAMES)
+    for split in ("train", "test"):
+        rows = parse_lst(store.get(settings.bucket, f"data/{split}.lst").decode())
+        assert len(rows) == (800 if split == "train" else 200)
+        src = cifar.splits[split]
+        for index, label, name in rows:
+            # index = CIFAR row, label = position in --classes (bicycle 0, motorcycle 1)
+            assert src.filenames[index] == name
+            assert label == {8: 0, 48: 1}[int(src.fine_labels[index])]
+            png = store.get(settings.bucket, f"data/{split}/{name}")
+            pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+            planar = src.images[index]  # (32, 32, 3) view of the original planar row
+            assert np.array_equal(pixels, planar)
+        # the raw planar layout: R plane then G then B
+        index = rows[0][0]
+        with tarfile.open(dev_tarball) as tar:
+            member = tar.extractfile(f"cifar-100-python/{split}")
+            assert member is not None
+            raw = pickle.loads(member.read(), encoding="bytes")[b"data"][index]
+        png = store.get(settings.bucket, f"data/{split}/{rows[0][2]}")
+        decoded = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        assert np.array_equal(decoded.transpose(2, 0, 1).reshape(-1), raw)
+    manifest = json.loads(store.get(settings.bucket, "data/manifest.json"))
+    assert len(manifest["files"]) == 1000
+    entry = manifest["files"][0]
+    assert set(entry) >= {"file", "split", "label", "class", "sha256"}
+    assert entry["sha256"] == hashlib.sha256(store.get(settings.bucket, entry["key"])).hexdigest()
+
+
+def test_second_run_uploads_nothing_and_says_so(
+    dev_tarball: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = str(tmp_path / "home")
+    args = ["--home", home, "stage", "--source", str(dev_tarball)]
+    main(args)
+    first = capsys.readouterr().out
+    assert "Uploaded 1000 images" in first
+    main(args)
+    second = capsys.readouterr().out
+    assert "Nothing to upload" in second
+    main([*args, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["uploaded"] == 0 and doc["skipped"] == 1000
+    assert doc["counts"]["train"] == {"bicycle": 400, "motorcycle": 400}
+
+
+def test_restaging_other_classes_removes_only_stale_staged_images(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    store = open_store(settings)
+    store.put(settings.bucket, "data/unrelated.txt", b"keep me")
+    stage_cifar(store, settings.bucket, tarball, ["apple", "baby"])
+    pngs = lambda: {k for k in store.list(settings.bucket, "data/") if k.endswith(".png")}  # noqa: E731
+    before = pngs()
+    result = stage_cifar(store, settings.bucket, tarball, ["apple"])
+    after = pngs()
+    assert after < before and result.load.removed == len(before - after)
+    assert all("apple" in k for k in after)
+    assert store.get(settings.bucket, "data/unrelated.txt") == b"keep me"
+
+
+def test_any_fine_label_names_work_and_label_is_position(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    store = open_store(settings)
+    stage_cifar(store, settings.bucket, tarball, ["baby", "apple"])
+    rows = parse_lst(store.get(settings.bucket, "data/train.lst").decode())
+    labels = {name.split("_s_")[0]: label for _, label, name in rows}
+    assert labels == {"baby": 0, "apple": 1}
+
+
+# ------------------------------------------------------------- S3 over HTTP
+
+
+def test_staging_into_s3_over_http(
+    dev_tarball: Path, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    import boto3
+
+    s = load_settings(env=s3_env, home=tmp_path, store_uri="s3://staging-test")
+    result = stage_cifar(open_store(s), s.bucket, dev_tarball)
+    assert result.load.uploaded == 1000
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"])
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket="staging-test")
+        for o in page.get("Contents", [])
+    ]
+    assert len([k for k in keys if k.startswith("data/train/")]) == 800
+    assert len([k for k in keys if k.startswith("data/test/")]) == 200
+    assert {"data/train.lst", "data/test.lst", "data/manifest.json"} <= set(keys)
+    again = stage_cifar(open_store(s), s.bucket, dev_tarball)
+    assert again.load.uploaded == 0
+
+
+# ------------------------------------------------------------- bad input
+
+
+def _expect_failure(
+    tarball: Path, settings: Settings, error: type[Exception], match: str, **kw: object
+) -> None:
+    store = open_store(settings)
+    with pytest.raises(error, match=match):
+        stage_cifar(store, settings.bucket, tarball, **kw)  # type: ignore[arg-type]
+    _assert_no_data(store, settings.bucket)
+
+
+def test_truncated_tarball(tmp_path: Path, settings: Settings) -> None:
+    good = make_cifar_tarball(tmp_path / "good.tar.gz", n_train=200, n_test=50)
+    bad = tmp_path / "truncated.tar.gz"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _expect_failure(bad, settings, DataError, "not a complete gzip tar archive")
+
+
+def test_non_gzip_file(tmp_path: Path, settings: Settings) -> None:
+    bad = tmp_path / "not.tar.gz"
+    bad.write_text("hello, I am not a tarball")
+    _expect_failure(bad, settings, DataError, "not a complete gzip tar archive")
+
+
+def test_missing_file(tmp_path: Path, settings: Settings) -> None:
+    _expect_failure(tmp_path / "nope.tar.gz", settings, DataError, "no such file")
+
+
+def test_missing_member(tmp_path: Path, settings: Settings) -> None:
+    members = _cifar_members()
+    del members["cifar-100-python/test"]
+    bad = write_tarball(tmp_path / "m.tar.gz", members)
+    _expect_failure(bad, settings, DataError, "lacks member.*cifar-100-python/test")
+
+
+def test_wrong_array_shape(tmp_path: Path, settings: Settings) -> None:
+    train = split_dict(20)
+    train[b"data"] = np.zeros((20, 1024), dtype=np.uint8)
+    bad = write_tarball(tmp_path / "s.tar.gz", _cifar_members(train))
+    _expect_failure(bad, settings, DataError, r"shape \(20, 1024\).*expected uint8 \(N, 3072\)")
+
+
+def test_labels_out_of_range(tmp_path: Path, settings: Settings) -> None:
+    train = split_dict(20)
+    train[b"fine_labels"] = [200] * 20
+    bad = write_tarball(tmp_path / "l.tar.gz", _cifar_members(train))
+    _expect_failure(bad, settings, DataError, "fine_labels must be integers from 0 to 99")
+
+
+def test_unknown_class_name(tmp_path: Path, settings: Settings) -> None:
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    _expect_failure(
+        tarball,
+        settings,
+        DataError,
+        "unknown class name.*'unicorn'",
+        classes=["bicycle", "unicorn"],
+    )
+
+
+class _RunsCode:
+    """Pickles into a call of os.system: loading it would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_tries_to_run_code_is_refused_and_never_runs(
+    tmp_path: Path, settings: Settings
+) -> None:
+    marker = tmp_path / "pwned"
+    train = split_dict(20)
+    train[b"batch_label"] = _RunsCode(marker)
+    bad = write_tarball(tmp_path / "evil.tar.gz", _cifar_members(train))
+    _expect_failure(bad, settings, UnsafeArchiveError, "posix.system|os.system")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["../../etc/evil", "/abs/evil", "cifar-100-python/../../x"])
+def test_tar_member_path_escaping_the_target(tmp_path: Path, settings: Settings, name: str) -> None:
+    bad = write_tarball(tmp_path / "esc.tar.gz", _cifar_members(), raw={name: b"boo"})
+    _expect_failure(bad, settings, UnsafeArchiveError, "escapes the archive")
+    assert not (tmp_path / "evil").exists()
+
+
+def test_member_that_is_a_symlink(tmp_path: Path, settings: Settings) -> None:
+    path = tmp_path / "link.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in _cifar_members().items():
+            if name.endswith("test"):
+                info = tarfile.TarInfo(name)
+                info.type = tarfile.SYMTYPE
+                info.linkname = "/etc/passwd"
+                tar.addfile(info)
+            else:
+                data = pickle.dumps(obj, protocol=2)
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    _expect_failure(path, settings, UnsafeArchiveError, "link or special file")
+
+
+def test_unsafe_file_name_inside_the_pickle_is_an_unsafe_store_key(
+    tmp_path: Path, settings: Settings
+) -> None:
+    train = split_dict(20)
+    train[b"filenames"][0] = b"..\x00evil.png"
+    bad = write_tarball(tmp_path / "k.tar.gz", _cifar_members(train))
+    _expect_failure(bad, settings, InvalidKeyError, "control character")
+
+
+def test_cli_prints_error_name_and_message_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_text("nope")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--home", str(tmp_path / "h"), "stage", "--source", str(bad)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("DataError: ") and "Traceback" not in err
+
+
+# ------------------------------------------------------------- download
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    payload = b""
+    requests: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        rng = self.headers.get("Range")
+        type(self).requests.append(rng)
+        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        body = self.payload[start:]
+        self.send_response(206 if rng else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def tarball_server(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+    payload = make_cifar_tarball(tmp_path / "served.tar.gz", 100, 20).read_bytes()
+    _RangeHandler.payload = payload
+    _RangeHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cifar-100-python.tar.gz", payload
+    finally:
+        server.shutdown()
+
+
+def test_download_verifies_md5_and_resumes_a_partial_file(
+    tmp_path: Path, tarball_server: tuple[str, bytes]
+) -> None:
+    url, payload = tarball_server
+    md5 = hashlib.md5(payload).hexdigest()
+    dest = tmp_path / "dl" / "cifar.tar.gz"
+    dest.parent.mkdir()
+    dest.with_name("cifar.tar.gz.part").write_bytes(payload[:1000])
+    assert download_cifar(dest, url=url, md5=md5) == dest
+    assert dest.read_bytes() == payload
+    assert _RangeHandler.requests == ["bytes=1000-"]
+    # complete and verified: reused without a request
+    download_cifar(dest, url=url, md5=md5)
+    assert len(_RangeHandler.requests) == 1
+
+
+def test_download_with_wrong_md5_is_deleted_and_refused(
+    tmp_path: Path, tarball_server: tuple[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = tarball_server
+    home = tmp_path / "home"
+    with pytest.raises(SystemExit):
+        main(["--home", str(home), "stage", "--url", url, "--md5", "0" * 32])
+    err = capsys.readouterr().err
+    assert err.startswith("ChecksumError: ") and "expected 00000000" in err
+    assert list((home / "downloads").iterdir()) == []
+    assert not (home / "store" / "sconeflow" / "data").exists()
+
+
+def test_download_failure_says_how_to_work_offline(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--source"):
+        download_cifar(tmp_path / "x.tar.gz", url="http://127.0.0.1:9/nothing", md5="0" * 32)
+
+
+def test_parse_lst_rejects_malformed_lines() -> None:
+    assert parse_lst("3\t1\ta.png\n") == [(3, 1, "a.png")]
+    with pytest.raises(DataError, match="line 2"):
+        parse_lst("3\t1\ta.png\nbroken line\n")
+    with pytest.raises(DataError, match="twice"):
+        parse_lst("3\t1\ta.png\n3\t0\tb.png\n")
+
+
+def test_store_is_local_by_default(settings: Settings) -> None:
+    assert isinstance(open_store(settings), LocalStore)
