@@ -1,0 +1,52 @@
+"""A local Amazon States Language engine (JSONPath mode), faithful to AWS Step Functions.
+
+    from sconeflow.workflow import parse_definition, run_execution
+
+    machine = parse_definition(open("stepfunction.json").read(), name="scones")
+    result = run_execution(machine, {"s3_key": "test/bicycle_s_000513.png"},
+                           handlers={"serializeImageData": serialize.lambda_handler, ...})
+    result.status, result.output, result.error, result.cause, result.events
+
+The API:
+
+* `parse_definition(text_or_dict, *, name, region, account) -> StateMachine` validates
+  (statelint plus the engine's own checks) and compiles; raises `DefinitionError` listing
+  every problem with the state's name and the fix. Nothing runs before that.
+* `run_execution(machine, input, handlers, *, name, listener, clock, start_at, role_arn,
+  max_workers) -> ExecutionResult(status, output, error, cause, execution_arn, name,
+  start_date, stop_date, failed_state, events)`. Task resources
+  `arn:aws:states:::lambda:invoke` and `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:q]`
+  resolve by function name to `handlers[name](event, context)`. `listener(event)` gets each
+  GetExecutionHistory-shaped event as it happens (`InMemoryHistory`, `SqliteHistory`);
+  `clock` (`SystemClock`, `FakeClock`) serves Wait, retry back-off and timeouts;
+  `start_at=result.failed_state` re-runs ("redrives") from the state that failed.
+
+Limits as in AWS: 256 KiB state payloads (States.DataLimitExceeded), 25,000 history events;
+and bounded nesting (10 levels of Parallel/Map), path length and intrinsic depth. Nothing is
+ever eval'ed; only registered handlers run.
+"""
+
+from .clock import Clock, FakeClock, SystemClock
+from .engine import ExecutionResult, error_matches, retry_delay, run_execution
+from .errors import DefinitionError, HandlerError
+from .history import InMemoryHistory, SqliteHistory, load_history
+from .lambdas import LambdaContext
+from .machine import StateMachine, parse_definition
+
+__all__ = [
+    "Clock",
+    "DefinitionError",
+    "ExecutionResult",
+    "FakeClock",
+    "HandlerError",
+    "InMemoryHistory",
+    "LambdaContext",
+    "SqliteHistory",
+    "StateMachine",
+    "SystemClock",
+    "error_matches",
+    "load_history",
+    "parse_definition",
+    "retry_delay",
+    "run_execution",
+]

@@ -1,0 +1,698 @@
+"""Run a compiled state machine: the state loop, the data flow, Retry/Catch, history events.
+
+Every state goes through the same pipeline (spec: "Input and Output Processing"):
+raw input -> InputPath -> Parameters -> the state's work -> ResultSelector -> ResultPath
+(against the raw input) -> OutputPath. `_effective_input` and `_finish` are that pipeline;
+the per-type functions in `_RUNNERS` do only the work in between.
+
+Errors travel as `StatesFailure(error, cause)`; Task, Parallel and Map wrap their work in
+`_guarded`, which applies Retry then Catch. Map iterations and Parallel branches run in
+order on the calling thread by default (fastest for in-process handlers); `max_workers > 1`
+runs them on a thread pool bounded by MaxConcurrency, for handlers that wait on I/O.
+Outputs keep item/branch order either way, as in AWS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock, SystemClock, iso_millis
+from .errors import (
+    ALL,
+    DATA_LIMIT_EXCEEDED,
+    EXCEED_TOLERATED_FAILURE_THRESHOLD,
+    NO_CHOICE_MATCHED,
+    RESULT_PATH_MATCH_FAILURE,
+    RUNTIME,
+    TASK_FAILED,
+    TIMEOUT,
+    HandlerError,
+    StatesFailure,
+)
+from .history import Event, InMemoryHistory
+from .lambdas import Handler, call_handler, executed_version, function_arn, invoke_result
+from .machine import Retrier, State, StateMachine, function_name_of
+from .paths import PathNotFound, bracket_notation, parse_reference_path, set_path
+
+MAX_PAYLOAD_BYTES = 262_144  # 256 KiB, AWS's quota on state input/output
+MAX_HISTORY_EVENTS = 25_000  # AWS's quota on one execution's history
+DEFAULT_ROLE_ARN = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_TRUNCATED = {"truncated": False}
+Listener = Callable[[Event], None]
+_ABORTED = "States.Aborted"  # marks Map iterations skipped after another one failed
+
+
+@dataclass
+class ExecutionResult:
+    """How an execution ended, as DescribeExecution reports it, plus its history."""
+
+    status: str  # SUCCEEDED | FAILED | TIMED_OUT
+    output: Any
+    error: str | None
+    cause: str | None
+    execution_arn: str
+    name: str
+    start_date: dt.datetime
+    stop_date: dt.datetime
+    failed_state: str | None = None  # where a failure happened: the `start_at` for a redrive
+    events: list[Event] = field(default_factory=list)  # filled when no listener was given
+
+
+class _ExecutionTimedOut(Exception):  # noqa: N818 - internal signal, not an error
+    """The execution's own TimeoutSeconds ran out."""
+
+
+class _Frame:
+    """One line of history: the top level, a Parallel branch or a Map iteration."""
+
+    __slots__ = ("entered", "last")
+
+    def __init__(self, last: int) -> None:
+        self.last = last  # id of the previous event in this line (previousEventId)
+        self.entered = 0  # id of the current state's Entered event
+
+
+class _Run:
+    """Everything one execution shares across its states."""
+
+    def __init__(
+        self,
+        machine: StateMachine,
+        handlers: Mapping[str, Handler],
+        clock: Clock,
+        listener: Listener,
+        context: dict[str, Any],
+        max_workers: int,
+        deadline: dt.datetime | None,
+    ) -> None:
+        self.machine = machine
+        self.handlers = handlers
+        self.clock = clock
+        self.listener = listener
+        self.context = context
+        self.uses_context = machine.uses_context
+        self.max_workers = max_workers
+        self.deadline = deadline
+        self.count = 0
+        self.lock = threading.Lock() if max_workers > 1 else None
+        self.rng = random.Random()
+
+    def emit(self, frame: _Frame, kind: str, key: str | None = None, details: Any = None) -> int:
+        """Record one history event; fails the execution at AWS's 25,000-event quota."""
+        if self.lock is not None:
+            with self.lock:
+                return self._emit(frame, kind, key, details)
+        return self._emit(frame, kind, key, details)
+
+    def _emit(self, frame: _Frame, kind: str, key: str | None, details: Any) -> int:
+        if self.count >= MAX_HISTORY_EVENTS - 1 and not kind.startswith("Execution"):
+            raise StatesFailure(
+                RUNTIME, f"The execution reached the limit of {MAX_HISTORY_EVENTS} history events"
+            )
+        self.count += 1
+        event: Event = {
+            "timestamp": self.clock.now(),
+            "type": kind,
+            "id": self.count,
+            "previousEventId": frame.last,
+        }
+        if key is not None:
+            event[key] = details
+        frame.last = self.count
+        self.listener(event)
+        return self.count
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep on the clock, but never past the execution's deadline."""
+        if self.deadline is not None:
+            left = (self.deadline - self.clock.now()).total_seconds()
+            if seconds >= left:
+                self.clock.sleep(max(left, 0.0))
+                raise _ExecutionTimedOut
+        if seconds > 0:
+            self.clock.sleep(seconds)
+
+    def state_context(self, state: State, retry_count: int = 0) -> dict[str, Any] | None:
+        """The context object `$$` for a state (built only if the definition reads it)."""
+        if not self.uses_context:
+            return None
+        ctx = dict(self.context)
+        ctx["State"] = {"EnteredTime": iso_millis(self.clock.now()), "Name": state.name, "RetryCount": retry_count}
+        return ctx
+
+
+def run_execution(
+    machine: StateMachine,
+    input: Any = None,  # noqa: A002 - AWS's name for it
+    handlers: Mapping[str, Handler] | None = None,
+    *,
+    name: str | None = None,
+    listener: Listener | None = None,
+    clock: Clock | None = None,
+    start_at: str | None = None,
+    role_arn: str = DEFAULT_ROLE_ARN,
+    max_workers: int = 1,
+) -> ExecutionResult:
+    """Run one execution to its end and report it.
+
+    `input` is the execution input (a JSON value; default `{}`). `handlers` maps Lambda
+    function names to `lambda_handler(event, context)` callables. Events go to `listener`
+    as they happen; without one they are collected into `ExecutionResult.events`.
+    `start_at` starts from that state instead of StartAt (a redrive of a failed execution
+    from `ExecutionResult.failed_state`). Raises HandlerError for unusable arguments;
+    failures of the state machine itself are reported in the result, never raised.
+    """
+    handlers = handlers or {}
+    missing = sorted(machine.function_names - set(handlers))
+    if missing:
+        raise HandlerError(
+            f"no handler registered for Lambda function(s) {missing}; pass handlers="
+            f"{{'{missing[0]}': module.lambda_handler}} (registered: {sorted(handlers)})"
+        )
+    if start_at is not None and start_at not in machine.states:
+        raise HandlerError(f"start_at {start_at!r} is not a top-level state; use one of {sorted(machine.states)}")
+    if max_workers < 1:
+        raise HandlerError(f"max_workers must be >= 1, got {max_workers}")
+    data = {} if input is None else input
+    try:
+        input_json = _dumps(data)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise HandlerError(f"the execution input must be JSON-serialisable: {err}") from err
+    if not _within_quota(input_json):
+        raise HandlerError(f"the execution input exceeds AWS's {MAX_PAYLOAD_BYTES}-byte limit; pass less data")
+    clock = clock or SystemClock()
+    collector = InMemoryHistory() if listener is None else None
+    emit_to: Listener = collector if collector is not None else listener  # type: ignore[assignment]
+    name = name or str(uuid.uuid4())
+    arn = f"arn:aws:states:{machine.region}:{machine.account}:execution:{machine.name}:{name}"
+    started = clock.now()
+    context = {
+        "Execution": {"Id": arn, "Input": data, "Name": name, "RoleArn": role_arn, "StartTime": iso_millis(started)},
+        "StateMachine": {"Id": machine.arn, "Name": machine.name},
+    }
+    deadline = started + dt.timedelta(seconds=machine.timeout_seconds) if machine.timeout_seconds else None
+    run = _Run(machine, handlers, clock, emit_to, context, max_workers, deadline)
+    top = _Frame(0)
+    run.emit(top, "ExecutionStarted", "executionStartedEventDetails",
+             {"input": input_json, "inputDetails": _TRUNCATED, "roleArn": role_arn})
+    status, output, error, cause, failed = "SUCCEEDED", None, None, None, None
+    try:
+        output = _run_states(run, machine, data, top, start_at)
+        run.emit(top, "ExecutionSucceeded", "executionSucceededEventDetails",
+                 {"output": _dumps(output), "outputDetails": _TRUNCATED})
+    except StatesFailure as failure:
+        status, error, cause, failed = "FAILED", failure.error, failure.cause, failure.state
+        if error == RUNTIME and failure.state is not None:
+            # AWS prefixes runtime causes with where they happened.
+            cause = (f"An error occurred while executing the state '{failure.state}' "
+                     f"(entered at the event id #{failure.entered_id}). {cause}")
+        details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
+        run.emit(top, "ExecutionFailed", "executionFailedEventDetails", details)
+    except _ExecutionTimedOut:
+        status, error = "TIMED_OUT", TIMEOUT
+        run.emit(top, "ExecutionTimedOut", "executionTimedOutEventDetails", {"error": TIMEOUT})
+    return ExecutionResult(status, output, error, cause, arn, name, started, clock.now(), failed,
+                           collector.events if collector is not None else [])
+
+
+def _run_states(run: _Run, machine: StateMachine, data: Any, frame: _Frame, start: str | None = None) -> Any:
+    """The state loop of one (sub-)machine; returns its final output."""
+    name: str | None = start or machine.start_at
+    states = machine.states
+    while name is not None:
+        if run.deadline is not None and run.clock.now() >= run.deadline:
+            raise _ExecutionTimedOut
+        state = states[name]
+        try:
+            data, name = _RUNNERS[state.type](run, state, data, frame)
+        except StatesFailure as failure:
+            if failure.state is None:
+                failure.state, failure.entered_id = state.name, frame.entered
+            raise
+    return data
+
+
+# --- the shared data pipeline -------------------------------------------------------------
+
+
+def _enter(run: _Run, state: State, data: Any, frame: _Frame) -> None:
+    frame.entered = run.emit(frame, state.type + "StateEntered", "stateEnteredEventDetails",
+                             {"name": state.name, "input": _dumps(data), "inputDetails": _TRUNCATED})
+
+
+def _exit(run: _Run, state: State, output: Any, frame: _Frame) -> None:
+    output_json = _dumps(output)
+    if not _within_quota(output_json):
+        raise StatesFailure(DATA_LIMIT_EXCEEDED, f"The state/task '{state.name}' returned a result with a size "
+                            "exceeding the maximum number of bytes service limit.")
+    run.emit(frame, state.type + "StateExited", "stateExitedEventDetails",
+             {"name": state.name, "output": output_json, "outputDetails": _TRUNCATED})
+
+
+def _effective_input(state: State, data: Any, ctx: Any) -> Any:
+    """InputPath then Parameters (spec: "InputPath, Parameters...")."""
+    if state.input_path_null:
+        value: Any = {}
+    elif state.input_path is None:
+        value = data
+    else:
+        value = _select(state.input_path, state.input_path_text, data)
+    if state.parameters is not None:
+        value = state.parameters(value, ctx)
+    return value
+
+
+def _finish(state: State, data: Any, result: Any, ctx: Any) -> Any:
+    """ResultSelector, ResultPath (against the raw input), then OutputPath."""
+    if state.result_selector is not None:
+        result = state.result_selector(result, ctx)
+    steps = state.result_path
+    if steps is None:
+        output = data
+    elif not steps:
+        output = result
+    else:
+        try:
+            output = set_path(data, steps, result)
+        except ValueError as err:
+            raise StatesFailure(RESULT_PATH_MATCH_FAILURE, f"Unable to apply ResultPath "
+                                f"'{bracket_notation(steps)}' to input {_dumps(data)}: {err}") from err
+    if state.output_path_null:
+        return {}
+    if state.output_path is not None:
+        return _select(state.output_path, state.output_path_text, output)
+    return output
+
+
+def _output(state: State, value: Any) -> Any:
+    """OutputPath alone, for the states without a result (Choice, Wait, Succeed)."""
+    if state.output_path_null:
+        return {}
+    if state.output_path is not None:
+        return _select(state.output_path, state.output_path_text, value)
+    return value
+
+
+def _select(getter: Callable[[Any], Any], text: str, data: Any) -> Any:
+    try:
+        return getter(data)
+    except PathNotFound as err:
+        steps = parse_reference_path(text)
+        where = bracket_notation(steps) if steps is not None else text
+        raise StatesFailure(RUNTIME, f"Invalid path '{text}' : No results for path: {where}") from err
+
+
+def _within_quota(text: str) -> bool:
+    if len(text) <= MAX_PAYLOAD_BYTES // 4:  # even 4-byte UTF-8 characters fit
+        return True
+    return len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES
+
+
+# --- Retry and Catch (spec: "Error Handling") ---------------------------------------------
+
+
+def error_matches(names: tuple[str, ...], error: str | None) -> bool:
+    """Whether an ErrorEquals list matches an error name, with AWS's wildcard rules.
+
+    States.ALL matches everything but the terminal States.Runtime and
+    States.DataLimitExceeded; States.TaskFailed matches the same minus States.Timeout.
+    """
+    for name in names:
+        if name == error:
+            return True
+        if name in (ALL, TASK_FAILED) and error not in (RUNTIME, DATA_LIMIT_EXCEEDED):
+            if name == ALL or error != TIMEOUT:
+                return True
+    return False
+
+
+def retry_delay(retrier: Retrier, attempt: int, rng: random.Random) -> float:
+    """Seconds before retry number `attempt + 1`: IntervalSeconds * BackoffRate**attempt,
+    capped by MaxDelaySeconds, and drawn uniformly below that with JitterStrategy FULL."""
+    delay = retrier.interval * retrier.backoff**attempt
+    if retrier.max_delay is not None:
+        delay = min(delay, retrier.max_delay)
+    if retrier.jitter == "FULL":
+        delay = rng.uniform(0, delay)
+    return delay
+
+
+def _guarded(run: _Run, state: State, data: Any, frame: _Frame,
+             attempt: Callable[[int], Any]) -> tuple[Any, str | None]:
+    """Run `attempt(retry_count)` under the state's Retry and Catch; returns (output, next)."""
+    counts = [0] * len(state.retry)
+    retries = 0
+    while True:
+        try:
+            return attempt(retries), state.next
+        except StatesFailure as failure:
+            if failure.error == RUNTIME:
+                raise  # never retried nor caught (AWS)
+            for i, retrier in enumerate(state.retry):
+                if error_matches(retrier.errors, failure.error):
+                    break
+            else:
+                i, retrier = -1, None  # type: ignore[assignment]
+            if retrier is not None and counts[i] < retrier.max_attempts:
+                run.sleep(retry_delay(retrier, counts[i], run.rng))
+                counts[i] += 1
+                retries += 1
+                continue
+            for catcher in state.catch:
+                if error_matches(catcher.errors, failure.error):
+                    error_output = {"Error": failure.error, "Cause": failure.cause}
+                    if catcher.result_path is None:
+                        output = data
+                    else:
+                        try:
+                            output = set_path(data, catcher.result_path, error_output)
+                        except ValueError as err:
+                            raise StatesFailure(RESULT_PATH_MATCH_FAILURE, str(err)) from err
+                    return output, catcher.next
+            raise
+
+
+# --- the states ----------------------------------------------------------------------------
+
+
+def _run_pass(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Pass (spec: "Pass State"): Result, or the effective input, goes to ResultPath."""
+    _enter(run, state, data, frame)
+    ctx = run.state_context(state)
+    effective = _effective_input(state, data, ctx)
+    result = state.result if state.has_result else effective
+    output = _finish(state, data, result, ctx)
+    _exit(run, state, output, frame)
+    return output, state.next
+
+
+def _run_task(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Task (spec: "Task State") for Lambda resources, under Retry/Catch."""
+    _enter(run, state, data, frame)
+
+    def attempt(retry_count: int) -> Any:
+        ctx = run.state_context(state, retry_count)
+        effective = _effective_input(state, data, ctx)
+        result = _invoke(run, state, data, effective, frame)
+        output = _finish(state, data, result, ctx)
+        return output
+
+    output, nxt = _guarded(run, state, data, frame, attempt)
+    _exit(run, state, output, frame)
+    return output, nxt
+
+
+def _invoke(run: _Run, state: State, data: Any, effective: Any, frame: _Frame) -> Any:
+    resource = state.resource
+    assert resource is not None  # noqa: S101 - machine.py sets it for every Task
+    timeout = state.timeout_seconds
+    if state.timeout_path is not None:
+        timeout = _select(state.timeout_path, "TimeoutSecondsPath", data)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+            raise StatesFailure(RUNTIME, f"TimeoutSecondsPath must select a positive integer, got {_dumps(timeout)}")
+    started = run.clock.now()
+    deadline = started + dt.timedelta(seconds=timeout) if timeout else None
+    region, account = run.machine.region, run.machine.account
+    if resource.kind == "invoke":
+        if not isinstance(effective, dict) or not isinstance(effective.get("FunctionName"), str):
+            raise StatesFailure(RUNTIME, "lambda:invoke needs Parameters.FunctionName to be a string")
+        target = effective["FunctionName"]
+        name, region = function_name_of(target)
+        params_json = _dumps(effective)
+        scheduled = {"resourceType": "lambda", "resource": "invoke", "region": region, "parameters": params_json}
+        if timeout:
+            scheduled["timeoutInSeconds"] = timeout
+        if state.heartbeat_seconds:
+            scheduled["heartbeatInSeconds"] = state.heartbeat_seconds
+        run.emit(frame, "TaskScheduled", "taskScheduledEventDetails", scheduled)
+        run.emit(frame, "TaskStarted", "taskStartedEventDetails", {"resourceType": "lambda", "resource": "invoke"})
+        payload_json = _dumps(effective.get("Payload", {}))
+        arn = target if target.startswith("arn:") else function_arn(name, region, account)
+        try:
+            payload, result_json, request_id = call_handler(
+                run.handlers, name, arn, payload_json, run.clock, deadline)
+            _check_timeout(run, started, timeout)
+        except StatesFailure as failure:
+            kind = "TaskTimedOut" if failure.error == TIMEOUT else "TaskFailed"
+            run.emit(frame, kind, kind[0].lower() + kind[1:] + "EventDetails",
+                     {"resourceType": "lambda", "resource": "invoke", "error": failure.error, "cause": failure.cause})
+            raise
+        result = invoke_result(payload, result_json, request_id, executed_version(target), run.clock.now())
+        output_json = _dumps(result)
+        _check_quota(output_json, state)
+        run.emit(frame, "TaskSucceeded", "taskSucceededEventDetails",
+                 {"resourceType": "lambda", "resource": "invoke", "output": output_json, "outputDetails": _TRUNCATED})
+        return result
+    # A plain function ARN: the state's effective input is the event; the result is the return value.
+    payload_json = _dumps(effective)
+    scheduled = {"resource": resource.arn, "input": payload_json, "inputDetails": _TRUNCATED}
+    if timeout:
+        scheduled["timeoutInSeconds"] = timeout
+    run.emit(frame, "LambdaFunctionScheduled", "lambdaFunctionScheduledEventDetails", scheduled)
+    run.emit(frame, "LambdaFunctionStarted")
+    try:
+        payload, result_json, _ = call_handler(
+            run.handlers, resource.function_name or "", resource.arn, payload_json, run.clock, deadline)
+        _check_timeout(run, started, timeout)
+        _check_quota(result_json, state)
+    except StatesFailure as failure:
+        kind = "LambdaFunctionTimedOut" if failure.error == TIMEOUT else "LambdaFunctionFailed"
+        run.emit(frame, kind, kind[0].lower() + kind[1:] + "EventDetails",
+                 {k: v for k, v in (("error", failure.error), ("cause", failure.cause)) if v is not None})
+        raise
+    run.emit(frame, "LambdaFunctionSucceeded", "lambdaFunctionSucceededEventDetails",
+             {"output": result_json, "outputDetails": _TRUNCATED})
+    return payload
+
+
+def _check_timeout(run: _Run, started: dt.datetime, timeout: int | None) -> None:
+    # A Python call cannot be interrupted safely, so the timeout is judged when it returns.
+    if timeout and (run.clock.now() - started).total_seconds() > timeout:
+        raise StatesFailure(TIMEOUT, f"The task did not complete within its TimeoutSeconds of {timeout} s")
+
+
+def _check_quota(text: str, state: State) -> None:
+    if not _within_quota(text):
+        raise StatesFailure(DATA_LIMIT_EXCEEDED, f"The state/task '{state.name}' returned a result with a size "
+                            "exceeding the maximum number of bytes service limit.")
+
+
+def _run_choice(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Choice (spec: "Choice State"): the first matching rule's Next, else Default."""
+    _enter(run, state, data, frame)
+    ctx = run.state_context(state)
+    effective = _effective_input(state, data, ctx)
+    for predicate, target in state.choices:
+        if predicate(effective, ctx):
+            nxt = target
+            break
+    else:
+        if state.default is None:
+            raise StatesFailure(NO_CHOICE_MATCHED, "No Matches!")
+        nxt = state.default
+    output = _output(state, effective)
+    _exit(run, state, output, frame)
+    return output, nxt
+
+
+def _run_wait(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Wait (spec: "Wait State"): Seconds, Timestamp, or either read from the input."""
+    _enter(run, state, data, frame)
+    effective = _effective_input(state, data, None)
+    seconds: float = 0.0
+    if state.seconds is not None:
+        seconds = state.seconds
+    elif state.seconds_path is not None:
+        value = _select(state.seconds_path, state.wait_path_text, effective)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise StatesFailure(RUNTIME, f"The SecondsPath parameter does not reference a non-negative integer: "
+                                f"{state.wait_path_text} = {_dumps(value)}")
+        seconds = value
+    else:
+        from .choice import parse_timestamp
+
+        stamp = state.timestamp
+        if state.timestamp_path is not None:
+            stamp = _select(state.timestamp_path, state.wait_path_text, effective)
+        moment = parse_timestamp(stamp)
+        if moment is None:
+            raise StatesFailure(RUNTIME, f"The TimestampPath parameter does not reference a valid ISO-8601 "
+                                f"extended offset date-time format string: {state.wait_path_text} = {_dumps(stamp)}")
+        seconds = max(0.0, (moment - run.clock.now()).total_seconds())
+    run.sleep(seconds)
+    output = _output(state, effective)
+    _exit(run, state, output, frame)
+    return output, state.next
+
+
+def _run_succeed(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Succeed (spec: "Succeed State"): ends this (sub-)machine successfully."""
+    _enter(run, state, data, frame)
+    effective = _effective_input(state, data, None)
+    output = _output(state, effective)
+    _exit(run, state, output, frame)
+    return output, None
+
+
+def _run_fail(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Fail (spec: "Fail State"): Error/Cause, or ErrorPath/CausePath read from the input."""
+    _enter(run, state, data, frame)
+    ctx = run.state_context(state)
+    error, cause = state.error, state.cause
+    for attr, template in (("ErrorPath", state.error_path), ("CausePath", state.cause_path)):
+        if template is None:
+            continue
+        try:
+            value = template(data, ctx)
+        except PathNotFound as err:
+            raise StatesFailure(RUNTIME, f"Invalid path '{err.path}' : No results for path: {err.path}") from err
+        if not isinstance(value, str):
+            raise StatesFailure(RUNTIME, f"The {attr} field must select a string, got {_dumps(value)}")
+        if attr == "ErrorPath":
+            error = value
+        else:
+            cause = value
+    raise StatesFailure(error, cause)  # type: ignore[arg-type]
+
+
+def _run_parallel(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Parallel (spec: "Parallel State"): every branch gets the effective input; the result
+    is the array of branch outputs in branch order. The first failing branch fails the state."""
+    _enter(run, state, data, frame)
+
+    def attempt(retry_count: int) -> Any:
+        ctx = run.state_context(state, retry_count)
+        effective = _effective_input(state, data, ctx)
+        run.emit(frame, "ParallelStateStarted")
+        jobs = [(branch, effective) for branch in state.branches]
+        outcomes = _fan_out(run, jobs, frame, limit=0)
+        for outcome in outcomes:
+            if isinstance(outcome, StatesFailure):
+                run.emit(frame, "ParallelStateFailed")
+                raise outcome
+        run.emit(frame, "ParallelStateSucceeded")
+        return _finish(state, data, outcomes, ctx)
+
+    output, nxt = _guarded(run, state, data, frame, attempt)
+    _exit(run, state, output, frame)
+    return output, nxt
+
+
+def _run_map(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+    """Map (spec: "Map State"): run the ItemProcessor on each item of ItemsPath; the result
+    is the array of outputs in item order. ToleratedFailureCount/Percentage let some
+    iterations fail (their entries hold the error); past that, the state fails."""
+    _enter(run, state, data, frame)
+    assert state.iterator is not None  # noqa: S101 - machine.py sets it for every Map
+
+    def attempt(retry_count: int) -> Any:
+        ctx = run.state_context(state, retry_count)
+        effective = _effective_input(state, data, ctx)
+        items = effective if state.items_path is None else _select(state.items_path, state.items_path_text, effective)
+        if not isinstance(items, list):
+            raise StatesFailure(RUNTIME, f"Map state input must be an array but was: {_json_type(items)} "
+                                f"(ItemsPath '{state.items_path_text}')")
+        run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": len(items)})
+        inputs = []
+        for index, item in enumerate(items):
+            if state.item_selector is None:
+                inputs.append(item)
+            else:
+                item_ctx = dict(ctx or run.context)
+                item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
+                inputs.append(state.item_selector(effective, item_ctx))
+        tolerant = state.tolerated_count is not None or state.tolerated_percentage is not None
+        jobs = [(state.iterator, value) for value in inputs]
+        outcomes = _fan_out(run, jobs, frame, limit=state.max_concurrency, map_name=state.name,
+                            stop_on_failure=not tolerant)
+        failures = [o for o in outcomes if isinstance(o, StatesFailure) and o.error != _ABORTED]
+        if failures and not tolerant:
+            run.emit(frame, "MapStateFailed")
+            raise failures[0]
+        if failures and _exceeds_tolerance(state, len(failures), len(items)):
+            run.emit(frame, "MapStateFailed")
+            raise StatesFailure(EXCEED_TOLERATED_FAILURE_THRESHOLD,
+                                "The specified tolerated failure threshold was exceeded")
+        run.emit(frame, "MapStateSucceeded")
+        results = [{"Error": o.error, "Cause": o.cause} if isinstance(o, StatesFailure) else o for o in outcomes]
+        return _finish(state, data, results, ctx)
+
+    output, nxt = _guarded(run, state, data, frame, attempt)
+    _exit(run, state, output, frame)
+    return output, nxt
+
+
+def _exceeds_tolerance(state: State, failed: int, total: int) -> bool:
+    if state.tolerated_count is not None and failed > state.tolerated_count:
+        return True
+    return state.tolerated_percentage is not None and failed * 100 > state.tolerated_percentage * total
+
+
+def _fan_out(run: _Run, jobs: list[tuple[StateMachine, Any]], frame: _Frame, *, limit: int,
+             map_name: str | None = None, stop_on_failure: bool = True) -> list[Any]:
+    """Run sub-machines (branches or Map iterations); each outcome is an output or a StatesFailure."""
+    stop = threading.Event()
+
+    def one(index: int) -> Any:
+        machine, value = jobs[index]
+        sub = _Frame(frame.last)
+        if map_name is not None:
+            if stop.is_set():
+                run.emit(sub, "MapIterationAborted", "mapIterationAbortedEventDetails", {"name": map_name, "index": index})
+                return StatesFailure(_ABORTED)
+            run.emit(sub, "MapIterationStarted", "mapIterationStartedEventDetails", {"name": map_name, "index": index})
+        try:
+            output = _run_states(run, machine, value, sub)
+        except StatesFailure as failure:
+            if map_name is not None:
+                run.emit(sub, "MapIterationFailed", "mapIterationFailedEventDetails", {"name": map_name, "index": index})
+            if stop_on_failure:
+                stop.set()
+            return failure
+        if map_name is not None:
+            run.emit(sub, "MapIterationSucceeded", "mapIterationSucceededEventDetails", {"name": map_name, "index": index})
+        return output
+
+    workers = min(run.max_workers, limit or len(jobs), len(jobs))
+    if workers <= 1:
+        outcomes = []
+        for i in range(len(jobs)):
+            outcome = one(i)
+            outcomes.append(outcome)
+            if isinstance(outcome, StatesFailure) and stop_on_failure:
+                break
+        return outcomes
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, range(len(jobs))))
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
+
+
+_RUNNERS: dict[str, Callable[[_Run, State, Any, _Frame], tuple[Any, str | None]]] = {
+    "Pass": _run_pass,
+    "Task": _run_task,
+    "Choice": _run_choice,
+    "Wait": _run_wait,
+    "Succeed": _run_succeed,
+    "Fail": _run_fail,
+    "Parallel": _run_parallel,
+    "Map": _run_map,
+}

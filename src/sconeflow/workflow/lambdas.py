@@ -1,0 +1,140 @@
+"""Local Lambda invocation: the handler call, its context object, and AWS's result shapes.
+
+Handlers are plain `lambda_handler(event, context)` callables found by function name in the
+table given to `run_execution`. The event is a fresh JSON round-trip of the payload, as a
+real Lambda receives it, so a handler cannot change the state data it came from.
+
+A handler's exception becomes the error named after its class, with the cause the Python
+Lambda runtime reports: `{"errorMessage": ..., "errorType": ..., "requestId": ...,
+"stackTrace": [...]}`. Step Functions passes it on as compact JSON in both the
+`lambda:invoke` (TaskFailed) and plain-ARN (LambdaFunctionFailed) forms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from typing import Any
+
+from .clock import Clock
+from .errors import StatesFailure
+
+Handler = Callable[[Any, Any], Any]
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of AWS's Python Lambda context object that handlers commonly read."""
+
+    function_name: str
+    invoked_function_arn: str
+    aws_request_id: str
+    deadline: dt.datetime | None
+    clock: Clock = field(repr=False)
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: str = "128"
+    log_group_name: str = ""
+    log_stream_name: str = ""
+
+    def get_remaining_time_in_millis(self) -> int:
+        if self.deadline is None:
+            return 900_000  # Lambda's 15-minute maximum
+        return max(0, int((self.deadline - self.clock.now()).total_seconds() * 1000))
+
+
+def function_arn(name: str, region: str, account: str, qualifier: str | None = None) -> str:
+    arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
+    return f"{arn}:{qualifier}" if qualifier else arn
+
+
+def call_handler(
+    handlers: Mapping[str, Handler],
+    name: str,
+    invoked_arn: str,
+    payload_json: str,
+    clock: Clock,
+    deadline: dt.datetime | None,
+) -> tuple[Any, str, str]:
+    """Run one handler: (result, result JSON, request id). Raises StatesFailure like Lambda."""
+    request_id = str(uuid.uuid4())
+    handler = handlers.get(name)
+    if handler is None:
+        raise StatesFailure(
+            "Lambda.ResourceNotFoundException",
+            f"Function not found: {invoked_arn} (Service: AWSLambda; Status Code: 404; "
+            f"Error Code: ResourceNotFoundException; Request ID: {request_id}; Proxy: null)",
+        )
+    context = LambdaContext(name, invoked_arn, request_id, deadline, clock)
+    event = json.loads(payload_json)
+    try:
+        result = handler(event, context)
+    except Exception as exc:  # a handler's failure is data for Retry/Catch, not a crash
+        raise StatesFailure(type(exc).__name__, error_cause(exc, request_id)) from exc
+    try:
+        result_json = _dumps(result)
+    except (TypeError, ValueError) as exc:
+        # What the Python runtime reports when a handler returns something JSON cannot hold.
+        cause = _dumps(
+            {
+                "errorMessage": f"Unable to marshal response: {exc}",
+                "errorType": "Runtime.MarshalError",
+                "requestId": request_id,
+                "stackTrace": [],
+            }
+        )
+        raise StatesFailure("Runtime.MarshalError", cause) from exc
+    return result, result_json, request_id
+
+
+def error_cause(exc: BaseException, request_id: str) -> str:
+    """The Lambda runtime's error document for an exception, as compact JSON."""
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # drop call_handler's own frame
+    return _dumps(
+        {
+            "errorMessage": str(exc),
+            "errorType": type(exc).__name__,
+            "requestId": request_id,
+            "stackTrace": traceback.format_list(frames),
+        }
+    )
+
+
+def invoke_result(payload: Any, payload_json: str, request_id: str, version: str, now: dt.datetime) -> dict[str, Any]:
+    """The output of `arn:aws:states:::lambda:invoke`: Lambda's Invoke response as AWS returns it."""
+    date = format_datetime(now.astimezone(dt.UTC), usegmt=True)
+    length = str(len(payload_json.encode("utf-8")))
+    trace = f"root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};sampled=0"
+    headers = {
+        "Connection": "keep-alive",
+        "Content-Length": length,
+        "Content-Type": "application/json",
+        "Date": date,
+        "X-Amz-Executed-Version": version,
+        "x-amzn-Remapped-Content-Length": "0",
+        "x-amzn-RequestId": request_id,
+        "X-Amzn-Trace-Id": trace,
+    }
+    return {
+        "ExecutedVersion": version,
+        "Payload": payload,
+        "SdkHttpMetadata": {
+            "AllHttpHeaders": {k: [v] for k, v in headers.items()},
+            "HttpHeaders": headers,
+            "HttpStatusCode": 200,
+        },
+        "SdkResponseMetadata": {"RequestId": request_id},
+        "StatusCode": 200,
+    }
+
+
+def executed_version(function_name: str) -> str:
+    """`$LATEST`, or the numeric version a FunctionName's qualifier names."""
+    qualifier = function_name.rsplit(":", 1)[-1] if function_name.count(":") in (1, 7) else ""
+    return qualifier if qualifier.isdigit() else "$LATEST"

@@ -1,0 +1,348 @@
+"""Parse and compile a definition into a `StateMachine` of ready-to-run `State` objects.
+
+`parse_definition` validates first (validate.py), then compiles every path, payload
+template, intrinsic call and Choice rule once, so an execution never parses text. A
+compile error is reported like any other validation problem, with the state's name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .choice import Predicate, compile_rule, parse_timestamp
+from .errors import DefinitionError
+from .intrinsics import IntrinsicSyntaxError, compile_intrinsic, is_intrinsic
+from .paths import Step, compile_path, parse_reference_path
+from .payload import Template, compile_template
+from .validate import (
+    INVOKE_RESOURCE,
+    LAMBDA_ARN,
+    MAX_DEFINITION_CHARS,
+    check_definition,
+    lint_definition,
+)
+
+Getter = Callable[[Any], Any]
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT = "123456789012"
+
+
+@dataclass(frozen=True)
+class Retrier:
+    """One Retry entry (spec: "Retrying after error"), with AWS's defaults."""
+
+    errors: tuple[str, ...]
+    interval: float = 1.0
+    max_attempts: int = 3
+    backoff: float = 2.0
+    max_delay: float | None = None
+    jitter: str = "NONE"
+
+
+@dataclass(frozen=True)
+class Catcher:
+    """One Catch entry (spec: "Fallback states"); result_path None discards the error."""
+
+    errors: tuple[str, ...]
+    next: str
+    result_path: tuple[Step, ...] | None = ()
+
+
+@dataclass(frozen=True)
+class TaskResource:
+    """A Lambda task: `invoke` (arn:aws:states:::lambda:invoke) or `function` (plain ARN)."""
+
+    kind: str
+    arn: str
+    function_name: str | None  # known statically for plain ARNs and literal FunctionName
+    region: str
+
+
+@dataclass
+class State:
+    """One compiled state. Fields unused by a state's type stay at their defaults."""
+
+    name: str
+    type: str
+    next: str | None = None
+    input_path: Getter | None = None  # None with input_path_null False: "$"
+    input_path_text: str = "$"
+    input_path_null: bool = False
+    output_path: Getter | None = None
+    output_path_text: str = "$"
+    output_path_null: bool = False
+    parameters: Template | None = None
+    result_selector: Template | None = None
+    result_path: tuple[Step, ...] | None = ()  # None: ResultPath null (keep the input)
+    retry: tuple[Retrier, ...] = ()
+    catch: tuple[Catcher, ...] = ()
+    # Task
+    resource: TaskResource | None = None
+    timeout_seconds: int | None = None
+    timeout_path: Getter | None = None
+    heartbeat_seconds: int | None = None
+    # Pass
+    result: Any = None
+    has_result: bool = False
+    # Choice
+    choices: tuple[tuple[Predicate, str], ...] = ()
+    default: str | None = None
+    # Wait
+    seconds: int | None = None
+    timestamp: str | None = None
+    seconds_path: Getter | None = None
+    timestamp_path: Getter | None = None
+    wait_path_text: str = ""
+    # Fail
+    error: str | None = None
+    cause: str | None = None
+    error_path: Template | None = None
+    cause_path: Template | None = None
+    # Parallel / Map
+    branches: tuple[StateMachine, ...] = ()
+    iterator: StateMachine | None = None
+    items_path: Getter | None = None
+    items_path_text: str = "$"
+    item_selector: Template | None = None
+    max_concurrency: int = 0
+    tolerated_count: int | None = None
+    tolerated_percentage: float | None = None
+
+
+@dataclass
+class StateMachine:
+    """A validated, compiled definition. `definition` keeps the parsed JSON."""
+
+    start_at: str
+    states: dict[str, State]
+    definition: dict[str, Any]
+    name: str = "sconeflow"
+    timeout_seconds: int | None = None
+    uses_context: bool = False  # the definition mentions `$$`, so states build the context
+    region: str = DEFAULT_REGION
+    account: str = DEFAULT_ACCOUNT
+    function_names: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:states:{self.region}:{self.account}:stateMachine:{self.name}"
+
+
+def parse_definition(
+    definition: str | dict[str, Any],
+    *,
+    name: str = "sconeflow",
+    region: str = DEFAULT_REGION,
+    account: str = DEFAULT_ACCOUNT,
+) -> StateMachine:
+    """Validate and compile an ASL definition (JSON text or parsed dict).
+
+    Raises DefinitionError listing every problem found; nothing runs before that.
+    """
+    text = definition if isinstance(definition, str) else None
+    if text is not None:
+        if len(text) > MAX_DEFINITION_CHARS:
+            raise DefinitionError([f"the definition has {len(text)} characters; AWS's limit is {MAX_DEFINITION_CHARS}"])
+        try:
+            definition = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise DefinitionError([f"the definition is not valid JSON: {err}"]) from err
+    problems = check_definition(definition)
+    if not problems:
+        try:
+            problems = lint_definition(definition)  # type: ignore[arg-type]
+        except RecursionError:
+            problems = ["the definition nests too deeply"]
+    if problems:
+        raise DefinitionError(problems)
+    assert isinstance(definition, dict)  # check_definition guarantees it
+    compiled: list[str] = []
+    names: set[str] = set()
+    machine = _compile_machine(definition, "", compiled, names)
+    if compiled:
+        raise DefinitionError(compiled)
+    machine.definition = definition
+    machine.name = name
+    machine.region = region
+    machine.account = account
+    machine.timeout_seconds = definition.get("TimeoutSeconds")
+    machine.uses_context = "$$" in json.dumps(definition)
+    machine.function_names = frozenset(names)
+    return machine
+
+
+def _compile_machine(spec: dict[str, Any], where: str, problems: list[str], names: set[str]) -> StateMachine:
+    states = {
+        name: _compile_state(name, body, where, problems, names) for name, body in spec["States"].items()
+    }
+    return StateMachine(start_at=spec["StartAt"], states=states, definition=spec)
+
+
+def _compile_state(name: str, spec: dict[str, Any], where: str, problems: list[str], names: set[str]) -> State:
+    at = f"State {name!r}" + (f" (in {where})" if where else "")
+    state = State(name=name, type=spec["Type"], next=spec.get("Next"))
+
+    def attempt(field_name: str, build: Callable[[], Any]) -> Any:
+        try:
+            return build()
+        except (ValueError, IntrinsicSyntaxError) as err:
+            problems.append(f"{at}: {field_name}: {err}")
+            return None
+
+    for fname in ("InputPath", "OutputPath"):
+        if fname in spec:
+            value = spec[fname]
+            key = "input" if fname == "InputPath" else "output"
+            if value is None:
+                setattr(state, f"{key}_path_null", True)
+            else:
+                setattr(state, f"{key}_path", attempt(fname, lambda v=value: _path(v)))
+                setattr(state, f"{key}_path_text", value)
+    if "Parameters" in spec:
+        state.parameters = attempt("Parameters", lambda: _template(spec["Parameters"]))
+    if "ResultSelector" in spec:
+        state.result_selector = attempt("ResultSelector", lambda: _template(spec["ResultSelector"]))
+    if "ResultPath" in spec:
+        state.result_path = attempt("ResultPath", lambda: _reference(spec["ResultPath"], allow_null=True))
+    state.retry = tuple(_retrier(r) for r in spec.get("Retry", []))
+    state.catch = tuple(
+        Catcher(tuple(c["ErrorEquals"]), c["Next"], attempt("Catch.ResultPath", lambda c=c: _reference(c.get("ResultPath", "$"), allow_null=True)))
+        for c in spec.get("Catch", [])
+    )
+    kind = state.type
+    if kind == "Task":
+        state.resource = attempt("Resource", lambda: _resource(spec, names))
+        state.timeout_seconds = spec.get("TimeoutSeconds")
+        state.heartbeat_seconds = spec.get("HeartbeatSeconds")
+        if "TimeoutSecondsPath" in spec:
+            state.timeout_path = attempt("TimeoutSecondsPath", lambda: _path(spec["TimeoutSecondsPath"], reference=True))
+    elif kind == "Pass":
+        state.has_result = "Result" in spec
+        state.result = spec.get("Result")
+    elif kind == "Choice":
+        state.choices = tuple(
+            (attempt(f"Choices[{i}]", lambda r=rule: compile_rule(r, top_level=True)), rule.get("Next"))
+            for i, rule in enumerate(spec["Choices"])
+        )
+        state.default = spec.get("Default")
+    elif kind == "Wait":
+        _compile_wait(state, spec, attempt)
+    elif kind == "Fail":
+        state.error, state.cause = spec.get("Error"), spec.get("Cause")
+        if "ErrorPath" in spec:
+            state.error_path = attempt("ErrorPath", lambda: _dynamic(spec["ErrorPath"]))
+        if "CausePath" in spec:
+            state.cause_path = attempt("CausePath", lambda: _dynamic(spec["CausePath"]))
+    elif kind == "Parallel":
+        state.branches = tuple(
+            _compile_machine(b, f"{name}.Branches[{i}]", problems, names) for i, b in enumerate(spec["Branches"])
+        )
+    elif kind == "Map":
+        processor = spec.get("ItemProcessor", spec.get("Iterator"))
+        state.iterator = _compile_machine(processor, f"{name}.ItemProcessor", problems, names)
+        if "ItemsPath" in spec:
+            state.items_path = attempt("ItemsPath", lambda: _path(spec["ItemsPath"], reference=True))
+            state.items_path_text = spec["ItemsPath"]
+        selector = spec.get("ItemSelector", spec.get("Parameters"))
+        state.parameters = None  # for a Map, legacy Parameters is the ItemSelector
+        if selector is not None:
+            state.item_selector = attempt("ItemSelector", lambda: _template(selector))
+        state.max_concurrency = spec.get("MaxConcurrency", 0)
+        state.tolerated_count = spec.get("ToleratedFailureCount")
+        state.tolerated_percentage = spec.get("ToleratedFailurePercentage")
+    return state
+
+
+def _compile_wait(state: State, spec: dict[str, Any], attempt: Callable[[str, Callable[[], Any]], Any]) -> None:
+    if "Seconds" in spec:
+        seconds = spec["Seconds"]
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 0:
+            attempt("Seconds", lambda: _fail("must be a non-negative integer number of seconds"))
+        state.seconds = seconds
+    if "Timestamp" in spec:
+        if parse_timestamp(spec["Timestamp"]) is None:
+            attempt("Timestamp", lambda: _fail("must be an RFC 3339 timestamp like '2026-01-31T12:00:00Z'"))
+        state.timestamp = spec["Timestamp"]
+    for fname, attr in (("SecondsPath", "seconds_path"), ("TimestampPath", "timestamp_path")):
+        if fname in spec:
+            setattr(state, attr, attempt(fname, lambda f=fname: _path(spec[f], reference=True)))
+            state.wait_path_text = spec[fname]
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _path(value: Any, *, reference: bool = False) -> Getter:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a path string such as '$.field', got {json.dumps(value)}")
+    if reference and parse_reference_path(value) is None:
+        raise ValueError(f"{value!r} must be a reference path such as '$.field' or '$.list[0]'")
+    return compile_path(value)
+
+
+def _reference(value: Any, *, allow_null: bool) -> tuple[Step, ...] | None:
+    if value is None and allow_null:
+        return None
+    steps = parse_reference_path(value) if isinstance(value, str) else None
+    if steps is None:
+        raise ValueError(f"{json.dumps(value)} must be a reference path such as '$.result' (or null)")
+    return steps
+
+
+def _template(value: Any) -> Template:
+    return compile_template(value)
+
+
+def _dynamic(value: Any) -> Template:
+    """ErrorPath/CausePath: a reference path or an intrinsic call."""
+    if isinstance(value, str) and is_intrinsic(value):
+        return compile_intrinsic(value)
+    getter = _path(value, reference=True)
+    return lambda data, ctx: getter(data)
+
+
+def _retrier(spec: dict[str, Any]) -> Retrier:
+    return Retrier(
+        errors=tuple(spec["ErrorEquals"]),
+        interval=spec.get("IntervalSeconds", 1),
+        max_attempts=spec.get("MaxAttempts", 3),
+        backoff=spec.get("BackoffRate", 2.0),
+        max_delay=spec.get("MaxDelaySeconds"),
+        jitter=spec.get("JitterStrategy", "NONE"),
+    )
+
+
+def _resource(spec: dict[str, Any], names: set[str]) -> TaskResource:
+    resource = spec["Resource"]
+    if resource == INVOKE_RESOURCE:
+        params = spec.get("Parameters")
+        if not isinstance(params, dict) or not ("FunctionName" in params or "FunctionName.$" in params):
+            raise ValueError(
+                "lambda:invoke needs Parameters with 'FunctionName' (and usually 'Payload.$': '$'), e.g. "
+                '{"FunctionName": "arn:aws:lambda:us-east-1:123456789012:function:classify:$LATEST", "Payload.$": "$"}'
+            )
+        literal = params.get("FunctionName")
+        function_name, region = None, DEFAULT_REGION
+        if isinstance(literal, str):
+            function_name, region = function_name_of(literal)
+            names.add(function_name)
+        return TaskResource("invoke", resource, function_name, region)
+    match = LAMBDA_ARN.fullmatch(resource)
+    assert match is not None  # validate.py accepted only these two forms
+    names.add(match.group(3))
+    return TaskResource("function", resource, match.group(3), match.group(1))
+
+
+def function_name_of(function_name: str) -> tuple[str, str]:
+    """(name, region) of a FunctionName: a bare name, `name:qualifier`, or an ARN."""
+    match = LAMBDA_ARN.fullmatch(function_name)
+    if match:
+        return match.group(3), match.group(1)
+    parts = function_name.split(":")
+    if len(parts) >= 3 and parts[1] == "function":  # ACCOUNT:function:NAME[:QUALIFIER]
+        return parts[2], DEFAULT_REGION
+    return parts[0], DEFAULT_REGION

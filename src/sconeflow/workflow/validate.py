@@ -1,0 +1,282 @@
+"""Definition checks that run before any state does (spec: "Structure of a State Machine").
+
+Two layers, both reported together:
+
+* `statelint` (PyPI, a Python port of awslabs/statelint) checks field names, field types
+  and path syntax against the States Language schema;
+* the checks below add what sconeflow itself needs or what AWS rejects at
+  CreateStateMachine: graph checks (every `Next` exists, every state reachable, a terminal
+  state reachable), `States.ALL` alone and last, supported Task resources, bounded nesting
+  and size. Expressions (paths, intrinsics, Choice rules, payload templates) are checked by
+  compiling them, in `machine.py`, so that one parser decides what is valid.
+
+Every message names the state and says how to fix the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from statelint.config import Config
+from statelint.linter import Linter
+from statelint.problem import ProblemType
+
+MAX_DEFINITION_CHARS = 1_048_576  # AWS's limit on a definition's size
+MAX_NESTING_DEPTH = 10  # Parallel/Map inside Parallel/Map
+MAX_STATES = 10_000
+
+INVOKE_RESOURCE = "arn:aws:states:::lambda:invoke"
+LAMBDA_ARN = re.compile(r"arn:aws[\w-]*:lambda:([\w-]+):(\d{12}):function:([\w-]{1,64})(:[\w$-]+)?")
+
+_COMMON = {"Type", "Comment", "QueryLanguage"}
+_IO = {"InputPath", "OutputPath"}
+_FLOW = {"Next", "End"}
+_RESULT = {"ResultPath", "ResultSelector", "Parameters"}
+_ERRORS = {"Retry", "Catch"}
+ALLOWED_FIELDS: dict[str, set[str]] = {
+    "Task": _COMMON | _IO | _FLOW | _RESULT | _ERRORS
+    | {"Resource", "TimeoutSeconds", "TimeoutSecondsPath", "HeartbeatSeconds", "HeartbeatSecondsPath"},
+    "Pass": _COMMON | _IO | _FLOW | {"Result", "ResultPath", "Parameters"},
+    "Choice": _COMMON | _IO | {"Choices", "Default"},
+    "Wait": _COMMON | _IO | _FLOW | {"Seconds", "Timestamp", "SecondsPath", "TimestampPath"},
+    "Succeed": _COMMON | _IO,
+    "Fail": _COMMON | {"Error", "ErrorPath", "Cause", "CausePath"},
+    "Parallel": _COMMON | _IO | _FLOW | _RESULT | _ERRORS | {"Branches"},
+    "Map": _COMMON | _IO | _FLOW | _RESULT | _ERRORS
+    | {"Iterator", "ItemProcessor", "ItemsPath", "ItemSelector", "MaxConcurrency",
+       "ToleratedFailurePercentage", "ToleratedFailureCount", "Label"},
+}
+_RETRIER_FIELDS = {"ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds",
+                   "JitterStrategy", "Comment"}
+_CATCHER_FIELDS = {"ErrorEquals", "Next", "ResultPath", "Comment"}
+_NOT_SUPPORTED = {
+    "ItemReader": "sconeflow runs inline Maps only: pass the items in the input and use ItemsPath",
+    "ResultWriter": "sconeflow runs inline Maps only: the Map's output holds its results",
+    "Assign": "workflow variables are not supported: carry values in the state data",
+    "Arguments": "'Arguments' belongs to JSONata mode: use 'Parameters' in JSONPath mode",
+    "Output": "'Output' belongs to JSONata mode: use 'OutputPath'/'ResultSelector'",
+    "Credentials": "cross-account task credentials are not supported",
+    "MaxConcurrencyPath": "use a literal 'MaxConcurrency'",
+    "ToleratedFailurePercentagePath": "use a literal 'ToleratedFailurePercentage'",
+    "ToleratedFailureCountPath": "use a literal 'ToleratedFailureCount'",
+}
+
+
+def lint_definition(definition: dict[str, Any]) -> list[str]:
+    """Problems statelint finds. An integer BackoffRate is accepted, as AWS accepts it."""
+    config = Config(ignored_problem_types={ProblemType.FLOAT})
+    return [f"statelint: {p}" for p in Linter.validate(definition, config)]
+
+
+def check_definition(definition: Any) -> list[str]:
+    """Structural problems of a whole definition (empty list when it is sound)."""
+    if not isinstance(definition, dict):
+        return ["the definition must be a JSON object with 'StartAt' and 'States'"]
+    problems: list[str] = []
+    if definition.get("QueryLanguage", "JSONPath") != "JSONPath":
+        problems.append("QueryLanguage: sconeflow runs JSONPath mode only; remove the field or set 'JSONPath'")
+    timeout = definition.get("TimeoutSeconds")
+    if timeout is not None and not _positive_int(timeout):
+        problems.append(f"TimeoutSeconds must be a positive integer, got {timeout!r}")
+    _check_machine(definition, "", 0, problems)
+    return problems
+
+
+def _check_machine(machine: Any, where: str, depth: int, problems: list[str]) -> None:
+    label = where or "the state machine"
+    if depth > MAX_NESTING_DEPTH:
+        problems.append(f"{label}: Parallel/Map states nest deeper than {MAX_NESTING_DEPTH}; flatten them")
+        return
+    if not isinstance(machine, dict):
+        problems.append(f"{label}: expected an object with 'StartAt' and 'States'")
+        return
+    states = machine.get("States")
+    start = machine.get("StartAt")
+    if not isinstance(states, dict) or not states:
+        problems.append(f"{label}: 'States' must be a non-empty object of state name -> state")
+        return
+    if len(states) > MAX_STATES:
+        problems.append(f"{label}: {len(states)} states; the limit is {MAX_STATES}")
+        return
+    if start not in states:
+        problems.append(f"{label}: StartAt {start!r} is not a state; use one of {sorted(states)[:10]}")
+    for name, state in states.items():
+        if len(name) > 80:
+            problems.append(f"State {name[:40]!r}...: state names are limited to 80 characters")
+        _check_state(name, state, states, where, depth, problems)
+    if start in states:
+        _check_graph(states, start, label, problems)
+
+
+def _check_state(
+    name: str, state: Any, states: dict[str, Any], where: str, depth: int, problems: list[str]
+) -> None:
+    at = f"State {name!r}" + (f" (in {where})" if where else "")
+    if not isinstance(state, dict):
+        problems.append(f"{at}: must be an object with a 'Type'")
+        return
+    kind = state.get("Type")
+    if kind not in ALLOWED_FIELDS:
+        problems.append(f"{at}: Type {kind!r} is not one of {sorted(ALLOWED_FIELDS)}")
+        return
+    for field in state:
+        if field in _NOT_SUPPORTED:
+            problems.append(f"{at}: field {field!r} is not supported: {_NOT_SUPPORTED[field]}")
+        elif field not in ALLOWED_FIELDS[kind]:
+            problems.append(f"{at}: field {field!r} is not allowed in a {kind} state; remove it")
+    if state.get("QueryLanguage", "JSONPath") != "JSONPath":
+        problems.append(f"{at}: sconeflow runs JSONPath mode only; remove 'QueryLanguage'")
+    if kind in ("Task", "Pass", "Wait", "Parallel", "Map"):
+        has_next, has_end = "Next" in state, state.get("End") is True
+        if has_next == has_end:
+            problems.append(f"{at}: set exactly one of 'Next' (a state name) or 'End': true")
+        if has_next and state["Next"] not in states:
+            problems.append(f"{at}: Next {state['Next']!r} is not a state in this scope")
+    if kind == "Choice":
+        for i, rule in enumerate(state.get("Choices") or []):
+            if isinstance(rule, dict) and "Next" in rule and rule["Next"] not in states:
+                problems.append(f"{at}: Choices[{i}].Next {rule['Next']!r} is not a state in this scope")
+        if "Default" in state and state["Default"] not in states:
+            problems.append(f"{at}: Default {state['Default']!r} is not a state in this scope")
+        if not isinstance(state.get("Choices"), list) or not state["Choices"]:
+            problems.append(f"{at}: 'Choices' must be a non-empty array of rules")
+    if kind == "Task":
+        _check_resource(at, state.get("Resource"), problems)
+    if kind == "Wait":
+        given = [f for f in ("Seconds", "Timestamp", "SecondsPath", "TimestampPath") if f in state]
+        if len(given) != 1:
+            problems.append(f"{at}: a Wait state needs exactly one of Seconds, Timestamp, SecondsPath, TimestampPath")
+    if kind == "Fail":
+        for a, b in (("Error", "ErrorPath"), ("Cause", "CausePath")):
+            if a in state and b in state:
+                problems.append(f"{at}: give either {a!r} or {b!r}, not both")
+    if kind in ("Task", "Parallel", "Map"):
+        _check_retry_catch(at, state, states, problems)
+    if kind == "Parallel":
+        branches = state.get("Branches")
+        if not isinstance(branches, list) or not branches:
+            problems.append(f"{at}: 'Branches' must be a non-empty array of state machines")
+        else:
+            for i, branch in enumerate(branches):
+                _check_machine(branch, f"{name}.Branches[{i}]", depth + 1, problems)
+    if kind == "Map":
+        if ("Iterator" in state) == ("ItemProcessor" in state):
+            problems.append(f"{at}: give exactly one of 'ItemProcessor' or the legacy 'Iterator'")
+        processor = state.get("ItemProcessor", state.get("Iterator"))
+        if isinstance(processor, dict):
+            mode = (processor.get("ProcessorConfig") or {}).get("Mode", "INLINE")
+            if mode != "INLINE":
+                problems.append(f"{at}: ProcessorConfig.Mode {mode!r} is not supported; use 'INLINE'")
+            inner = {k: v for k, v in processor.items() if k != "ProcessorConfig"}
+            _check_machine(inner, f"{name}.ItemProcessor", depth + 1, problems)
+        if "ItemSelector" in state and "Parameters" in state:
+            problems.append(f"{at}: give 'ItemSelector' or the legacy 'Parameters', not both")
+        for field in ("MaxConcurrency", "ToleratedFailureCount"):
+            if field in state and not _non_negative_int(state[field]):
+                problems.append(f"{at}: {field} must be a non-negative integer, got {state[field]!r}")
+        pct = state.get("ToleratedFailurePercentage")
+        if pct is not None and (not _is_number(pct) or not 0 <= pct <= 100):
+            problems.append(f"{at}: ToleratedFailurePercentage must be a number from 0 to 100, got {pct!r}")
+    for field in ("TimeoutSeconds", "HeartbeatSeconds"):
+        if field in state and not _positive_int(state[field]):
+            problems.append(f"{at}: {field} must be a positive integer, got {state[field]!r}")
+    for a, b in (("TimeoutSeconds", "TimeoutSecondsPath"), ("HeartbeatSeconds", "HeartbeatSecondsPath")):
+        if a in state and b in state:
+            problems.append(f"{at}: give either {a!r} or {b!r}, not both")
+    if _positive_int(state.get("TimeoutSeconds")) and _positive_int(state.get("HeartbeatSeconds")) \
+            and state["HeartbeatSeconds"] >= state["TimeoutSeconds"]:
+        problems.append(f"{at}: HeartbeatSeconds must be smaller than TimeoutSeconds")
+
+
+def _check_resource(at: str, resource: Any, problems: list[str]) -> None:
+    if resource == INVOKE_RESOURCE or (isinstance(resource, str) and LAMBDA_ARN.fullmatch(resource)):
+        return
+    problems.append(
+        f"{at}: Resource {resource!r} is not supported; sconeflow runs Lambda tasks: use "
+        f"'{INVOKE_RESOURCE}' with Parameters.FunctionName, or a function ARN "
+        "'arn:aws:lambda:REGION:ACCOUNT:function:NAME'"
+    )
+
+
+def _check_retry_catch(at: str, state: dict[str, Any], states: dict[str, Any], problems: list[str]) -> None:
+    for field, allowed in (("Retry", _RETRIER_FIELDS), ("Catch", _CATCHER_FIELDS)):
+        entries = state.get(field, [])
+        if not isinstance(entries, list):
+            problems.append(f"{at}: '{field}' must be an array")
+            continue
+        for i, entry in enumerate(entries):
+            where = f"{at}: {field}[{i}]"
+            if not isinstance(entry, dict):
+                problems.append(f"{where} must be an object")
+                continue
+            for key in set(entry) - allowed:
+                problems.append(f"{where}: field {key!r} is not allowed; remove it")
+            errors = entry.get("ErrorEquals")
+            if not isinstance(errors, list) or not errors or not all(isinstance(e, str) for e in errors):
+                problems.append(f"{where}: 'ErrorEquals' must be a non-empty array of error names")
+            elif "States.ALL" in errors:
+                if len(errors) != 1:
+                    problems.append(f"{where}: 'States.ALL' must be alone in its ErrorEquals")
+                if i != len(entries) - 1:
+                    problems.append(f"{where}: the {field[:-1].lower()}er with 'States.ALL' must be the last")
+            if field == "Catch" and entry.get("Next") not in states:
+                problems.append(f"{where}: Next {entry.get('Next')!r} is not a state in this scope")
+            if field == "Retry":
+                _check_retrier(where, entry, problems)
+
+
+def _check_retrier(where: str, entry: dict[str, Any], problems: list[str]) -> None:
+    if "IntervalSeconds" in entry and not _positive_int(entry["IntervalSeconds"]):
+        problems.append(f"{where}: IntervalSeconds must be a positive integer")
+    if "MaxAttempts" in entry and not _non_negative_int(entry["MaxAttempts"]):
+        problems.append(f"{where}: MaxAttempts must be a non-negative integer (0 means never retry)")
+    if "BackoffRate" in entry and (not _is_number(entry["BackoffRate"]) or entry["BackoffRate"] < 1):
+        problems.append(f"{where}: BackoffRate must be a number >= 1.0")
+    if "MaxDelaySeconds" in entry and not _positive_int(entry["MaxDelaySeconds"]):
+        problems.append(f"{where}: MaxDelaySeconds must be a positive integer")
+    if entry.get("JitterStrategy", "NONE") not in ("FULL", "NONE"):
+        problems.append(f"{where}: JitterStrategy must be 'FULL' or 'NONE'")
+
+
+def _check_graph(states: dict[str, Any], start: str, label: str, problems: list[str]) -> None:
+    """Every state reachable from StartAt, and some terminal state reachable."""
+    seen: set[str] = set()
+    stack = [start]
+    terminal = False
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in states:
+            continue
+        seen.add(name)
+        state = states[name]
+        if not isinstance(state, dict):
+            continue
+        targets = _targets(state)
+        if state.get("Type") in ("Succeed", "Fail") or state.get("End") is True:
+            terminal = True
+        stack.extend(targets)
+    for name in states:
+        if name not in seen:
+            problems.append(f"State {name!r} ({label}) cannot be reached from StartAt; link it or remove it")
+    if not terminal:
+        problems.append(f"{label}: no terminal state (End: true, Succeed or Fail) can be reached")
+
+
+def _targets(state: dict[str, Any]) -> list[str]:
+    targets = [state.get("Next"), state.get("Default")]
+    targets += [c.get("Next") for c in state.get("Choices") or [] if isinstance(c, dict)]
+    targets += [c.get("Next") for c in state.get("Catch") or [] if isinstance(c, dict)]
+    return [t for t in targets if isinstance(t, str)]
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
