@@ -1,0 +1,180 @@
+"""What is learnt about inferences after the fact: ground truth labels and workflow outcomes.
+
+Ground truth (model-quality monitoring, AWS_FORMATS.md section 5): JSONL objects
+`{"groundTruthData":{"data":"1","encoding":"CSV"},"eventMetadata":{"eventId":"..."},
+"eventVersion":"0"}` anywhere under a store prefix. `eventId` there names the capture's
+`inferenceId` when the caller sent one, else the capture's `eventId`, so a record is matched
+on its inferenceId first. `data` is the label index ("1") or the class name.
+
+Workflow outcomes come from the `executions` table: SUCCEEDED / FAILED per image, with the
+image's `s3_key` in the execution input. A record is linked to an execution when the caller
+sent the execution name, ARN or image key as the inference id (X-Amzn-SageMaker-Inference-Id).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from sconeflow.monitoring.capture_reader import CaptureProblem, CaptureRecord, parse_time
+from sconeflow.store import Store
+
+
+@dataclass(frozen=True)
+class WorkflowOutcome:
+    time: datetime
+    status: str  # SUCCEEDED | FAILED | TIMED_OUT | ABORTED | RUNNING
+    name: str = ""
+    s3_key: str = ""
+
+
+@dataclass
+class GroundTruth:
+    labels: dict[str, str] = field(default_factory=dict)  # eventId / inferenceId -> class name
+    problems: list[CaptureProblem] = field(default_factory=list)
+
+
+def read_workflow_outcomes(
+    conn: sqlite3.Connection, since: datetime | None = None, until: datetime | None = None
+) -> list[WorkflowOutcome]:
+    """Executions started in [since, until), oldest first; rows with bad times are skipped."""
+    out = []
+    for row in conn.execute("SELECT name, arn, status, input, started_at FROM executions"):
+        try:
+            when = parse_time(str(row["started_at"]))
+        except ValueError:
+            continue
+        if (since and when < since) or (until and when >= until):
+            continue
+        try:
+            doc = json.loads(row["input"] or "{}")
+        except json.JSONDecodeError:
+            doc = {}
+        key = doc.get("s3_key", "") if isinstance(doc, dict) else ""
+        out.append(WorkflowOutcome(when, str(row["status"]), str(row["name"]), str(key or "")))
+    return sorted(out, key=lambda o: o.time)
+
+
+def outcome_index(outcomes: Iterable[WorkflowOutcome]) -> dict[str, str]:
+    """id -> status, keyed by execution name and image key (what an inference id may carry)."""
+    index: dict[str, str] = {}
+    for o in outcomes:
+        for key in (o.name, o.s3_key):
+            if key:
+                index[key] = o.status
+    return index
+
+
+def read_ground_truth(
+    store: Store, bucket: str, prefix: str, class_names: Sequence[str]
+) -> GroundTruth:
+    """Labels from every .jsonl under `prefix`; bad lines become problems, never errors."""
+    truth = GroundTruth()
+    for key in store.list(bucket, prefix):
+        if not key.endswith(".jsonl"):
+            continue
+        text = store.get(bucket, key).decode("utf-8", errors="replace")
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                event_id, label = _parse_truth(line, class_names)
+            except ValueError as err:
+                truth.problems.append(CaptureProblem(key, n, f"ground truth: {err}"))
+                continue
+            truth.labels[event_id] = label
+    return truth
+
+
+def _parse_truth(line: str, class_names: Sequence[str]) -> tuple[str, str]:
+    try:
+        doc: Any = json.loads(line)
+        data = doc["groundTruthData"]["data"]
+        event_id = doc["eventMetadata"]["eventId"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(
+            'expected {"groundTruthData":{"data":"1","encoding":"CSV"},'
+            '"eventMetadata":{"eventId":"..."},"eventVersion":"0"}'
+        ) from err
+    value = str(data).strip().strip('"')
+    if value in class_names:
+        return str(event_id), value
+    try:
+        index = int(float(value))
+    except ValueError as err:
+        raise ValueError(
+            f"label {value!r} is neither a class index nor one of {list(class_names)}"
+        ) from err
+    if not 0 <= index < len(class_names):
+        raise ValueError(f"label index {index} is outside 0..{len(class_names) - 1}")
+    return str(event_id), class_names[index]
+
+
+def merge_ground_truth(
+    records: Sequence[CaptureRecord], predicted: Sequence[str | None], truth: GroundTruth
+) -> tuple[list[str], list[str]]:
+    """(true, predicted) class names for the records that have both."""
+    y_true, y_pred = [], []
+    for record, pred in zip(records, predicted, strict=True):
+        label = truth.labels.get(record.inference_id or "") or truth.labels.get(record.event_id)
+        if label is not None and pred is not None:
+            y_true.append(label)
+            y_pred.append(pred)
+    return y_true, y_pred
+
+
+def quality_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], class_names: Sequence[str], *, seed: int = 0
+) -> dict[str, Any]:
+    """SageMaker's multiclass_classification_metrics: values with bootstrap std deviations."""
+    k = len(class_names)
+    index = {c: i for i, c in enumerate(class_names)}
+    t = np.array([index[c] for c in y_true], dtype=np.int64)
+    p = np.array([index[c] for c in y_pred], dtype=np.int64)
+    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)  # rows: truth, cols: predicted
+    # 200 bootstrap resamples at once: (R, N) indices -> (R, K, K) confusion matrices.
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(t), size=(200, len(t))) if len(t) else np.zeros((200, 0), int)
+    flat = (t[draws] * k + p[draws]) + (np.arange(200)[:, None] * k * k)
+    boot = np.bincount(flat.ravel(), minlength=200 * k * k).reshape(200, k, k)
+    metrics = {name: _metric(fn(cm[None])[0], fn(boot)) for name, fn in _METRICS.items()}
+    return {
+        "confusion_matrix": {
+            class_names[i]: {class_names[j]: int(cm[i, j]) for j in range(k)} for i in range(k)
+        },
+        **metrics,
+    }
+
+
+def _metric(value: float, boot: np.ndarray) -> dict[str, float]:
+    return {"value": float(value), "standard_deviation": float(np.std(boot))}
+
+
+def _accuracy(cm: np.ndarray) -> np.ndarray:  # (R, K, K) -> (R,)
+    total = cm.sum(axis=(1, 2))
+    return np.trace(cm, axis1=1, axis2=2) / np.maximum(total, 1)
+
+
+def _weighted(cm: np.ndarray, which: str) -> np.ndarray:
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)  # (R, K)
+    support = cm.sum(axis=2)  # true count per class
+    predicted = cm.sum(axis=1)
+    precision = tp / np.maximum(predicted, 1)
+    recall = tp / np.maximum(support, 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    per_class = {"precision": precision, "recall": recall, "f1": f1}[which]
+    return (per_class * support).sum(axis=1) / np.maximum(support.sum(axis=1), 1)
+
+
+_METRICS = {
+    "accuracy": _accuracy,
+    "weighted_precision": lambda cm: _weighted(cm, "precision"),
+    "weighted_recall": lambda cm: _weighted(cm, "recall"),
+    "weighted_f1": lambda cm: _weighted(cm, "f1"),
+}
