@@ -142,12 +142,17 @@ class _Run:
         if seconds > 0:
             self.clock.sleep(seconds)
 
-    def state_context(self, state: State, retry_count: int = 0) -> dict[str, Any] | None:
-        """The context object `$$` for a state (built only if the definition reads it)."""
+    def state_context(self, state: State, retry_count: int | None = None) -> dict[str, Any] | None:
+        """The context object `$$` for a state (built only if the definition reads it).
+
+        `$$.State.RetryCount` exists only in the states that can retry (Task, Parallel, Map).
+        """
         if not self.uses_context:
             return None
         ctx = dict(self.context)
-        ctx["State"] = {"EnteredTime": iso_millis(self.clock.now()), "Name": state.name, "RetryCount": retry_count}
+        ctx["State"] = {"EnteredTime": iso_millis(self.clock.now()), "Name": state.name}
+        if retry_count is not None:
+            ctx["State"]["RetryCount"] = retry_count
         return ctx
 
 

@@ -1,0 +1,129 @@
+"""Runs a definition in moto's copy of LocalStack's ASL interpreter, for differential tests
+and the benchmark. Test-only: sconeflow itself never imports moto.
+
+moto's StepFunctions backend runs definitions with this interpreter when its config has
+`stepfunctions.execute_state_machine`; here we skip the HTTP layer and drive the parsed
+program directly (parse once, evaluate per execution), which is what its ExecutionWorker does.
+
+Lambda tasks: moto's interpreter calls Lambda through a boto3 client. `MotoMachine` swaps the
+client factory of its Lambda module for one that calls local handlers in-process and, like
+the real Lambda service, returns a handler's exception as an `Unhandled` error payload.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from moto.stepfunctions.parser.api import (
+    ExecutionStartedEventDetails,
+    HistoryEventExecutionDataDetails,
+    HistoryEventType,
+    StateMachineType,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.eval.evaluation_details import AWSExecutionDetails
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.asl.eval.event.event_manager import EventHistoryContext
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded, ProgramError, ProgramTimedOut
+from moto.stepfunctions.parser.asl.eval.states import ContextObjectData, ExecutionData, StateMachineData
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+from sconeflow.workflow.lambdas import error_cause
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
+_patch_lock = threading.Lock()
+
+
+class _FakeLambdaClient:
+    def __init__(self, handlers: dict[str, Callable[[Any, Any], Any]]) -> None:
+        self.handlers = handlers
+
+    def invoke(self, FunctionName: str, Payload: bytes = b"{}", **_: Any) -> dict[str, Any]:  # noqa: N803
+        name = FunctionName.split(":function:")[-1].split(":")[0]
+        event = json.loads(Payload)
+        request_id = str(uuid.uuid4())
+        try:
+            # Called directly: the same frame depth as sconeflow's call_handler, so the
+            # stack traces in error causes match.
+            result = self.handlers[name](event, None)
+        except Exception as exc:
+            body = error_cause(exc, request_id)
+            return {"StatusCode": 200, "FunctionError": "Unhandled", "ExecutedVersion": "$LATEST",
+                    "Payload": io.BytesIO(body.encode())}
+        return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": io.BytesIO(json.dumps(result).encode())}
+
+
+@contextmanager
+def _lambda_patched(handlers: dict[str, Callable[[Any, Any], Any]]) -> Iterator[None]:
+    with _patch_lock:
+        original = lambda_eval_utils.boto_client_for
+        lambda_eval_utils.boto_client_for = lambda **kw: _FakeLambdaClient(handlers)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            lambda_eval_utils.boto_client_for = original
+
+
+class MotoMachine:
+    """A definition parsed once by moto's interpreter, runnable many times."""
+
+    def __init__(self, definition: dict[str, Any] | str, name: str = "sconeflow") -> None:
+        self.text = definition if isinstance(definition, str) else json.dumps(definition)
+        self.program = AmazonStateLanguageParser.parse(self.text)[0]
+        self.name = name
+
+    def run(
+        self,
+        execution_input: Any = None,
+        handlers: dict[str, Callable[[Any, Any], Any]] | None = None,
+        execution_name: str = "exec",
+    ) -> dict[str, Any]:
+        data = {} if execution_input is None else execution_input
+        sm_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{self.name}"
+        exec_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{self.name}:{execution_name}"
+        env = Environment(
+            aws_execution_details=AWSExecutionDetails(ACCOUNT, REGION, ROLE),
+            execution_type=StateMachineType.STANDARD,
+            context=ContextObjectData(
+                Execution=ExecutionData(Id=exec_arn, Input=data, Name=execution_name, RoleArn=ROLE,
+                                        StartTime="2024-01-01T00:00:00.000Z"),
+                StateMachine=StateMachineData(Id=sm_arn, Name=self.name),
+            ),
+            event_history_context=EventHistoryContext.of_program_start(),
+            cloud_watch_logging_session=None,
+            activity_store={},
+        )
+        # What moto's ExecutionWorker does first, so event ids match AWS's (state entered = #2).
+        env.event_manager.add_event(
+            context=env.event_history_context,
+            event_type=HistoryEventType.ExecutionStarted,
+            event_details=EventDetails(executionStartedEventDetails=ExecutionStartedEventDetails(
+                input=json.dumps(data), inputDetails=HistoryEventExecutionDataDetails(truncated=False), roleArn=ROLE)),
+            update_source_event_id=False,
+        )
+        if handlers:
+            with _lambda_patched(handlers):
+                self.program.eval(env)
+        else:
+            self.program.eval(env)
+        state = env.program_state()
+        events = env.event_manager.get_event_history()
+        if isinstance(state, ProgramEnded):
+            return {"status": "SUCCEEDED", "output": env.states.get_input(), "error": None, "cause": None,
+                    "events": events}
+        if isinstance(state, ProgramError):
+            error = state.error or {}
+            return {"status": "FAILED", "output": None, "error": error.get("error"), "cause": error.get("cause"),
+                    "events": events}
+        if isinstance(state, ProgramTimedOut):
+            return {"status": "TIMED_OUT", "output": None, "error": None, "cause": None, "events": events}
+        return {"status": type(state).__name__, "output": None, "error": None, "cause": None, "events": events}
