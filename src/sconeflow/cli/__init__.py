@@ -42,6 +42,11 @@ def _register() -> None:
     from sconeflow.cli import stage
 
     cli.add_command(stage.stage)
+    from sconeflow.cli import endpoint
+
+    for command in (endpoint.deploy, endpoint.endpoint, endpoint.serve, endpoint.invoke):
+        cli.add_command(command)
+    cli.add_command(__import__("sconeflow.cli.monitor", fromlist=["monitor"]).monitor)
 
 
 _register()

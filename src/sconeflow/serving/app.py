@@ -1,0 +1,397 @@
+"""The HTTP routes of a model endpoint: a bare ASGI callable, no web framework.
+
+Routes (SageMaker's container and runtime contracts, AWS_FORMATS.md section 3):
+    GET  /ping                              200 once the model is loaded, else 503
+    POST /invocations                       image/png | image/jpeg | application/x-image
+    POST /endpoints/{name}/invocations      the runtime API path, so boto3's
+                                            `sagemaker-runtime` client works unmodified
+    GET  /metrics                           Prometheus text (see metrics.py)
+
+Why no framework: at ~0.1-0.3 ms of model time per image, routing, request objects and
+middleware of a framework cost as much as the model. A flat `if` on the path, headers read
+once from the scope, and two `send` calls keep the per-request overhead to a few tens of
+microseconds on uvicorn + httptools + uvloop (see server.py).
+
+Errors are JSON `{"code": ..., "message": ...}` with the `x-amzn-ErrorType` header, as
+botocore parses them: ValidationError 400 (bad image, bad header, unknown endpoint),
+406 (Accept), 413 (body too large), 415 (Content-Type), ModelError 424, InternalFailure 500,
+ServiceUnavailable 503. Anything unexpected is logged with its traceback and answered 500;
+no request can stop the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from sconeflow.config import ServingSettings
+from sconeflow.errors import ModelError
+from sconeflow.serving.capture import CaptureWriter
+from sconeflow.serving.inference import InvalidImageError, MicroBatcher, Predictor, preprocess
+from sconeflow.serving.metrics import SharedMetrics
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "application/x-image"})
+ACCEPT_TYPES = ("application/json", "application/jsonlines")
+VARIANT = "AllTraffic"
+_MAX_ATTRIBUTES = 1024
+_MAX_INFERENCE_ID = 64
+
+
+class HttpError(Exception):
+    """An answer other than 200: status, AWS error code and a message naming the problem."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@functools.lru_cache(maxsize=256)
+def negotiate(accept: str, default: str) -> str | None:
+    """The response type for an Accept header: ours in the caller's order, else None."""
+    for part in accept.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ("", "*/*", "application/*"):
+            return default
+        if media in ACCEPT_TYPES:
+            return media
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _printable(text: str) -> bool:
+    return all(" " <= ch <= "~" for ch in text)
+
+
+class App:
+    """ASGI app for one worker. `load` builds the Predictor at lifespan startup, so each
+    worker process loads its own session after the fork."""
+
+    def __init__(
+        self,
+        load: Callable[[], Predictor],
+        serving: ServingSettings,
+        metrics: SharedMetrics,
+        endpoint: str | None = None,
+        capture: CaptureWriter | None = None,
+        max_batch: int = 64,
+    ) -> None:
+        self._load = load
+        self.serving = serving
+        self.metrics = metrics
+        self.endpoint = endpoint  # None: answer any /endpoints/{name}/ (container mode)
+        self.capture = capture
+        self.max_batch = max_batch
+        self.predictor: Predictor | None = None
+        self.batcher: MicroBatcher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ping_body = b'{"status":"Healthy"}'
+
+    # -- lifespan ---------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.predictor = self._load()
+        self.batcher = MicroBatcher(self.predictor, self._deliver, max_batch=self.max_batch)
+        # Clients (`sconeflow invoke`) learn the class names from /ping.
+        self._ping_body = json.dumps(
+            {"status": "Healthy", "classes": list(self.predictor.meta.classes)}
+        ).encode()
+
+    def shutdown(self) -> None:
+        """Finish queued inferences, then flush capture (SIGTERM lands here via uvicorn)."""
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.capture is not None:
+            self.capture.close()
+
+    def _deliver(self, futures: list[Any], result: np.ndarray | Exception, seconds: float) -> None:
+        # Runs on the batcher thread: hand the whole batch to the loop in one call.
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_resolve, futures, result)
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.startup()
+                except Exception as err:
+                    log.exception("model load failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/invocations" or (
+            path.startswith("/endpoints/") and path.endswith("/invocations")
+        ):
+            if method != "POST":
+                await _send_error(
+                    send, HttpError(405, "ValidationError", f"{method} {path}: use POST")
+                )
+                return
+            await self._invoke(scope, receive, send)
+        elif path == "/ping" and method in ("GET", "HEAD"):
+            ready = self.batcher is not None
+            await _send(
+                send,
+                200 if ready else 503,
+                b"application/json",
+                self._ping_body if ready else b'{"status":"Loading"}',
+            )
+        elif path == "/metrics" and method == "GET":
+            await _send(
+                send, 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+            )
+        else:
+            await _send_error(
+                send,
+                HttpError(
+                    404,
+                    "ValidationError",
+                    f"no route {method} {path}; try POST /invocations or GET /ping",
+                ),
+            )
+
+    async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        model_seconds = 0.0
+        model_error = False
+        content_type = accept_header = attributes = inference_id = variant = None
+        length = -1
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept_header = value.decode("latin-1")
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+            elif name.startswith(b"x-amzn-sagemaker-"):
+                text = value.decode("latin-1")
+                if name == b"x-amzn-sagemaker-custom-attributes":
+                    attributes = text
+                elif name == b"x-amzn-sagemaker-inference-id":
+                    inference_id = text
+                elif name == b"x-amzn-sagemaker-target-variant":
+                    variant = text
+        extra: list[tuple[bytes, bytes]] = [(b"x-amzn-invoked-production-variant", b"AllTraffic")]
+        try:
+            response_type = self._validate(
+                scope["path"],
+                content_type,
+                accept_header,
+                attributes,
+                inference_id,
+                variant,
+                length,
+            )
+            if attributes is not None:
+                extra.append((b"x-amzn-sagemaker-custom-attributes", attributes.encode()))
+            body = await _read_body(receive, self.serving.max_payload_bytes)
+            if self.batcher is None or self.predictor is None:
+                raise HttpError(503, "ServiceUnavailable", "the model is still loading; retry")
+            model_start = time.perf_counter()
+            x = preprocess(body, self.predictor.meta)
+            probs = await self._predict(x)
+            model_seconds = time.perf_counter() - model_start
+            values = probs.tolist()
+            payload = (
+                json.dumps(values)
+                if response_type == "application/json"
+                else json.dumps({"prediction": values})
+            ).encode()
+            await _send(send, 200, response_type.encode(), payload, extra)
+            status = 200
+            if self.capture is not None:
+                self.capture.record(
+                    content_type or "", body, response_type, payload, inference_id, attributes
+                )
+        except InvalidImageError as err:
+            status = 400
+            await _send_error(send, HttpError(400, "ValidationError", str(err)), extra)
+        except HttpError as err:
+            status = err.status
+            await _send_error(send, err, extra)
+        except ModelError as err:
+            status, model_error = 424, True
+            await _send_error(send, HttpError(424, "ModelError", str(err)), extra)
+        except Exception:
+            log.exception("unexpected error in /invocations")
+            status = 500
+            await _send_error(
+                send,
+                HttpError(500, "InternalFailure", "internal error; see the endpoint log"),
+                extra,
+            )
+        total = time.perf_counter() - start
+        self.metrics.count(status, model_error)
+        if status == 200:
+            self.metrics.observe(0, model_seconds * 1e6)
+            self.metrics.observe(1, (total - model_seconds) * 1e6)
+
+    def _validate(
+        self,
+        path: str,
+        content_type: str | None,
+        accept: str | None,
+        attributes: str | None,
+        inference_id: str | None,
+        variant: str | None,
+        length: int,
+    ) -> str:
+        """Check the request line and headers; return the response content type."""
+        if self.endpoint is not None and path != "/invocations":
+            name = path[len("/endpoints/") : -len("/invocations")]
+            if name != self.endpoint:
+                raise HttpError(
+                    400,
+                    "ValidationError",
+                    f"Endpoint {name} not found; this server is endpoint {self.endpoint}",
+                )
+        if variant is not None and variant != VARIANT:
+            raise HttpError(
+                400,
+                "ValidationError",
+                f"target variant {variant!r} not found; this endpoint has one variant, {VARIANT}",
+            )
+        if length > self.serving.max_payload_bytes:
+            raise HttpError(
+                413,
+                "ValidationError",
+                f"the body is {length} bytes; the limit is {self.serving.max_payload_bytes} bytes",
+            )
+        if content_type is None or _media_type(content_type) not in IMAGE_TYPES:
+            raise HttpError(
+                415,
+                "ValidationError",
+                f"Content-Type {content_type!r} is not "
+                f"supported; use one of {', '.join(sorted(IMAGE_TYPES))}",
+            )
+        response_type = negotiate(accept or "*/*", self.serving.default_accept)
+        if response_type is None:
+            raise HttpError(
+                406,
+                "ValidationError",
+                f"Accept {accept!r} is not supported; use {' or '.join(ACCEPT_TYPES)}",
+            )
+        if attributes is not None and (
+            len(attributes) > _MAX_ATTRIBUTES or not _printable(attributes)
+        ):
+            raise HttpError(
+                400,
+                "ValidationError",
+                "X-Amzn-SageMaker-Custom-Attributes must be "
+                f"at most {_MAX_ATTRIBUTES} printable ASCII characters",
+            )
+        if inference_id is not None and not (
+            1 <= len(inference_id) <= _MAX_INFERENCE_ID
+            and _printable(inference_id)
+            and not inference_id[0].isspace()
+        ):
+            raise HttpError(
+                400,
+                "ValidationError",
+                "X-Amzn-SageMaker-Inference-Id must be 1-"
+                f"{_MAX_INFERENCE_ID} printable ASCII characters, not starting "
+                "with a space",
+            )
+        return response_type
+
+    async def _predict(self, x: np.ndarray) -> np.ndarray:
+        assert self._loop is not None and self.batcher is not None  # set by startup()
+        future: asyncio.Future[np.ndarray] = self._loop.create_future()
+        timer = self._loop.call_later(
+            self.serving.timeout_s, _expire, future, self.serving.timeout_s
+        )
+        self.batcher.submit(x, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+
+def _resolve(futures: list[asyncio.Future[Any]], result: np.ndarray | Exception) -> None:
+    for i, future in enumerate(futures):
+        if future.done():  # timed out meanwhile
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result[i])
+
+
+def _expire(future: asyncio.Future[Any], seconds: float) -> None:
+    if not future.done():
+        future.set_exception(
+            ModelError(
+                f"the model did not answer within {seconds:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
+            )
+        )
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "ValidationError", "the client disconnected mid-request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:  # chunked bodies carry no Content-Length to check up front
+            raise HttpError(413, "ValidationError", f"the body is over the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(
+    send: Send,
+    status: int,
+    content_type: bytes,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(
+    send: Send, err: HttpError, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps({"code": err.code, "message": err.message}).encode()
+    headers = [(b"x-amzn-errortype", err.code.encode()), *(extra or [])]
+    await _send(send, err.status, b"application/json", body, headers)

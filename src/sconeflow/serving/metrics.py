@@ -1,0 +1,116 @@
+"""Invocation metrics (CloudWatch's names) shared by every worker, shown in Prometheus text.
+
+Each worker process owns one row of an anonymous shared-memory block that the server
+creates before forking, and is its only writer (the event-loop thread), so the hot path is
+a few float adds with no lock, file or syscall. GET /metrics on any worker sums all rows,
+so the numbers are for the whole endpoint, not for the worker that happened to answer.
+prometheus_client renders the text format; its own multiprocess mode was not used because
+it needs an environment variable set before import and writes mmap files per process.
+
+Metrics: Invocations, Invocation4XXErrors, Invocation5XXErrors, InvocationModelErrors
+(counters, `_total` in the text format) and ModelLatency, OverheadLatency (histograms in
+microseconds, as CloudWatch reports them). ModelLatency is the time from the request body
+being read to the probabilities being ready (decode, queue wait, batch inference);
+OverheadLatency is the rest of the time the server spent on the request (HTTP, headers,
+encoding the answer, queuing capture).
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+# Upper bounds in microseconds; +Inf is implied.
+BUCKETS_US = (
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    1_000_000,
+    10_000_000,
+)
+COUNTERS = ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "InvocationModelErrors")
+HISTOGRAMS = ("ModelLatency", "OverheadLatency")
+_NB = len(BUCKETS_US) + 1  # + the +Inf bucket
+# Row layout: counters, then per histogram: sum, count, buckets (not cumulative).
+_HIST_BASE = len(COUNTERS)
+_HIST_SLOTS = 2 + _NB
+ROW = len(COUNTERS) + len(HISTOGRAMS) * _HIST_SLOTS
+_DOUBLE = 8
+
+
+class SharedMetrics:
+    """A (workers x ROW) table of float64 in anonymous shared memory."""
+
+    def __init__(self, workers: int, endpoint: str, variant: str = "AllTraffic") -> None:
+        self.workers = workers
+        self.labels = {"EndpointName": endpoint, "VariantName": variant}
+        self._mem = mmap.mmap(-1, workers * ROW * _DOUBLE)  # MAP_SHARED: survives fork
+        self._cells = memoryview(self._mem).cast("d")
+        self.row = 0  # which row this process writes; set in each worker after fork
+
+    def count(self, status: int, model_error: bool = False) -> None:
+        """One finished invocation with its HTTP status."""
+        cells, base = self._cells, self.row * ROW
+        cells[base] += 1
+        if 400 <= status < 500:
+            cells[base + 1] += 1
+        elif status >= 500:
+            cells[base + 2] += 1
+        if model_error:
+            cells[base + 3] += 1
+
+    def observe(self, histogram: int, micros: float) -> None:
+        """Add one observation (microseconds) to histogram 0 (Model) or 1 (Overhead)."""
+        cells = self._cells
+        at = self.row * ROW + _HIST_BASE + histogram * _HIST_SLOTS
+        cells[at] += micros
+        cells[at + 1] += 1
+        cells[at + 2 + bisect.bisect_left(BUCKETS_US, micros)] += 1
+
+    def totals(self) -> list[float]:
+        """Sums over all workers' rows."""
+        cells = self._cells
+        return [sum(cells[w * ROW + i] for w in range(self.workers)) for i in range(ROW)]
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of the summed rows."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self))
+        return generate_latest(registry)
+
+
+class _Collector:
+    def __init__(self, metrics: SharedMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        totals = self.metrics.totals()
+        names, values = list(self.metrics.labels), list(self.metrics.labels.values())
+        for i, name in enumerate(COUNTERS):
+            family = CounterMetricFamily(name, f"SageMaker {name}", labels=names)
+            family.add_metric(values, totals[i])
+            yield family
+        for h, name in enumerate(HISTOGRAMS):
+            at = _HIST_BASE + h * _HIST_SLOTS
+            total, running, buckets = totals[at], 0.0, []
+            for bound, n in zip((*BUCKETS_US, "+Inf"), totals[at + 2 : at + 2 + _NB], strict=True):
+                running += n
+                buckets.append((str(bound), running))
+            histogram = HistogramMetricFamily(
+                name, f"SageMaker {name} (microseconds)", labels=names
+            )
+            histogram.add_metric(values, buckets, total)
+            yield histogram
