@@ -1,0 +1,109 @@
+"""Synthetic traffic for tests and the detection benchmark: image shifts and capture files.
+
+The shifts are pure functions on whole batches, (N, H, W, 3) uint8 -> same, each a
+realistic way camera traffic degrades: under-exposure, defocus, sensor noise. The capture
+writer produces files exactly as the endpoint does (AWS_FORMATS.md section 4), so what the
+monitor reads in a test is what it reads in production.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+from PIL import Image
+
+from sconeflow.monitoring.capture_reader import DEFAULT_VARIANT, capture_key, format_capture_line
+from sconeflow.store import Store
+
+
+def darken(images: np.ndarray, factor: float = 0.5) -> np.ndarray:
+    """Scale pixel values by `factor` (under-exposure)."""
+    return np.clip(images.astype(np.float32) * factor, 0, 255).round().astype(np.uint8)
+
+
+def blur(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Separable Gaussian blur with reflected borders (defocus)."""
+    radius = max(1, round(3 * sigma))
+    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-(x**2) / (2 * sigma**2))
+    kernel /= kernel.sum()
+    out = images.astype(np.float32)  # (N, H, W, C)
+    for axis in (1, 2):
+        pad = [(0, 0)] * 4
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect")
+        n = out.shape[axis]
+        acc = np.zeros_like(out)
+        for i, w in enumerate(kernel):
+            acc += w * np.take(padded, np.arange(i, i + n), axis=axis)
+        out = acc
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def add_noise(images: np.ndarray, sigma: float = 12.0, seed: int = 0) -> np.ndarray:
+    """Additive Gaussian noise of `sigma` grey levels (sensor noise in low light)."""
+    rng = np.random.default_rng(seed)
+    noisy = images.astype(np.float32) + rng.normal(0, sigma, images.shape).astype(np.float32)
+    return np.clip(noisy, 0, 255).round().astype(np.uint8)
+
+
+def decode_pngs(pngs: Sequence[bytes]) -> np.ndarray:
+    """Same-size PNGs -> (N, H, W, 3) uint8."""
+    return np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")) for p in pngs])
+
+
+def encode_pngs(images: np.ndarray) -> list[bytes]:
+    """(N, H, W, 3) uint8 -> PNG bytes each."""
+    out = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img), mode="RGB").save(buf, "PNG", compress_level=1)
+        out.append(buf.getvalue())
+    return out
+
+
+def write_capture(
+    store: Store,
+    bucket: str,
+    endpoint: str,
+    images: Sequence[bytes],
+    probabilities: Sequence[Sequence[float]],
+    *,
+    start: datetime,
+    interval: timedelta = timedelta(seconds=1),
+    per_file: int = 50,
+    inference_ids: Sequence[str | None] | None = None,
+    variant: str = DEFAULT_VARIANT,
+) -> list[str]:
+    """Write one record per image at start, start + interval, ...; returns the file keys.
+
+    Like the endpoint, a file holds consecutive records of one hour (at most per_file).
+    """
+    keys: list[str] = []
+    lines: list[str] = []
+    file_time: datetime | None = None
+    for i, (img, probs) in enumerate(zip(images, probabilities, strict=True)):
+        when = start + i * interval
+        if file_time is not None and (
+            len(lines) >= per_file or when.replace(minute=0, second=0, microsecond=0)
+            != file_time.replace(minute=0, second=0, microsecond=0)
+        ):
+            keys.append(_flush(store, bucket, endpoint, variant, file_time, lines))
+            lines = []
+        if not lines:
+            file_time = when
+        inference_id = inference_ids[i] if inference_ids is not None else None
+        lines.append(format_capture_line(img, probs, when=when, inference_id=inference_id))
+    if lines and file_time is not None:
+        keys.append(_flush(store, bucket, endpoint, variant, file_time, lines))
+    return keys
+
+
+def _flush(store: Store, bucket: str, endpoint: str, variant: str, when: datetime,
+           lines: list[str]) -> str:
+    key = capture_key(endpoint, when, variant)
+    store.put(bucket, key, ("\n".join(lines) + "\n").encode())
+    return key
