@@ -47,6 +47,7 @@ def _register() -> None:
     for command in (endpoint.deploy, endpoint.endpoint, endpoint.serve, endpoint.invoke):
         cli.add_command(command)
     cli.add_command(__import__("sconeflow.cli.monitor", fromlist=["monitor"]).monitor)
+    cli.add_command(__import__("sconeflow.cli.workflow", fromlist=["workflow"]).workflow)
 
 
 _register()

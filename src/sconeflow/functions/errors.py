@@ -34,10 +34,11 @@ class EndpointInvocationError(FunctionError):
     """The endpoint could not be reached, refused the request or answered something unusable."""
 
 
-class ThresholdConfidenceNotMet(
-    FunctionError
-):  # named after the reference's THRESHOLD_CONFIDENCE_NOT_MET
-    """The most probable class has a probability below the configured threshold."""
+class ThresholdConfidenceNotMet(FunctionError):
+    """The most probable class has a probability below the configured threshold.
+
+    Named after the reference's THRESHOLD_CONFIDENCE_NOT_MET, without the Error suffix.
+    """
 
     def __init__(self, confidence: float, threshold: float) -> None:
         self.confidence = confidence
