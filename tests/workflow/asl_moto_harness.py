@@ -31,8 +31,16 @@ from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.evaluation_details import AWSExecutionDetails
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.eval.event.event_manager import EventHistoryContext
-from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded, ProgramError, ProgramTimedOut
-from moto.stepfunctions.parser.asl.eval.states import ContextObjectData, ExecutionData, StateMachineData
+from moto.stepfunctions.parser.asl.eval.program_state import (
+    ProgramEnded,
+    ProgramError,
+    ProgramTimedOut,
+)
+from moto.stepfunctions.parser.asl.eval.states import (
+    ContextObjectData,
+    ExecutionData,
+    StateMachineData,
+)
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
 from sconeflow.workflow.lambdas import error_cause
@@ -47,7 +55,7 @@ class _FakeLambdaClient:
     def __init__(self, handlers: dict[str, Callable[[Any, Any], Any]]) -> None:
         self.handlers = handlers
 
-    def invoke(self, FunctionName: str, Payload: bytes = b"{}", **_: Any) -> dict[str, Any]:  # noqa: N803
+    def invoke(self, FunctionName: str, Payload: bytes = b"{}", **_: Any) -> dict[str, Any]:
         name = FunctionName.split(":function:")[-1].split(":")[0]
         event = json.loads(Payload)
         request_id = str(uuid.uuid4())
@@ -57,9 +65,17 @@ class _FakeLambdaClient:
             result = self.handlers[name](event, None)
         except Exception as exc:
             body = error_cause(exc, request_id)
-            return {"StatusCode": 200, "FunctionError": "Unhandled", "ExecutedVersion": "$LATEST",
-                    "Payload": io.BytesIO(body.encode())}
-        return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": io.BytesIO(json.dumps(result).encode())}
+            return {
+                "StatusCode": 200,
+                "FunctionError": "Unhandled",
+                "ExecutedVersion": "$LATEST",
+                "Payload": io.BytesIO(body.encode()),
+            }
+        return {
+            "StatusCode": 200,
+            "ExecutedVersion": "$LATEST",
+            "Payload": io.BytesIO(json.dumps(result).encode()),
+        }
 
 
 @contextmanager
@@ -94,8 +110,13 @@ class MotoMachine:
             aws_execution_details=AWSExecutionDetails(ACCOUNT, REGION, ROLE),
             execution_type=StateMachineType.STANDARD,
             context=ContextObjectData(
-                Execution=ExecutionData(Id=exec_arn, Input=data, Name=execution_name, RoleArn=ROLE,
-                                        StartTime="2024-01-01T00:00:00.000Z"),
+                Execution=ExecutionData(
+                    Id=exec_arn,
+                    Input=data,
+                    Name=execution_name,
+                    RoleArn=ROLE,
+                    StartTime="2024-01-01T00:00:00.000Z",
+                ),
                 StateMachine=StateMachineData(Id=sm_arn, Name=self.name),
             ),
             event_history_context=EventHistoryContext.of_program_start(),
@@ -106,8 +127,13 @@ class MotoMachine:
         env.event_manager.add_event(
             context=env.event_history_context,
             event_type=HistoryEventType.ExecutionStarted,
-            event_details=EventDetails(executionStartedEventDetails=ExecutionStartedEventDetails(
-                input=json.dumps(data), inputDetails=HistoryEventExecutionDataDetails(truncated=False), roleArn=ROLE)),
+            event_details=EventDetails(
+                executionStartedEventDetails=ExecutionStartedEventDetails(
+                    input=json.dumps(data),
+                    inputDetails=HistoryEventExecutionDataDetails(truncated=False),
+                    roleArn=ROLE,
+                )
+            ),
             update_source_event_id=False,
         )
         if handlers:
@@ -118,12 +144,34 @@ class MotoMachine:
         state = env.program_state()
         events = env.event_manager.get_event_history()
         if isinstance(state, ProgramEnded):
-            return {"status": "SUCCEEDED", "output": env.states.get_input(), "error": None, "cause": None,
-                    "events": events}
+            return {
+                "status": "SUCCEEDED",
+                "output": env.states.get_input(),
+                "error": None,
+                "cause": None,
+                "events": events,
+            }
         if isinstance(state, ProgramError):
             error = state.error or {}
-            return {"status": "FAILED", "output": None, "error": error.get("error"), "cause": error.get("cause"),
-                    "events": events}
+            return {
+                "status": "FAILED",
+                "output": None,
+                "error": error.get("error"),
+                "cause": error.get("cause"),
+                "events": events,
+            }
         if isinstance(state, ProgramTimedOut):
-            return {"status": "TIMED_OUT", "output": None, "error": None, "cause": None, "events": events}
-        return {"status": type(state).__name__, "output": None, "error": None, "cause": None, "events": events}
+            return {
+                "status": "TIMED_OUT",
+                "output": None,
+                "error": None,
+                "cause": None,
+                "events": events,
+            }
+        return {
+            "status": type(state).__name__,
+            "output": None,
+            "error": None,
+            "cause": None,
+            "events": events,
+        }

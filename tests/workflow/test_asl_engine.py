@@ -28,9 +28,19 @@ from sconeflow.workflow.machine import Retrier
 
 FN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
 INVOKE = "arn:aws:states:::lambda:invoke"
-LAMBDA_RETRY = [{"ErrorEquals": ["Lambda.ServiceException", "Lambda.AWSLambdaException",
-                                 "Lambda.SdkClientException", "Lambda.TooManyRequestsException"],
-                 "IntervalSeconds": 2, "MaxAttempts": 6, "BackoffRate": 2}]
+LAMBDA_RETRY = [
+    {
+        "ErrorEquals": [
+            "Lambda.ServiceException",
+            "Lambda.AWSLambdaException",
+            "Lambda.SdkClientException",
+            "Lambda.TooManyRequestsException",
+        ],
+        "IntervalSeconds": 2,
+        "MaxAttempts": 6,
+        "BackoffRate": 2,
+    }
+]
 
 
 class ServiceException(Exception):
@@ -38,8 +48,12 @@ class ServiceException(Exception):
 
 
 def invoke_state(fn: str, **extra: Any) -> dict[str, Any]:
-    state = {"Type": "Task", "Resource": INVOKE,
-             "Parameters": {"FunctionName": FN.format(fn) + ":$LATEST", "Payload.$": "$"}, **extra}
+    state = {
+        "Type": "Task",
+        "Resource": INVOKE,
+        "Parameters": {"FunctionName": FN.format(fn) + ":$LATEST", "Payload.$": "$"},
+        **extra,
+    }
     if "Next" not in state:
         state["End"] = True
     return state
@@ -68,9 +82,12 @@ def failing(times: int, exc: type[Exception] = ServiceException) -> Any:
 REFERENCE = {
     "StartAt": "serializeImageData",
     "States": {
-        "serializeImageData": invoke_state("serializeImageData", OutputPath="$.Payload", Retry=LAMBDA_RETRY,
-                                           Next="classify"),
-        "classify": invoke_state("classify", OutputPath="$.Payload", Retry=LAMBDA_RETRY, Next="filter"),
+        "serializeImageData": invoke_state(
+            "serializeImageData", OutputPath="$.Payload", Retry=LAMBDA_RETRY, Next="classify"
+        ),
+        "classify": invoke_state(
+            "classify", OutputPath="$.Payload", Retry=LAMBDA_RETRY, Next="filter"
+        ),
         "filter": invoke_state("filter", OutputPath="$.Payload", Retry=LAMBDA_RETRY),
     },
 }
@@ -92,25 +109,47 @@ def reference_handlers(threshold: float = 0.93) -> dict[str, Any]:
 
 
 def test_reference_workflow_succeeds_with_aws_history() -> None:
-    result = run_execution(parse_definition(REFERENCE), {"s3_key": "test/bicycle_s_000513.png"},
-                           reference_handlers(), name="run-1")
+    result = run_execution(
+        parse_definition(REFERENCE),
+        {"s3_key": "test/bicycle_s_000513.png"},
+        reference_handlers(),
+        name="run-1",
+    )
     assert result.status == "SUCCEEDED"
-    assert result.output == {"s3_key": "test/bicycle_s_000513.png", "image_data": "aGVsbG8=",
-                             "inferences": [0.97, 0.03]}
+    assert result.output == {
+        "s3_key": "test/bicycle_s_000513.png",
+        "image_data": "aGVsbG8=",
+        "inferences": [0.97, 0.03],
+    }
     types = [e["type"] for e in result.events]
-    assert types == ["ExecutionStarted"] + ["TaskStateEntered", "TaskScheduled", "TaskStarted",
-                                            "TaskSucceeded", "TaskStateExited"] * 3 + ["ExecutionSucceeded"]
+    assert types == ["ExecutionStarted"] + [
+        "TaskStateEntered",
+        "TaskScheduled",
+        "TaskStarted",
+        "TaskSucceeded",
+        "TaskStateExited",
+    ] * 3 + ["ExecutionSucceeded"]
     assert [e["id"] for e in result.events] == list(range(1, len(types) + 1))
     assert [e["previousEventId"] for e in result.events] == list(range(0, len(types)))
     scheduled = result.events[2]["taskScheduledEventDetails"]
     assert scheduled["resourceType"] == "lambda" and scheduled["resource"] == "invoke"
-    assert json.loads(scheduled["parameters"])["FunctionName"].endswith(":function:serializeImageData:$LATEST")
+    assert json.loads(scheduled["parameters"])["FunctionName"].endswith(
+        ":function:serializeImageData:$LATEST"
+    )
     succeeded = json.loads(result.events[4]["taskSucceededEventDetails"]["output"])
-    assert set(succeeded) == {"ExecutedVersion", "Payload", "SdkHttpMetadata", "SdkResponseMetadata", "StatusCode"}
+    assert set(succeeded) == {
+        "ExecutedVersion",
+        "Payload",
+        "SdkHttpMetadata",
+        "SdkResponseMetadata",
+        "StatusCode",
+    }
     assert succeeded["StatusCode"] == 200 and succeeded["ExecutedVersion"] == "$LATEST"
     assert succeeded["SdkHttpMetadata"]["HttpStatusCode"] == 200
     assert result.execution_arn == "arn:aws:states:us-east-1:123456789012:execution:sconeflow:run-1"
-    assert json.loads(result.events[-1]["executionSucceededEventDetails"]["output"]) == result.output
+    assert (
+        json.loads(result.events[-1]["executionSucceededEventDetails"]["output"]) == result.output
+    )
 
 
 def test_reference_workflow_fails_below_threshold_with_lambda_cause() -> None:
@@ -119,11 +158,21 @@ def test_reference_workflow_fails_below_threshold_with_lambda_cause() -> None:
     assert result.error == "ValueError"
     cause = json.loads(result.cause or "")
     assert list(cause) == ["errorMessage", "errorType", "requestId", "stackTrace"]
-    assert cause["errorMessage"] == "THRESHOLD_CONFIDENCE_NOT_MET" and cause["errorType"] == "ValueError"
+    assert (
+        cause["errorMessage"] == "THRESHOLD_CONFIDENCE_NOT_MET"
+        and cause["errorType"] == "ValueError"
+    )
     assert any("filter_low" in line for line in cause["stackTrace"])
     assert result.failed_state == "filter"
-    assert [e["type"] for e in result.events[-3:]] == ["TaskStarted", "TaskFailed", "ExecutionFailed"]
-    assert result.events[-1]["executionFailedEventDetails"] == {"error": "ValueError", "cause": result.cause}
+    assert [e["type"] for e in result.events[-3:]] == [
+        "TaskStarted",
+        "TaskFailed",
+        "ExecutionFailed",
+    ]
+    assert result.events[-1]["executionFailedEventDetails"] == {
+        "error": "ValueError",
+        "cause": result.cause,
+    }
 
 
 def test_redrive_from_failed_state_with_its_input() -> None:
@@ -131,7 +180,9 @@ def test_redrive_from_failed_state_with_its_input() -> None:
     failed = run_execution(definition, {"k": 1}, reference_handlers(threshold=0.99))
     entered = [e for e in failed.events if e["type"] == "TaskStateEntered"][-1]
     state_input = json.loads(entered["stateEnteredEventDetails"]["input"])
-    redriven = run_execution(definition, state_input, reference_handlers(), start_at=failed.failed_state)
+    redriven = run_execution(
+        definition, state_input, reference_handlers(), start_at=failed.failed_state
+    )
     assert redriven.status == "SUCCEEDED"
     assert [e["type"] for e in redriven.events][1] == "TaskStateEntered"
     assert redriven.events[1]["stateEnteredEventDetails"]["name"] == "filter"
@@ -151,15 +202,19 @@ def test_plain_function_arn_passes_input_and_returns_handler_result() -> None:
     assert result.output == {"got": {"a": 1}}
     assert seen == [({"a": 1}, "fn", FN.format("fn") + ":prod")]
     assert [e["type"] for e in result.events[1:-1]] == [
-        "TaskStateEntered", "LambdaFunctionScheduled", "LambdaFunctionStarted", "LambdaFunctionSucceeded",
-        "TaskStateExited"]
+        "TaskStateEntered",
+        "LambdaFunctionScheduled",
+        "LambdaFunctionStarted",
+        "LambdaFunctionSucceeded",
+        "TaskStateExited",
+    ]
 
 
 def test_plain_arn_failure_emits_lambda_function_failed() -> None:
     m = machine(("T", {"Type": "Task", "Resource": FN.format("fn"), "End": True}))
     result = run_execution(m, {}, {"fn": failing(1, KeyError)})
     assert result.error == "KeyError"
-    failed = [e for e in result.events if e["type"] == "LambdaFunctionFailed"][0]
+    failed = next(e for e in result.events if e["type"] == "LambdaFunctionFailed")
     assert failed["lambdaFunctionFailedEventDetails"]["error"] == "KeyError"
 
 
@@ -174,13 +229,25 @@ def test_handler_gets_a_copy_and_cannot_change_the_state_input() -> None:
 
 
 def test_bare_function_name_and_dynamic_function_name() -> None:
-    m = machine(("T", {"Type": "Task", "Resource": INVOKE, "OutputPath": "$.Payload", "End": True,
-                       "Parameters": {"FunctionName.$": "$.fn", "Payload": {"fixed": True}}}))
+    m = machine(
+        (
+            "T",
+            {
+                "Type": "Task",
+                "Resource": INVOKE,
+                "OutputPath": "$.Payload",
+                "End": True,
+                "Parameters": {"FunctionName.$": "$.fn", "Payload": {"fixed": True}},
+            },
+        )
+    )
     result = run_execution(m, {"fn": "echo:live"}, {"echo": lambda e, c: e})
     assert result.output == {"fixed": True}
     missing = run_execution(m, {"fn": "ghost"}, {"echo": lambda e, c: e})
     assert missing.error == "Lambda.ResourceNotFoundException"
-    assert "Function not found: arn:aws:lambda:us-east-1:123456789012:function:ghost" in (missing.cause or "")
+    assert "Function not found: arn:aws:lambda:us-east-1:123456789012:function:ghost" in (
+        missing.cause or ""
+    )
 
 
 def test_missing_static_handler_is_rejected_before_running() -> None:
@@ -200,7 +267,14 @@ def test_unserialisable_handler_result_is_a_marshal_error() -> None:
 def test_retry_backoff_sleeps_on_the_clock() -> None:
     clock = FakeClock()
     handler = failing(3)
-    retry = [{"ErrorEquals": ["ServiceException"], "IntervalSeconds": 2, "MaxAttempts": 6, "BackoffRate": 2}]
+    retry = [
+        {
+            "ErrorEquals": ["ServiceException"],
+            "IntervalSeconds": 2,
+            "MaxAttempts": 6,
+            "BackoffRate": 2,
+        }
+    ]
     m = machine(("T", invoke_state("fn", Retry=retry, OutputPath="$.Payload")))
     result = run_execution(m, {}, {"fn": handler}, clock=clock)
     assert result.status == "SUCCEEDED" and result.output == {"ok": 4}
@@ -210,7 +284,9 @@ def test_retry_backoff_sleeps_on_the_clock() -> None:
 
 def test_retry_exhausted_then_fails_with_last_error() -> None:
     clock = FakeClock()
-    m = machine(("T", invoke_state("fn", Retry=[{"ErrorEquals": ["ServiceException"], "MaxAttempts": 2}])))
+    m = machine(
+        ("T", invoke_state("fn", Retry=[{"ErrorEquals": ["ServiceException"], "MaxAttempts": 2}]))
+    )
     result = run_execution(m, {}, {"fn": failing(10)}, clock=clock)
     assert result.error == "ServiceException"
     assert json.loads(result.cause or "")["errorMessage"] == "failure 3"
@@ -219,9 +295,18 @@ def test_retry_exhausted_then_fails_with_last_error() -> None:
 
 def test_max_attempts_zero_never_retries_and_first_matching_retrier_wins() -> None:
     clock = FakeClock()
-    m = machine(("T", invoke_state("fn", Retry=[
-        {"ErrorEquals": ["ServiceException"], "MaxAttempts": 0},
-        {"ErrorEquals": ["States.ALL"], "MaxAttempts": 5}])))
+    m = machine(
+        (
+            "T",
+            invoke_state(
+                "fn",
+                Retry=[
+                    {"ErrorEquals": ["ServiceException"], "MaxAttempts": 0},
+                    {"ErrorEquals": ["States.ALL"], "MaxAttempts": 5},
+                ],
+            ),
+        )
+    )
     handler = failing(1)
     result = run_execution(m, {}, {"fn": handler}, clock=clock)
     assert result.status == "FAILED" and handler.calls["n"] == 1 and clock.sleeps == []
@@ -244,9 +329,18 @@ def test_retry_count_in_context_object() -> None:
             raise ServiceException("again")
         return event
 
-    m = machine(("T", {"Type": "Task", "Resource": FN.format("fn"), "End": True,
-                       "Parameters": {"retry.$": "$$.State.RetryCount"},
-                       "Retry": [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 3}]}))
+    m = machine(
+        (
+            "T",
+            {
+                "Type": "Task",
+                "Resource": FN.format("fn"),
+                "End": True,
+                "Parameters": {"retry.$": "$$.State.RetryCount"},
+                "Retry": [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 3}],
+            },
+        )
+    )
     assert run_execution(m, {}, {"fn": handler}, clock=FakeClock()).status == "SUCCEEDED"
     assert counts == [0, 1, 2]
 
@@ -254,40 +348,60 @@ def test_retry_count_in_context_object() -> None:
 # --- error name matching -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("names", "error", "matches"), [
-    (("States.ALL",), "CustomError", True),
-    (("States.ALL",), "States.Timeout", True),
-    (("States.ALL",), "States.Runtime", False),
-    (("States.ALL",), "States.DataLimitExceeded", False),
-    (("States.DataLimitExceeded",), "States.DataLimitExceeded", True),
-    (("States.TaskFailed",), "ValueError", True),
-    (("States.TaskFailed",), "States.Timeout", False),
-    (("States.Timeout",), "States.Timeout", True),
-    (("ValueError", "KeyError"), "KeyError", True),
-    (("ValueError",), "CustomError", False),
-])
+@pytest.mark.parametrize(
+    ("names", "error", "matches"),
+    [
+        (("States.ALL",), "CustomError", True),
+        (("States.ALL",), "States.Timeout", True),
+        (("States.ALL",), "States.Runtime", False),
+        (("States.ALL",), "States.DataLimitExceeded", False),
+        (("States.DataLimitExceeded",), "States.DataLimitExceeded", True),
+        (("States.TaskFailed",), "ValueError", True),
+        (("States.TaskFailed",), "States.Timeout", False),
+        (("States.Timeout",), "States.Timeout", True),
+        (("ValueError", "KeyError"), "KeyError", True),
+        (("ValueError",), "CustomError", False),
+    ],
+)
 def test_error_matching_rules(names: tuple[str, ...], error: str, matches: bool) -> None:
     assert error_matches(names, error) is matches
 
 
 def test_runtime_errors_are_not_caught_even_by_states_all() -> None:
-    m = machine(("T", invoke_state("fn", InputPath="$.missing",
-                                   Catch=[{"ErrorEquals": ["States.ALL"], "Next": "H"}])),
-                ("H", {"Type": "Succeed"}))
+    m = machine(
+        (
+            "T",
+            invoke_state(
+                "fn", InputPath="$.missing", Catch=[{"ErrorEquals": ["States.ALL"], "Next": "H"}]
+            ),
+        ),
+        ("H", {"Type": "Succeed"}),
+    )
     result = run_execution(m, {}, {"fn": lambda e, c: e})
     assert result.error == "States.Runtime"
-    assert result.cause == ("An error occurred while executing the state 'T' (entered at the event id #2). "
-                            "Invalid path '$.missing' : No results for path: $['missing']")
+    assert result.cause == (
+        "An error occurred while executing the state 'T' (entered at the event id #2). "
+        "Invalid path '$.missing' : No results for path: $['missing']"
+    )
 
 
 def test_catch_result_path_and_transition() -> None:
-    m = machine(("T", invoke_state("fn", Catch=[{"ErrorEquals": ["States.TaskFailed"],
-                                                "ResultPath": "$.error", "Next": "H"}])),
-                ("H", {"Type": "Pass", "End": True}))
+    m = machine(
+        (
+            "T",
+            invoke_state(
+                "fn",
+                Catch=[
+                    {"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.error", "Next": "H"}
+                ],
+            ),
+        ),
+        ("H", {"Type": "Pass", "End": True}),
+    )
     result = run_execution(m, {"keep": 1}, {"fn": failing(1, KeyError)})
     assert result.status == "SUCCEEDED"
     assert result.output["keep"] == 1 and result.output["error"]["Error"] == "KeyError"
-    exited = [e for e in result.events if e["type"] == "TaskStateExited"][0]
+    exited = next(e for e in result.events if e["type"] == "TaskStateExited")
     assert json.loads(exited["stateExitedEventDetails"]["output"]) == result.output
 
 
@@ -302,14 +416,28 @@ def test_task_timeout_is_states_timeout_and_not_task_failed() -> None:
         clock.advance(6)
         return event
 
-    m = machine(("T", invoke_state("fn", TimeoutSeconds=5, HeartbeatSeconds=2,
-                                   Catch=[{"ErrorEquals": ["States.TaskFailed"], "Next": "Wrong"},
-                                          {"ErrorEquals": ["States.Timeout"], "Next": "H"}])),
-                ("Wrong", {"Type": "Fail"}), ("H", {"Type": "Succeed"}))
+    m = machine(
+        (
+            "T",
+            invoke_state(
+                "fn",
+                TimeoutSeconds=5,
+                HeartbeatSeconds=2,
+                Catch=[
+                    {"ErrorEquals": ["States.TaskFailed"], "Next": "Wrong"},
+                    {"ErrorEquals": ["States.Timeout"], "Next": "H"},
+                ],
+            ),
+        ),
+        ("Wrong", {"Type": "Fail"}),
+        ("H", {"Type": "Succeed"}),
+    )
     result = run_execution(m, {}, {"fn": slow}, clock=clock)
     assert result.status == "SUCCEEDED"
     assert "TaskTimedOut" in [e["type"] for e in result.events]
-    scheduled = [e for e in result.events if e["type"] == "TaskScheduled"][0]["taskScheduledEventDetails"]
+    scheduled = next(e for e in result.events if e["type"] == "TaskScheduled")[
+        "taskScheduledEventDetails"
+    ]
     assert scheduled["timeoutInSeconds"] == 5 and scheduled["heartbeatInSeconds"] == 2
 
 
@@ -335,9 +463,11 @@ def test_execution_timeout_during_wait() -> None:
 
 def test_wait_uses_the_clock() -> None:
     clock = FakeClock(dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
-    m = machine(("A", {"Type": "Wait", "Seconds": 30, "Next": "B"}),
-                ("B", {"Type": "Wait", "TimestampPath": "$.t", "Next": "C"}),
-                ("C", {"Type": "Wait", "SecondsPath": "$.s", "End": True}))
+    m = machine(
+        ("A", {"Type": "Wait", "Seconds": 30, "Next": "B"}),
+        ("B", {"Type": "Wait", "TimestampPath": "$.t", "Next": "C"}),
+        ("C", {"Type": "Wait", "SecondsPath": "$.s", "End": True}),
+    )
     result = run_execution(m, {"t": "2024-01-01T00:01:00Z", "s": 5}, clock=clock)
     assert result.status == "SUCCEEDED" and clock.sleeps == [30, 30, 5]
     bad = run_execution(m, {"t": "2024-01-01T00:01:00Z", "s": -1}, clock=FakeClock())
@@ -348,9 +478,21 @@ def test_wait_uses_the_clock() -> None:
 
 
 def map_def(**extra: Any) -> Any:
-    return machine(("M", {"Type": "Map", "ItemsPath": "$.items", "End": True, **extra,
-                          "ItemProcessor": {"StartAt": "T", "States": {"T": {
-                              "Type": "Task", "Resource": FN.format("check"), "End": True}}}}))
+    return machine(
+        (
+            "M",
+            {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "End": True,
+                **extra,
+                "ItemProcessor": {
+                    "StartAt": "T",
+                    "States": {"T": {"Type": "Task", "Resource": FN.format("check"), "End": True}},
+                },
+            },
+        )
+    )
 
 
 def check(event: Any, context: Any) -> Any:
@@ -366,8 +508,14 @@ def test_map_tolerated_failure_count_and_percentage() -> None:
     assert ok.output[0] == 2 and ok.output[1]["Error"] == "ValueError"
     over = run_execution(map_def(ToleratedFailureCount=1), items, {"check": check})
     assert over.error == "States.ExceedToleratedFailureThreshold"
-    assert run_execution(map_def(ToleratedFailurePercentage=40), items, {"check": check}).status == "SUCCEEDED"
-    assert run_execution(map_def(ToleratedFailurePercentage=39), items, {"check": check}).status == "FAILED"
+    assert (
+        run_execution(map_def(ToleratedFailurePercentage=40), items, {"check": check}).status
+        == "SUCCEEDED"
+    )
+    assert (
+        run_execution(map_def(ToleratedFailurePercentage=39), items, {"check": check}).status
+        == "FAILED"
+    )
 
 
 def test_map_events_and_first_failure() -> None:
@@ -377,7 +525,7 @@ def test_map_events_and_first_failure() -> None:
     assert types[2:4] == ["MapStateStarted", "MapIterationStarted"]
     assert "MapIterationFailed" in types and types[-2:] == ["MapStateFailed", "ExecutionFailed"]
     assert types.count("MapIterationStarted") == 2  # AWS stops starting iterations after a failure
-    started = [e for e in result.events if e["type"] == "MapStateStarted"][0]
+    started = next(e for e in result.events if e["type"] == "MapStateStarted")
     assert started["mapStateStartedEventDetails"] == {"length": 3}
 
 
@@ -390,9 +538,21 @@ def test_map_and_parallel_on_threads_keep_order() -> None:
             threads.add(threading.get_ident())
         return event * 10
 
-    m = machine(("M", {"Type": "Map", "ItemsPath": "$", "MaxConcurrency": 4, "End": True,
-                       "ItemProcessor": {"StartAt": "T", "States": {"T": {
-                           "Type": "Task", "Resource": FN.format("work"), "End": True}}}}))
+    m = machine(
+        (
+            "M",
+            {
+                "Type": "Map",
+                "ItemsPath": "$",
+                "MaxConcurrency": 4,
+                "End": True,
+                "ItemProcessor": {
+                    "StartAt": "T",
+                    "States": {"T": {"Type": "Task", "Resource": FN.format("work"), "End": True}},
+                },
+            },
+        )
+    )
     result = run_execution(m, list(range(40)), {"work": work}, max_workers=8)
     assert result.output == [i * 10 for i in range(40)]
     assert 1 < len(threads) <= 4
@@ -401,8 +561,18 @@ def test_map_and_parallel_on_threads_keep_order() -> None:
 
 
 def test_parallel_failure_emits_parallel_state_failed() -> None:
-    m = machine(("P", {"Type": "Parallel", "End": True, "Branches": [
-        {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E", "Cause": "c"}}}]}))
+    m = machine(
+        (
+            "P",
+            {
+                "Type": "Parallel",
+                "End": True,
+                "Branches": [
+                    {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E", "Cause": "c"}}}
+                ],
+            },
+        )
+    )
     result = run_execution(m, {})
     assert (result.error, result.cause) == ("E", "c")
     assert [e["type"] for e in result.events][-2:] == ["ParallelStateFailed", "ExecutionFailed"]
@@ -412,9 +582,15 @@ def test_parallel_failure_emits_parallel_state_failed() -> None:
 
 
 def test_payload_over_256_kib_is_data_limit_exceeded() -> None:
-    m = machine(("T", invoke_state("fn", OutputPath="$.Payload",
-                                   Catch=[{"ErrorEquals": ["States.ALL"], "Next": "H"}])),
-                ("H", {"Type": "Succeed"}))
+    m = machine(
+        (
+            "T",
+            invoke_state(
+                "fn", OutputPath="$.Payload", Catch=[{"ErrorEquals": ["States.ALL"], "Next": "H"}]
+            ),
+        ),
+        ("H", {"Type": "Succeed"}),
+    )
     result = run_execution(m, {}, {"fn": lambda e, c: "x" * 300_000})
     assert result.error == "States.DataLimitExceeded"  # States.ALL does not catch it
     with pytest.raises(HandlerError, match="262144"):
@@ -422,10 +598,18 @@ def test_payload_over_256_kib_is_data_limit_exceeded() -> None:
 
 
 def test_endless_loop_stops_at_25000_history_events() -> None:
-    m = machine(("A", {"Type": "Pass", "Next": "B"}),
-                ("B", {"Type": "Choice", "Choices": [{"Variable": "$.stop", "IsPresent": True, "Next": "End"}],
-                       "Default": "A"}),
-                ("End", {"Type": "Succeed"}))
+    m = machine(
+        ("A", {"Type": "Pass", "Next": "B"}),
+        (
+            "B",
+            {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.stop", "IsPresent": True, "Next": "End"}],
+                "Default": "A",
+            },
+        ),
+        ("End", {"Type": "Succeed"}),
+    )
     history = InMemoryHistory()
     result = run_execution(m, {}, listener=history)
     assert result.status == "FAILED" and result.error == "States.Runtime"
@@ -436,11 +620,18 @@ def test_endless_loop_stops_at_25000_history_events() -> None:
 def test_history_persisted_to_sqlite(tmp_path: Any) -> None:
     conn = sqlite3.connect(tmp_path / "h.db")
     arn = "arn:aws:states:us-east-1:123456789012:execution:sconeflow:sql"
-    result = run_execution(parse_definition(REFERENCE), {"k": 1}, reference_handlers(), name="sql",
-                           listener=SqliteHistory(conn, arn))
+    result = run_execution(
+        parse_definition(REFERENCE),
+        {"k": 1},
+        reference_handlers(),
+        name="sql",
+        listener=SqliteHistory(conn, arn),
+    )
     stored = load_history(sqlite3.connect(tmp_path / "h.db"), result.execution_arn)
-    assert [e["type"] for e in stored][0] == "ExecutionStarted" and len(stored) == 17
-    assert stored[-1]["executionSucceededEventDetails"]["output"] == json.dumps(result.output, separators=(",", ":"))
+    assert next(e["type"] for e in stored) == "ExecutionStarted" and len(stored) == 17
+    assert stored[-1]["executionSucceededEventDetails"]["output"] == json.dumps(
+        result.output, separators=(",", ":")
+    )
 
 
 def test_listener_errors_propagate() -> None:

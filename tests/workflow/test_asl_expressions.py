@@ -16,16 +16,19 @@ from sconeflow.workflow.paths import PathNotFound, compile_path, parse_reference
 DATA = {"a": {"b": [1, {"c": "deep"}]}, "x y": 1, "list": [{"n": 1}, {"n": 5}]}
 
 
-@pytest.mark.parametrize(("path", "steps"), [
-    ("$", ()),
-    ("$.a.b[1].c", ("a", "b", 1, "c")),
-    ("$['x y']", ("x y",)),
-    ('$["q\\"uote"]', ('q"uote',)),
-    ("$.a[*]", None),
-    ("$..c", None),
-    ("$$.Execution", None),
-    ("a.b", None),
-])
+@pytest.mark.parametrize(
+    ("path", "steps"),
+    [
+        ("$", ()),
+        ("$.a.b[1].c", ("a", "b", 1, "c")),
+        ("$['x y']", ("x y",)),
+        ('$["q\\"uote"]', ('q"uote',)),
+        ("$.a[*]", None),
+        ("$..c", None),
+        ("$$.Execution", None),
+        ("a.b", None),
+    ],
+)
 def test_reference_path_parsing(path: str, steps: tuple[Any, ...] | None) -> None:
     assert parse_reference_path(path) == steps
 
@@ -63,45 +66,58 @@ def run(expr: str, data: Any = None, ctx: Any = None) -> Any:
     return compile_intrinsic(expr)(data if data is not None else {}, ctx)
 
 
-@pytest.mark.parametrize(("expr", "expected"), [
-    ("States.Format('a\\{\\}b {}', 1)", "a{}b 1"),
-    ("States.Format('it\\'s {}', 'x')", "it's x"),
-    ("States.Format('{}', 1.5)", "1.5"),
-    ("States.Format('{}', null)", "null"),
-    ("States.Array()", []),
-    ("States.Array(null, -2, 1e2)", [None, -2, 100.0]),
-    ("States.ArrayRange(5, 1, -2)", [5, 3, 1]),
-    ("States.ArrayContains(States.Array(1, 'a'), 'a')", True),
-    ("States.ArrayUnique(States.Array(States.Array(1), States.Array(1), 2))", [[1], 2]),
-    ("States.MathAdd(2.5, -1)", 2),  # AWS rounds like Java's Math.round
-    ("States.StringSplit('a b  c', ' ')", ["a", "b", "c"]),
-    ("States.Base64Decode(States.Base64Encode('héllo'))", "héllo"),
-    ("States.JsonToString(States.StringToJson('{\"a\": [1, 2]}'))", '{"a":[1,2]}'),
-    ("States.Hash('', 'MD5')", "d41d8cd98f00b204e9800998ecf8427e"),
-])
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("States.Format('a\\{\\}b {}', 1)", "a{}b 1"),
+        ("States.Format('it\\'s {}', 'x')", "it's x"),
+        ("States.Format('{}', 1.5)", "1.5"),
+        ("States.Format('{}', null)", "null"),
+        ("States.Array()", []),
+        ("States.Array(null, -2, 1e2)", [None, -2, 100.0]),
+        ("States.ArrayRange(5, 1, -2)", [5, 3, 1]),
+        ("States.ArrayContains(States.Array(1, 'a'), 'a')", True),
+        ("States.ArrayUnique(States.Array(States.Array(1), States.Array(1), 2))", [[1], 2]),
+        ("States.MathAdd(2.5, -1)", 2),  # AWS rounds like Java's Math.round
+        ("States.StringSplit('a b  c', ' ')", ["a", "b", "c"]),
+        ("States.Base64Decode(States.Base64Encode('héllo'))", "héllo"),
+        ("States.JsonToString(States.StringToJson('{\"a\": [1, 2]}'))", '{"a":[1,2]}'),
+        ("States.Hash('', 'MD5')", "d41d8cd98f00b204e9800998ecf8427e"),
+    ],
+)
 def test_intrinsic_values(expr: str, expected: Any) -> None:
     assert run(expr) == expected
 
 
 def test_intrinsic_paths_and_context() -> None:
-    assert run("States.Format('{} {}', $.a['b'][0], $$.Execution.Name)", DATA, {"Execution": {"Name": "e"}}) == "1 e"
+    assert (
+        run(
+            "States.Format('{} {}', $.a['b'][0], $$.Execution.Name)",
+            DATA,
+            {"Execution": {"Name": "e"}},
+        )
+        == "1 e"
+    )
     assert run("States.MathRandom(3, 3)") == 3
     assert 1 <= run("States.MathRandom(1, 6)") <= 6
     assert uuid.UUID(run("States.UUID()")).version == 4
 
 
-@pytest.mark.parametrize(("expr", "message"), [
-    ("States.ArrayGetItem(States.Array(1), 3)", "out of bounds"),
-    ("States.ArrayLength('x')", "expected an array"),
-    ("States.StringToJson('{bad')", "not valid JSON"),
-    ("States.Base64Decode('***')", "not valid base64"),
-    ("States.Hash('x', 'SHA-3')", "unknown algorithm"),
-    ("States.JsonMerge(States.StringToJson('{}'), States.StringToJson('{}'), true)", "shallow"),
-    ("States.ArrayRange(1, 5000, 1)", "limit is 1000"),
-    ("States.ArrayPartition(States.Array(1), 0)", "positive"),
-    ("States.Format('{} {}', 1)", "placeholders"),
-    ("States.Format($.missing)", "could not be found"),
-])
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("States.ArrayGetItem(States.Array(1), 3)", "out of bounds"),
+        ("States.ArrayLength('x')", "expected an array"),
+        ("States.StringToJson('{bad')", "not valid JSON"),
+        ("States.Base64Decode('***')", "not valid base64"),
+        ("States.Hash('x', 'SHA-3')", "unknown algorithm"),
+        ("States.JsonMerge(States.StringToJson('{}'), States.StringToJson('{}'), true)", "shallow"),
+        ("States.ArrayRange(1, 5000, 1)", "limit is 1000"),
+        ("States.ArrayPartition(States.Array(1), 0)", "positive"),
+        ("States.Format('{} {}', 1)", "placeholders"),
+        ("States.Format($.missing)", "could not be found"),
+    ],
+)
 def test_intrinsic_failures_are_intrinsic_failure(expr: str, message: str) -> None:
     with pytest.raises(StatesFailure) as info:
         run(expr)
@@ -109,23 +125,35 @@ def test_intrinsic_failures_are_intrinsic_failure(expr: str, message: str) -> No
     assert message in (info.value.cause or "")
 
 
-@pytest.mark.parametrize("expr", ["States.Format('x'", "States.Format('x') extra", "States.Bad()",
-                                  "States.UUID(1)", "States.Format('unterminated)", "States.Array(@)"])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "States.Format('x'",
+        "States.Format('x') extra",
+        "States.Bad()",
+        "States.UUID(1)",
+        "States.Format('unterminated)",
+        "States.Array(@)",
+    ],
+)
 def test_intrinsic_syntax_errors(expr: str) -> None:
     with pytest.raises(IntrinsicSyntaxError):
         compile_intrinsic(expr)
 
 
-@pytest.mark.parametrize(("pattern", "text", "matches"), [
-    ("*.log", "a.log", True),
-    ("*.log", "a.log.gz", False),
-    ("a*b*c", "abc", True),
-    ("literal\\*star", "literal*star", True),
-    ("literal\\*star", "literalXstar", False),
-    ("back\\\\slash", "back\\slash", True),
-    ("[abc]?", "[abc]?", True),  # only * is special in AWS (unlike fnmatch)
-    ("[abc]?", "a", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "text", "matches"),
+    [
+        ("*.log", "a.log", True),
+        ("*.log", "a.log.gz", False),
+        ("a*b*c", "abc", True),
+        ("literal\\*star", "literal*star", True),
+        ("literal\\*star", "literalXstar", False),
+        ("back\\\\slash", "back\\slash", True),
+        ("[abc]?", "[abc]?", True),  # only * is special in AWS (unlike fnmatch)
+        ("[abc]?", "a", False),
+    ],
+)
 def test_string_matches(pattern: str, text: str, matches: bool) -> None:
     assert (compile_string_pattern(pattern).fullmatch(text) is not None) is matches
 
@@ -135,8 +163,10 @@ def test_timestamps() -> None:
     assert parse_timestamp("2024-01-01T00:00:00.123+02:00") is not None
     for bad in ("2024-01-01", "2024-01-01T00:00:00", "yesterday", 5, "2024-13-01T00:00:00Z"):
         assert parse_timestamp(bad) is None
-    later = compile_rule({"Variable": "$.t", "TimestampGreaterThan": "2024-01-01T01:00:00+02:00", "Next": "N"},
-                         top_level=True)
+    later = compile_rule(
+        {"Variable": "$.t", "TimestampGreaterThan": "2024-01-01T01:00:00+02:00", "Next": "N"},
+        top_level=True,
+    )
     assert later({"t": "2024-01-01T00:00:01Z"}, None) is True
 
 

@@ -31,11 +31,17 @@ _KINDS = ("String", "Numeric", "Boolean", "Timestamp")
 _TYPE_TESTS = ("IsNull", "IsPresent", "IsNumeric", "IsString", "IsBoolean", "IsTimestamp")
 COMPARISON_OPERATORS = frozenset(
     [f"{kind}{op}" for kind in _KINDS for op in _COMPARE if kind != "Boolean" or op == "Equals"]
-    + [f"{kind}{op}Path" for kind in _KINDS for op in _COMPARE if kind != "Boolean" or op == "Equals"]
+    + [
+        f"{kind}{op}Path"
+        for kind in _KINDS
+        for op in _COMPARE
+        if kind != "Boolean" or op == "Equals"
+    ]
     + ["StringMatches", *_TYPE_TESTS]
 )
 _RULE_FIELDS = COMPARISON_OPERATORS | {"Variable", "Next", "Comment", "And", "Or", "Not"}
 
+_INVALID_VALUE = "The choice state's condition path references an invalid value."  # AWS's words
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 
@@ -112,7 +118,7 @@ def _compile_comparison(op: str, rule: dict[str, Any]) -> Predicate:
         except PathNotFound as err:
             raise StatesFailure(
                 RUNTIME,
-                f"Invalid path '{variable}': The choice state's condition path references an invalid value.",
+                f"Invalid path '{variable}': {_INVALID_VALUE}",
             ) from err
 
     if op in _TYPE_TESTS:
@@ -123,7 +129,9 @@ def _compile_comparison(op: str, rule: dict[str, Any]) -> Predicate:
         if not isinstance(expected, str):
             raise ValueError("'StringMatches' takes a pattern string such as \"log-*.txt\"")
         pattern = compile_string_pattern(expected)
-        return lambda data, ctx: _is_str(v := read_variable(data, ctx)) and pattern.fullmatch(v) is not None
+        return lambda data, ctx: (
+            _is_str(v := read_variable(data, ctx)) and pattern.fullmatch(v) is not None
+        )
 
     kind = next(k for k in _KINDS if op.startswith(k))
     comparison = op[len(kind) :]
@@ -143,7 +151,7 @@ def _compile_comparison(op: str, rule: dict[str, Any]) -> Predicate:
             except PathNotFound as err:
                 raise StatesFailure(
                     RUNTIME,
-                    f"Invalid path '{expected}': The choice state's condition path references an invalid value.",
+                    f"Invalid path '{expected}': {_INVALID_VALUE}",
                 ) from err
             if not (accepts(value) and accepts(other)):
                 return False

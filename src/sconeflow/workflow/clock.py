@@ -53,5 +53,8 @@ class FakeClock:
 
 
 def iso_millis(moment: dt.datetime) -> str:
-    """`2024-01-01T00:00:00.000Z`, the form of `$$.Execution.StartTime` and `$$.State.EnteredTime`."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """`2024-01-01T00:00:00.000Z`: the form of `$$.Execution.StartTime`, `$$.State.EnteredTime`."""
+    return (
+        moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{moment.microsecond // 1000:03d}Z"
+    )

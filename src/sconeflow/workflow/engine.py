@@ -68,7 +68,7 @@ class ExecutionResult:
     events: list[Event] = field(default_factory=list)  # filled when no listener was given
 
 
-class _ExecutionTimedOut(Exception):  # noqa: N818 - internal signal, not an error
+class _ExecutionTimedOut(Exception):
     """The execution's own TimeoutSeconds ran out."""
 
 
@@ -158,7 +158,7 @@ class _Run:
 
 def run_execution(
     machine: StateMachine,
-    input: Any = None,  # noqa: A002 - AWS's name for it
+    input: Any = None,
     handlers: Mapping[str, Handler] | None = None,
     *,
     name: str | None = None,
@@ -185,7 +185,9 @@ def run_execution(
             f"{{'{missing[0]}': module.lambda_handler}} (registered: {sorted(handlers)})"
         )
     if start_at is not None and start_at not in machine.states:
-        raise HandlerError(f"start_at {start_at!r} is not a top-level state; use one of {sorted(machine.states)}")
+        raise HandlerError(
+            f"start_at {start_at!r} is not a top-level state; use one of {sorted(machine.states)}"
+        )
     if max_workers < 1:
         raise HandlerError(f"max_workers must be >= 1, got {max_workers}")
     data = {} if input is None else input
@@ -194,7 +196,9 @@ def run_execution(
     except (TypeError, ValueError, RecursionError) as err:
         raise HandlerError(f"the execution input must be JSON-serialisable: {err}") from err
     if not _within_quota(input_json):
-        raise HandlerError(f"the execution input exceeds AWS's {MAX_PAYLOAD_BYTES}-byte limit; pass less data")
+        raise HandlerError(
+            f"the execution input exceeds AWS's {MAX_PAYLOAD_BYTES}-byte limit; pass less data"
+        )
     clock = clock or SystemClock()
     collector = InMemoryHistory() if listener is None else None
     emit_to: Listener = collector if collector is not None else listener  # type: ignore[assignment]
@@ -202,35 +206,65 @@ def run_execution(
     arn = f"arn:aws:states:{machine.region}:{machine.account}:execution:{machine.name}:{name}"
     started = clock.now()
     context = {
-        "Execution": {"Id": arn, "Input": data, "Name": name, "RoleArn": role_arn, "StartTime": iso_millis(started)},
+        "Execution": {
+            "Id": arn,
+            "Input": data,
+            "Name": name,
+            "RoleArn": role_arn,
+            "StartTime": iso_millis(started),
+        },
         "StateMachine": {"Id": machine.arn, "Name": machine.name},
     }
-    deadline = started + dt.timedelta(seconds=machine.timeout_seconds) if machine.timeout_seconds else None
+    deadline = (
+        started + dt.timedelta(seconds=machine.timeout_seconds) if machine.timeout_seconds else None
+    )
     run = _Run(machine, handlers, clock, emit_to, context, max_workers, deadline)
     top = _Frame(0)
-    run.emit(top, "ExecutionStarted", "executionStartedEventDetails",
-             {"input": input_json, "inputDetails": _TRUNCATED, "roleArn": role_arn})
+    run.emit(
+        top,
+        "ExecutionStarted",
+        "executionStartedEventDetails",
+        {"input": input_json, "inputDetails": _TRUNCATED, "roleArn": role_arn},
+    )
     status, output, error, cause, failed = "SUCCEEDED", None, None, None, None
     try:
         output = _run_states(run, machine, data, top, start_at)
-        run.emit(top, "ExecutionSucceeded", "executionSucceededEventDetails",
-                 {"output": _dumps(output), "outputDetails": _TRUNCATED})
+        run.emit(
+            top,
+            "ExecutionSucceeded",
+            "executionSucceededEventDetails",
+            {"output": _dumps(output), "outputDetails": _TRUNCATED},
+        )
     except StatesFailure as failure:
         status, error, cause, failed = "FAILED", failure.error, failure.cause, failure.state
         if error == RUNTIME and failure.state is not None:
             # AWS prefixes runtime causes with where they happened.
-            cause = (f"An error occurred while executing the state '{failure.state}' "
-                     f"(entered at the event id #{failure.entered_id}). {cause}")
+            cause = (
+                f"An error occurred while executing the state '{failure.state}' "
+                f"(entered at the event id #{failure.entered_id}). {cause}"
+            )
         details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
         run.emit(top, "ExecutionFailed", "executionFailedEventDetails", details)
     except _ExecutionTimedOut:
         status, error = "TIMED_OUT", TIMEOUT
         run.emit(top, "ExecutionTimedOut", "executionTimedOutEventDetails", {"error": TIMEOUT})
-    return ExecutionResult(status, output, error, cause, arn, name, started, clock.now(), failed,
-                           collector.events if collector is not None else [])
+    return ExecutionResult(
+        status,
+        output,
+        error,
+        cause,
+        arn,
+        name,
+        started,
+        clock.now(),
+        failed,
+        collector.events if collector is not None else [],
+    )
 
 
-def _run_states(run: _Run, machine: StateMachine, data: Any, frame: _Frame, start: str | None = None) -> Any:
+def _run_states(
+    run: _Run, machine: StateMachine, data: Any, frame: _Frame, start: str | None = None
+) -> Any:
     """The state loop of one (sub-)machine; returns its final output."""
     name: str | None = start or machine.start_at
     states = machine.states
@@ -251,17 +285,28 @@ def _run_states(run: _Run, machine: StateMachine, data: Any, frame: _Frame, star
 
 
 def _enter(run: _Run, state: State, data: Any, frame: _Frame) -> None:
-    frame.entered = run.emit(frame, state.type + "StateEntered", "stateEnteredEventDetails",
-                             {"name": state.name, "input": _dumps(data), "inputDetails": _TRUNCATED})
+    frame.entered = run.emit(
+        frame,
+        state.type + "StateEntered",
+        "stateEnteredEventDetails",
+        {"name": state.name, "input": _dumps(data), "inputDetails": _TRUNCATED},
+    )
 
 
 def _exit(run: _Run, state: State, output: Any, frame: _Frame) -> None:
     output_json = _dumps(output)
     if not _within_quota(output_json):
-        raise StatesFailure(DATA_LIMIT_EXCEEDED, f"The state/task '{state.name}' returned a result with a size "
-                            "exceeding the maximum number of bytes service limit.")
-    run.emit(frame, state.type + "StateExited", "stateExitedEventDetails",
-             {"name": state.name, "output": output_json, "outputDetails": _TRUNCATED})
+        raise StatesFailure(
+            DATA_LIMIT_EXCEEDED,
+            f"The state/task '{state.name}' returned a result with a size "
+            "exceeding the maximum number of bytes service limit.",
+        )
+    run.emit(
+        frame,
+        state.type + "StateExited",
+        "stateExitedEventDetails",
+        {"name": state.name, "output": output_json, "outputDetails": _TRUNCATED},
+    )
 
 
 def _effective_input(state: State, data: Any, ctx: Any) -> Any:
@@ -290,8 +335,11 @@ def _finish(state: State, data: Any, result: Any, ctx: Any) -> Any:
         try:
             output = set_path(data, steps, result)
         except ValueError as err:
-            raise StatesFailure(RESULT_PATH_MATCH_FAILURE, f"Unable to apply ResultPath "
-                                f"'{bracket_notation(steps)}' to input {_dumps(data)}: {err}") from err
+            raise StatesFailure(
+                RESULT_PATH_MATCH_FAILURE,
+                f"Unable to apply ResultPath "
+                f"'{bracket_notation(steps)}' to input {_dumps(data)}: {err}",
+            ) from err
     if state.output_path_null:
         return {}
     if state.output_path is not None:
@@ -314,7 +362,9 @@ def _select(getter: Callable[[Any], Any], text: str, data: Any) -> Any:
     except PathNotFound as err:
         steps = parse_reference_path(text)
         where = bracket_notation(steps) if steps is not None else text
-        raise StatesFailure(RUNTIME, f"Invalid path '{text}' : No results for path: {where}") from err
+        raise StatesFailure(
+            RUNTIME, f"Invalid path '{text}' : No results for path: {where}"
+        ) from err
 
 
 def _within_quota(text: str) -> bool:
@@ -335,9 +385,9 @@ def error_matches(names: tuple[str, ...], error: str | None) -> bool:
     for name in names:
         if name == error:
             return True
-        if name in (ALL, TASK_FAILED) and error not in (RUNTIME, DATA_LIMIT_EXCEEDED):
-            if name == ALL or error != TIMEOUT:
-                return True
+        wildcard = name in (ALL, TASK_FAILED) and error not in (RUNTIME, DATA_LIMIT_EXCEEDED)
+        if wildcard and (name == ALL or error != TIMEOUT):
+            return True
     return False
 
 
@@ -352,8 +402,9 @@ def retry_delay(retrier: Retrier, attempt: int, rng: random.Random) -> float:
     return delay
 
 
-def _guarded(run: _Run, state: State, data: Any, frame: _Frame,
-             attempt: Callable[[int], Any]) -> tuple[Any, str | None]:
+def _guarded(
+    run: _Run, state: State, data: Any, frame: _Frame, attempt: Callable[[int], Any]
+) -> tuple[Any, str | None]:
     """Run `attempt(retry_count)` under the state's Retry and Catch; returns (output, next)."""
     counts = [0] * len(state.retry)
     retries = 0
@@ -363,13 +414,13 @@ def _guarded(run: _Run, state: State, data: Any, frame: _Frame,
         except StatesFailure as failure:
             if failure.error == RUNTIME:
                 raise  # never retried nor caught (AWS)
-            for i, retrier in enumerate(state.retry):
-                if error_matches(retrier.errors, failure.error):
-                    break
-            else:
-                i, retrier = -1, None  # type: ignore[assignment]
-            if retrier is not None and counts[i] < retrier.max_attempts:
-                run.sleep(retry_delay(retrier, counts[i], run.rng))
+            # Only the first retrier whose ErrorEquals matches applies (spec: "Retry").
+            matching = (
+                k for k, r in enumerate(state.retry) if error_matches(r.errors, failure.error)
+            )
+            i = next(matching, -1)
+            if i >= 0 and counts[i] < state.retry[i].max_attempts:
+                run.sleep(retry_delay(state.retry[i], counts[i], run.rng))
                 counts[i] += 1
                 retries += 1
                 continue
@@ -419,77 +470,141 @@ def _run_task(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
 
 def _invoke(run: _Run, state: State, data: Any, effective: Any, frame: _Frame) -> Any:
     resource = state.resource
-    assert resource is not None  # noqa: S101 - machine.py sets it for every Task
+    assert resource is not None  # machine.py sets it for every Task
     timeout = state.timeout_seconds
     if state.timeout_path is not None:
         timeout = _select(state.timeout_path, "TimeoutSecondsPath", data)
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-            raise StatesFailure(RUNTIME, f"TimeoutSecondsPath must select a positive integer, got {_dumps(timeout)}")
+            raise StatesFailure(
+                RUNTIME, f"TimeoutSecondsPath must select a positive integer, got {_dumps(timeout)}"
+            )
     started = run.clock.now()
     deadline = started + dt.timedelta(seconds=timeout) if timeout else None
     region, account = run.machine.region, run.machine.account
     if resource.kind == "invoke":
         if not isinstance(effective, dict) or not isinstance(effective.get("FunctionName"), str):
-            raise StatesFailure(RUNTIME, "lambda:invoke needs Parameters.FunctionName to be a string")
+            raise StatesFailure(
+                RUNTIME, "lambda:invoke needs Parameters.FunctionName to be a string"
+            )
         target = effective["FunctionName"]
         name, region = function_name_of(target)
         params_json = _dumps(effective)
-        scheduled = {"resourceType": "lambda", "resource": "invoke", "region": region, "parameters": params_json}
+        scheduled: dict[str, Any] = {
+            "resourceType": "lambda",
+            "resource": "invoke",
+            "region": region,
+            "parameters": params_json,
+        }
         if timeout:
             scheduled["timeoutInSeconds"] = timeout
         if state.heartbeat_seconds:
             scheduled["heartbeatInSeconds"] = state.heartbeat_seconds
         run.emit(frame, "TaskScheduled", "taskScheduledEventDetails", scheduled)
-        run.emit(frame, "TaskStarted", "taskStartedEventDetails", {"resourceType": "lambda", "resource": "invoke"})
+        run.emit(
+            frame,
+            "TaskStarted",
+            "taskStartedEventDetails",
+            {"resourceType": "lambda", "resource": "invoke"},
+        )
         payload_json = _dumps(effective.get("Payload", {}))
         arn = target if target.startswith("arn:") else function_arn(name, region, account)
         try:
             payload, result_json, request_id = call_handler(
-                run.handlers, name, arn, payload_json, run.clock, deadline)
+                run.handlers, name, arn, payload_json, run.clock, deadline
+            )
             _check_timeout(run, started, timeout)
         except StatesFailure as failure:
             kind = "TaskTimedOut" if failure.error == TIMEOUT else "TaskFailed"
-            run.emit(frame, kind, kind[0].lower() + kind[1:] + "EventDetails",
-                     {"resourceType": "lambda", "resource": "invoke", "error": failure.error, "cause": failure.cause})
+            run.emit(
+                frame,
+                kind,
+                kind[0].lower() + kind[1:] + "EventDetails",
+                {
+                    "resourceType": "lambda",
+                    "resource": "invoke",
+                    "error": failure.error,
+                    "cause": failure.cause,
+                },
+            )
             raise
-        result = invoke_result(payload, result_json, request_id, executed_version(target), run.clock.now())
+        result = invoke_result(
+            payload, result_json, request_id, executed_version(target), run.clock.now()
+        )
         output_json = _dumps(result)
         _check_quota(output_json, state)
-        run.emit(frame, "TaskSucceeded", "taskSucceededEventDetails",
-                 {"resourceType": "lambda", "resource": "invoke", "output": output_json, "outputDetails": _TRUNCATED})
+        run.emit(
+            frame,
+            "TaskSucceeded",
+            "taskSucceededEventDetails",
+            {
+                "resourceType": "lambda",
+                "resource": "invoke",
+                "output": output_json,
+                "outputDetails": _TRUNCATED,
+            },
+        )
         return result
-    # A plain function ARN: the state's effective input is the event; the result is the return value.
+    # A plain function ARN: the effective input is the event, the handler's return the result.
     payload_json = _dumps(effective)
-    scheduled = {"resource": resource.arn, "input": payload_json, "inputDetails": _TRUNCATED}
+    lambda_scheduled: dict[str, Any] = {
+        "resource": resource.arn,
+        "input": payload_json,
+        "inputDetails": _TRUNCATED,
+    }
     if timeout:
-        scheduled["timeoutInSeconds"] = timeout
-    run.emit(frame, "LambdaFunctionScheduled", "lambdaFunctionScheduledEventDetails", scheduled)
+        lambda_scheduled["timeoutInSeconds"] = timeout
+    run.emit(
+        frame, "LambdaFunctionScheduled", "lambdaFunctionScheduledEventDetails", lambda_scheduled
+    )
     run.emit(frame, "LambdaFunctionStarted")
     try:
         payload, result_json, _ = call_handler(
-            run.handlers, resource.function_name or "", resource.arn, payload_json, run.clock, deadline)
+            run.handlers,
+            resource.function_name or "",
+            resource.arn,
+            payload_json,
+            run.clock,
+            deadline,
+        )
         _check_timeout(run, started, timeout)
         _check_quota(result_json, state)
     except StatesFailure as failure:
         kind = "LambdaFunctionTimedOut" if failure.error == TIMEOUT else "LambdaFunctionFailed"
-        run.emit(frame, kind, kind[0].lower() + kind[1:] + "EventDetails",
-                 {k: v for k, v in (("error", failure.error), ("cause", failure.cause)) if v is not None})
+        run.emit(
+            frame,
+            kind,
+            kind[0].lower() + kind[1:] + "EventDetails",
+            {
+                k: v
+                for k, v in (("error", failure.error), ("cause", failure.cause))
+                if v is not None
+            },
+        )
         raise
-    run.emit(frame, "LambdaFunctionSucceeded", "lambdaFunctionSucceededEventDetails",
-             {"output": result_json, "outputDetails": _TRUNCATED})
+    run.emit(
+        frame,
+        "LambdaFunctionSucceeded",
+        "lambdaFunctionSucceededEventDetails",
+        {"output": result_json, "outputDetails": _TRUNCATED},
+    )
     return payload
 
 
 def _check_timeout(run: _Run, started: dt.datetime, timeout: int | None) -> None:
     # A Python call cannot be interrupted safely, so the timeout is judged when it returns.
     if timeout and (run.clock.now() - started).total_seconds() > timeout:
-        raise StatesFailure(TIMEOUT, f"The task did not complete within its TimeoutSeconds of {timeout} s")
+        raise StatesFailure(
+            TIMEOUT, f"The task did not complete within its TimeoutSeconds of {timeout} s"
+        )
 
 
 def _check_quota(text: str, state: State) -> None:
     if not _within_quota(text):
-        raise StatesFailure(DATA_LIMIT_EXCEEDED, f"The state/task '{state.name}' returned a result with a size "
-                            "exceeding the maximum number of bytes service limit.")
+        raise StatesFailure(
+            DATA_LIMIT_EXCEEDED,
+            f"The state/task '{state.name}' returned a result with a size "
+            "exceeding the maximum number of bytes service limit.",
+        )
 
 
 def _run_choice(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
@@ -520,8 +635,11 @@ def _run_wait(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
     elif state.seconds_path is not None:
         value = _select(state.seconds_path, state.wait_path_text, effective)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise StatesFailure(RUNTIME, f"The SecondsPath parameter does not reference a non-negative integer: "
-                                f"{state.wait_path_text} = {_dumps(value)}")
+            raise StatesFailure(
+                RUNTIME,
+                f"The SecondsPath parameter does not reference a non-negative integer: "
+                f"{state.wait_path_text} = {_dumps(value)}",
+            )
         seconds = value
     else:
         from .choice import parse_timestamp
@@ -531,8 +649,12 @@ def _run_wait(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
             stamp = _select(state.timestamp_path, state.wait_path_text, effective)
         moment = parse_timestamp(stamp)
         if moment is None:
-            raise StatesFailure(RUNTIME, f"The TimestampPath parameter does not reference a valid ISO-8601 "
-                                f"extended offset date-time format string: {state.wait_path_text} = {_dumps(stamp)}")
+            raise StatesFailure(
+                RUNTIME,
+                f"The TimestampPath parameter does not reference a valid ISO-8601 "
+                "extended offset date-time format string: "
+                f"{state.wait_path_text} = {_dumps(stamp)}",
+            )
         seconds = max(0.0, (moment - run.clock.now()).total_seconds())
     run.sleep(seconds)
     output = _output(state, effective)
@@ -560,14 +682,18 @@ def _run_fail(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
         try:
             value = template(data, ctx)
         except PathNotFound as err:
-            raise StatesFailure(RUNTIME, f"Invalid path '{err.path}' : No results for path: {err.path}") from err
+            raise StatesFailure(
+                RUNTIME, f"Invalid path '{err.path}' : No results for path: {err.path}"
+            ) from err
         if not isinstance(value, str):
-            raise StatesFailure(RUNTIME, f"The {attr} field must select a string, got {_dumps(value)}")
+            raise StatesFailure(
+                RUNTIME, f"The {attr} field must select a string, got {_dumps(value)}"
+            )
         if attr == "ErrorPath":
             error = value
         else:
             cause = value
-    raise StatesFailure(error, cause)  # type: ignore[arg-type]
+    raise StatesFailure(error, cause)
 
 
 def _run_parallel(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
@@ -598,15 +724,23 @@ def _run_map(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, st
     is the array of outputs in item order. ToleratedFailureCount/Percentage let some
     iterations fail (their entries hold the error); past that, the state fails."""
     _enter(run, state, data, frame)
-    assert state.iterator is not None  # noqa: S101 - machine.py sets it for every Map
+    assert state.iterator is not None  # machine.py sets it for every Map
+    iterator = state.iterator
 
     def attempt(retry_count: int) -> Any:
         ctx = run.state_context(state, retry_count)
         effective = _effective_input(state, data, ctx)
-        items = effective if state.items_path is None else _select(state.items_path, state.items_path_text, effective)
+        items = (
+            effective
+            if state.items_path is None
+            else _select(state.items_path, state.items_path_text, effective)
+        )
         if not isinstance(items, list):
-            raise StatesFailure(RUNTIME, f"Map state input must be an array but was: {_json_type(items)} "
-                                f"(ItemsPath '{state.items_path_text}')")
+            raise StatesFailure(
+                RUNTIME,
+                f"Map state input must be an array but was: {_json_type(items)} "
+                f"(ItemsPath '{state.items_path_text}')",
+            )
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": len(items)})
         inputs = []
         for index, item in enumerate(items):
@@ -617,19 +751,30 @@ def _run_map(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, st
                 item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
                 inputs.append(state.item_selector(effective, item_ctx))
         tolerant = state.tolerated_count is not None or state.tolerated_percentage is not None
-        jobs = [(state.iterator, value) for value in inputs]
-        outcomes = _fan_out(run, jobs, frame, limit=state.max_concurrency, map_name=state.name,
-                            stop_on_failure=not tolerant)
+        jobs = [(iterator, value) for value in inputs]
+        outcomes = _fan_out(
+            run,
+            jobs,
+            frame,
+            limit=state.max_concurrency,
+            map_name=state.name,
+            stop_on_failure=not tolerant,
+        )
         failures = [o for o in outcomes if isinstance(o, StatesFailure) and o.error != _ABORTED]
         if failures and not tolerant:
             run.emit(frame, "MapStateFailed")
             raise failures[0]
         if failures and _exceeds_tolerance(state, len(failures), len(items)):
             run.emit(frame, "MapStateFailed")
-            raise StatesFailure(EXCEED_TOLERATED_FAILURE_THRESHOLD,
-                                "The specified tolerated failure threshold was exceeded")
+            raise StatesFailure(
+                EXCEED_TOLERATED_FAILURE_THRESHOLD,
+                "The specified tolerated failure threshold was exceeded",
+            )
         run.emit(frame, "MapStateSucceeded")
-        results = [{"Error": o.error, "Cause": o.cause} if isinstance(o, StatesFailure) else o for o in outcomes]
+        results = [
+            {"Error": o.error, "Cause": o.cause} if isinstance(o, StatesFailure) else o
+            for o in outcomes
+        ]
         return _finish(state, data, results, ctx)
 
     output, nxt = _guarded(run, state, data, frame, attempt)
@@ -640,12 +785,21 @@ def _run_map(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, st
 def _exceeds_tolerance(state: State, failed: int, total: int) -> bool:
     if state.tolerated_count is not None and failed > state.tolerated_count:
         return True
-    return state.tolerated_percentage is not None and failed * 100 > state.tolerated_percentage * total
+    return (
+        state.tolerated_percentage is not None and failed * 100 > state.tolerated_percentage * total
+    )
 
 
-def _fan_out(run: _Run, jobs: list[tuple[StateMachine, Any]], frame: _Frame, *, limit: int,
-             map_name: str | None = None, stop_on_failure: bool = True) -> list[Any]:
-    """Run sub-machines (branches or Map iterations); each outcome is an output or a StatesFailure."""
+def _fan_out(
+    run: _Run,
+    jobs: list[tuple[StateMachine, Any]],
+    frame: _Frame,
+    *,
+    limit: int,
+    map_name: str | None = None,
+    stop_on_failure: bool = True,
+) -> list[Any]:
+    """Run sub-machines (branches or Map iterations); each outcome: an output or a StatesFailure."""
     stop = threading.Event()
 
     def one(index: int) -> Any:
@@ -653,19 +807,39 @@ def _fan_out(run: _Run, jobs: list[tuple[StateMachine, Any]], frame: _Frame, *, 
         sub = _Frame(frame.last)
         if map_name is not None:
             if stop.is_set():
-                run.emit(sub, "MapIterationAborted", "mapIterationAbortedEventDetails", {"name": map_name, "index": index})
+                run.emit(
+                    sub,
+                    "MapIterationAborted",
+                    "mapIterationAbortedEventDetails",
+                    {"name": map_name, "index": index},
+                )
                 return StatesFailure(_ABORTED)
-            run.emit(sub, "MapIterationStarted", "mapIterationStartedEventDetails", {"name": map_name, "index": index})
+            run.emit(
+                sub,
+                "MapIterationStarted",
+                "mapIterationStartedEventDetails",
+                {"name": map_name, "index": index},
+            )
         try:
             output = _run_states(run, machine, value, sub)
         except StatesFailure as failure:
             if map_name is not None:
-                run.emit(sub, "MapIterationFailed", "mapIterationFailedEventDetails", {"name": map_name, "index": index})
+                run.emit(
+                    sub,
+                    "MapIterationFailed",
+                    "mapIterationFailedEventDetails",
+                    {"name": map_name, "index": index},
+                )
             if stop_on_failure:
                 stop.set()
             return failure
         if map_name is not None:
-            run.emit(sub, "MapIterationSucceeded", "mapIterationSucceededEventDetails", {"name": map_name, "index": index})
+            run.emit(
+                sub,
+                "MapIterationSucceeded",
+                "mapIterationSucceededEventDetails",
+                {"name": map_name, "index": index},
+            )
         return output
 
     workers = min(run.max_workers, limit or len(jobs), len(jobs))

@@ -31,10 +31,22 @@ PERMISSIONS = "States.Permissions"
 
 KNOWN_STATES_ERRORS = frozenset(
     {
-        ALL, TASK_FAILED, TIMEOUT, HEARTBEAT_TIMEOUT, RUNTIME, NO_CHOICE_MATCHED,
-        RESULT_PATH_MATCH_FAILURE, PARAMETER_PATH_FAILURE, INTRINSIC_FAILURE, BRANCH_FAILED,
-        EXCEED_TOLERATED_FAILURE_THRESHOLD, DATA_LIMIT_EXCEEDED, PERMISSIONS,
-        "States.ItemReaderFailed", "States.ResultWriterFailed", "States.QueryEvaluationError",
+        ALL,
+        TASK_FAILED,
+        TIMEOUT,
+        HEARTBEAT_TIMEOUT,
+        RUNTIME,
+        NO_CHOICE_MATCHED,
+        RESULT_PATH_MATCH_FAILURE,
+        PARAMETER_PATH_FAILURE,
+        INTRINSIC_FAILURE,
+        BRANCH_FAILED,
+        EXCEED_TOLERATED_FAILURE_THRESHOLD,
+        DATA_LIMIT_EXCEEDED,
+        PERMISSIONS,
+        "States.ItemReaderFailed",
+        "States.ResultWriterFailed",
+        "States.QueryEvaluationError",
         "States.Http.Socket",
     }
 )
@@ -46,7 +58,9 @@ class DefinitionError(WorkflowError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         lines = "\n  - ".join(problems)
-        super().__init__(f"invalid state machine definition ({len(problems)} problems):\n  - {lines}")
+        super().__init__(
+            f"invalid state machine definition ({len(problems)} problems):\n  - {lines}"
+        )
 
 
 class HandlerError(WorkflowError):

@@ -53,7 +53,9 @@ class SqliteHistory:
     execution ends, so a crash loses at most that many events.
     """
 
-    def __init__(self, conn: sqlite3.Connection, execution_arn: str, *, commit_every: int = 1) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, execution_arn: str, *, commit_every: int = 1
+    ) -> None:
         self.conn = conn
         self.execution_arn = execution_arn
         self.commit_every = commit_every
@@ -74,7 +76,9 @@ class SqliteHistory:
             ),
         )
         self._pending += 1
-        if self._pending >= self.commit_every or (event["type"].startswith("Execution") and event["id"] > 1):
+        if self._pending >= self.commit_every or (
+            event["type"].startswith("Execution") and event["id"] > 1
+        ):
             self.conn.commit()
             self._pending = 0
 
@@ -88,7 +92,12 @@ def load_history(conn: sqlite3.Connection, execution_arn: str) -> list[Event]:
     ).fetchall()
     events: list[Event] = []
     for event_id, previous, stamp, kind, details in rows:
-        event: Event = {"timestamp": stamp, "type": kind, "id": event_id, "previousEventId": previous}
+        event: Event = {
+            "timestamp": stamp,
+            "type": kind,
+            "id": event_id,
+            "previousEventId": previous,
+        }
         if details:
             event.update(json.loads(details))
         events.append(event)

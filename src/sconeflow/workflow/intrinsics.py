@@ -59,7 +59,9 @@ def compile_intrinsic(text: str) -> Evaluator:
     evaluator = parser.call(depth=0)
     parser.skip_space()
     if parser.pos != len(text):
-        raise IntrinsicSyntaxError(f"unexpected text at position {parser.pos}: {text[parser.pos:]!r}")
+        raise IntrinsicSyntaxError(
+            f"unexpected text at position {parser.pos}: {text[parser.pos :]!r}"
+        )
     return evaluator
 
 
@@ -116,7 +118,9 @@ class _Parser:
             return self.path()
         if self.text.startswith("States.", self.pos):
             return self.call(depth + 1)
-        match = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null").match(self.text, self.pos)
+        match = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null").match(
+            self.text, self.pos
+        )
         if match is None:
             raise IntrinsicSyntaxError(f"unexpected argument at position {self.pos}")
         self.pos = match.end()
@@ -209,7 +213,9 @@ def _format(template: Any, *values: Any) -> str:
         raise TypeError(f"the template must be a string, got {_describe(template)}")
     parts = template.split("{}")
     if len(parts) - 1 != len(values):
-        raise ValueError(f"the template has {len(parts) - 1} '{{}}' placeholders but {len(values)} values came")
+        raise ValueError(
+            f"the template has {len(parts) - 1} '{{}}' placeholders but {len(values)} values came"
+        )
     out = [parts[0]]
     for value, part in zip(values, parts[1:], strict=True):
         out.append(_to_format_string(value))
@@ -308,7 +314,13 @@ def _base64_decode(text: Any) -> str:
         raise ValueError(f"the string is not valid base64 of UTF-8 text: {err}") from err
 
 
-_HASHES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
+_HASHES = {
+    "MD5": "md5",
+    "SHA-1": "sha1",
+    "SHA-256": "sha256",
+    "SHA-384": "sha384",
+    "SHA-512": "sha512",
+}
 
 
 def _hash(data: Any, algorithm: Any) -> str:
@@ -360,7 +372,7 @@ def _need_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected an integer {what}, got {_describe(value)}")
     # AWS runs on Java: a float argument is rounded like Math.round (half up).
-    return int(math.floor(value + 0.5)) if isinstance(value, float) else value
+    return math.floor(value + 0.5) if isinstance(value, float) else value
 
 
 def _need_short_string(value: Any) -> None:

@@ -106,8 +106,10 @@ def error_cause(exc: BaseException, request_id: str) -> str:
     )
 
 
-def invoke_result(payload: Any, payload_json: str, request_id: str, version: str, now: dt.datetime) -> dict[str, Any]:
-    """The output of `arn:aws:states:::lambda:invoke`: Lambda's Invoke response as AWS returns it."""
+def invoke_result(
+    payload: Any, payload_json: str, request_id: str, version: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The output of `arn:aws:states:::lambda:invoke`: Lambda's Invoke response, as AWS gives it."""
     date = format_datetime(now.astimezone(dt.UTC), usegmt=True)
     length = str(len(payload_json.encode("utf-8")))
     trace = f"root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};sampled=0"

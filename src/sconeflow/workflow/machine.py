@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .choice import Predicate, compile_rule, parse_timestamp
@@ -145,7 +146,9 @@ def parse_definition(
     text = definition if isinstance(definition, str) else None
     if text is not None:
         if len(text) > MAX_DEFINITION_CHARS:
-            raise DefinitionError([f"the definition has {len(text)} characters; AWS's limit is {MAX_DEFINITION_CHARS}"])
+            raise DefinitionError(
+                [f"the definition has {len(text)} characters; the limit is {MAX_DEFINITION_CHARS}"]
+            )
         try:
             definition = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as err:
@@ -174,14 +177,19 @@ def parse_definition(
     return machine
 
 
-def _compile_machine(spec: dict[str, Any], where: str, problems: list[str], names: set[str]) -> StateMachine:
+def _compile_machine(
+    spec: dict[str, Any], where: str, problems: list[str], names: set[str]
+) -> StateMachine:
     states = {
-        name: _compile_state(name, body, where, problems, names) for name, body in spec["States"].items()
+        name: _compile_state(name, body, where, problems, names)
+        for name, body in spec["States"].items()
     }
     return StateMachine(start_at=spec["StartAt"], states=states, definition=spec)
 
 
-def _compile_state(name: str, spec: dict[str, Any], where: str, problems: list[str], names: set[str]) -> State:
+def _compile_state(
+    name: str, spec: dict[str, Any], where: str, problems: list[str], names: set[str]
+) -> State:
     at = f"State {name!r}" + (f" (in {where})" if where else "")
     state = State(name=name, type=spec["Type"], next=spec.get("Next"))
 
@@ -199,17 +207,26 @@ def _compile_state(name: str, spec: dict[str, Any], where: str, problems: list[s
             if value is None:
                 setattr(state, f"{key}_path_null", True)
             else:
-                setattr(state, f"{key}_path", attempt(fname, lambda v=value: _path(v)))
+                setattr(state, f"{key}_path", attempt(fname, partial(_path, value)))
                 setattr(state, f"{key}_path_text", value)
     if "Parameters" in spec:
         state.parameters = attempt("Parameters", lambda: _template(spec["Parameters"]))
     if "ResultSelector" in spec:
         state.result_selector = attempt("ResultSelector", lambda: _template(spec["ResultSelector"]))
     if "ResultPath" in spec:
-        state.result_path = attempt("ResultPath", lambda: _reference(spec["ResultPath"], allow_null=True))
+        state.result_path = attempt(
+            "ResultPath", lambda: _reference(spec["ResultPath"], allow_null=True)
+        )
     state.retry = tuple(_retrier(r) for r in spec.get("Retry", []))
     state.catch = tuple(
-        Catcher(tuple(c["ErrorEquals"]), c["Next"], attempt("Catch.ResultPath", lambda c=c: _reference(c.get("ResultPath", "$"), allow_null=True)))
+        Catcher(
+            tuple(c["ErrorEquals"]),
+            c["Next"],
+            attempt(
+                "Catch.ResultPath",
+                partial(_reference, c.get("ResultPath", "$"), allow_null=True),
+            ),
+        )
         for c in spec.get("Catch", [])
     )
     kind = state.type
@@ -218,13 +235,18 @@ def _compile_state(name: str, spec: dict[str, Any], where: str, problems: list[s
         state.timeout_seconds = spec.get("TimeoutSeconds")
         state.heartbeat_seconds = spec.get("HeartbeatSeconds")
         if "TimeoutSecondsPath" in spec:
-            state.timeout_path = attempt("TimeoutSecondsPath", lambda: _path(spec["TimeoutSecondsPath"], reference=True))
+            state.timeout_path = attempt(
+                "TimeoutSecondsPath", lambda: _path(spec["TimeoutSecondsPath"], reference=True)
+            )
     elif kind == "Pass":
         state.has_result = "Result" in spec
         state.result = spec.get("Result")
     elif kind == "Choice":
         state.choices = tuple(
-            (attempt(f"Choices[{i}]", lambda r=rule: compile_rule(r, top_level=True)), rule.get("Next"))
+            (
+                attempt(f"Choices[{i}]", partial(compile_rule, rule, top_level=True)),
+                rule.get("Next"),
+            )
             for i, rule in enumerate(spec["Choices"])
         )
         state.default = spec.get("Default")
@@ -238,13 +260,16 @@ def _compile_state(name: str, spec: dict[str, Any], where: str, problems: list[s
             state.cause_path = attempt("CausePath", lambda: _dynamic(spec["CausePath"]))
     elif kind == "Parallel":
         state.branches = tuple(
-            _compile_machine(b, f"{name}.Branches[{i}]", problems, names) for i, b in enumerate(spec["Branches"])
+            _compile_machine(b, f"{name}.Branches[{i}]", problems, names)
+            for i, b in enumerate(spec["Branches"])
         )
     elif kind == "Map":
-        processor = spec.get("ItemProcessor", spec.get("Iterator"))
+        processor: dict[str, Any] = spec.get("ItemProcessor") or spec["Iterator"]
         state.iterator = _compile_machine(processor, f"{name}.ItemProcessor", problems, names)
         if "ItemsPath" in spec:
-            state.items_path = attempt("ItemsPath", lambda: _path(spec["ItemsPath"], reference=True))
+            state.items_path = attempt(
+                "ItemsPath", lambda: _path(spec["ItemsPath"], reference=True)
+            )
             state.items_path_text = spec["ItemsPath"]
         selector = spec.get("ItemSelector", spec.get("Parameters"))
         state.parameters = None  # for a Map, legacy Parameters is the ItemSelector
@@ -256,7 +281,9 @@ def _compile_state(name: str, spec: dict[str, Any], where: str, problems: list[s
     return state
 
 
-def _compile_wait(state: State, spec: dict[str, Any], attempt: Callable[[str, Callable[[], Any]], Any]) -> None:
+def _compile_wait(
+    state: State, spec: dict[str, Any], attempt: Callable[[str, Callable[[], Any]], Any]
+) -> None:
     if "Seconds" in spec:
         seconds = spec["Seconds"]
         if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 0:
@@ -264,11 +291,14 @@ def _compile_wait(state: State, spec: dict[str, Any], attempt: Callable[[str, Ca
         state.seconds = seconds
     if "Timestamp" in spec:
         if parse_timestamp(spec["Timestamp"]) is None:
-            attempt("Timestamp", lambda: _fail("must be an RFC 3339 timestamp like '2026-01-31T12:00:00Z'"))
+            attempt(
+                "Timestamp",
+                lambda: _fail("must be an RFC 3339 timestamp like '2026-01-31T12:00:00Z'"),
+            )
         state.timestamp = spec["Timestamp"]
     for fname, attr in (("SecondsPath", "seconds_path"), ("TimestampPath", "timestamp_path")):
         if fname in spec:
-            setattr(state, attr, attempt(fname, lambda f=fname: _path(spec[f], reference=True)))
+            setattr(state, attr, attempt(fname, partial(_path, spec[fname], reference=True)))
             state.wait_path_text = spec[fname]
 
 
@@ -289,7 +319,9 @@ def _reference(value: Any, *, allow_null: bool) -> tuple[Step, ...] | None:
         return None
     steps = parse_reference_path(value) if isinstance(value, str) else None
     if steps is None:
-        raise ValueError(f"{json.dumps(value)} must be a reference path such as '$.result' (or null)")
+        raise ValueError(
+            f"{json.dumps(value)} must be a reference path such as '$.result' (or null)"
+        )
     return steps
 
 
@@ -320,10 +352,14 @@ def _resource(spec: dict[str, Any], names: set[str]) -> TaskResource:
     resource = spec["Resource"]
     if resource == INVOKE_RESOURCE:
         params = spec.get("Parameters")
-        if not isinstance(params, dict) or not ("FunctionName" in params or "FunctionName.$" in params):
+        if not isinstance(params, dict) or not (
+            "FunctionName" in params or "FunctionName.$" in params
+        ):
             raise ValueError(
-                "lambda:invoke needs Parameters with 'FunctionName' (and usually 'Payload.$': '$'), e.g. "
-                '{"FunctionName": "arn:aws:lambda:us-east-1:123456789012:function:classify:$LATEST", "Payload.$": "$"}'
+                "lambda:invoke needs Parameters with 'FunctionName' (and usually "
+                "'Payload.$': '$'), e.g. {\"FunctionName\": "
+                '"arn:aws:lambda:us-east-1:123456789012:function:classify:$LATEST", '
+                '"Payload.$": "$"}'
             )
         literal = params.get("FunctionName")
         function_name, region = None, DEFAULT_REGION

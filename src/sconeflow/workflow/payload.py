@@ -34,7 +34,9 @@ def compile_template(template: Any) -> Template:
 def compile_dynamic_value(field: str, expression: str) -> Template:
     """The evaluator for one `field.$: expression` pair."""
     if not isinstance(expression, str):
-        raise ValueError(f"field {field!r} ends in '.$' so its value must be a path or intrinsic call string")
+        raise ValueError(
+            f"field {field!r} ends in '.$' so its value must be a path or intrinsic call string"
+        )
     if is_intrinsic(expression):
         return compile_intrinsic(expression)
     if expression.startswith("$$"):

@@ -35,20 +35,49 @@ _FLOW = {"Next", "End"}
 _RESULT = {"ResultPath", "ResultSelector", "Parameters"}
 _ERRORS = {"Retry", "Catch"}
 ALLOWED_FIELDS: dict[str, set[str]] = {
-    "Task": _COMMON | _IO | _FLOW | _RESULT | _ERRORS
-    | {"Resource", "TimeoutSeconds", "TimeoutSecondsPath", "HeartbeatSeconds", "HeartbeatSecondsPath"},
+    "Task": _COMMON
+    | _IO
+    | _FLOW
+    | _RESULT
+    | _ERRORS
+    | {
+        "Resource",
+        "TimeoutSeconds",
+        "TimeoutSecondsPath",
+        "HeartbeatSeconds",
+        "HeartbeatSecondsPath",
+    },
     "Pass": _COMMON | _IO | _FLOW | {"Result", "ResultPath", "Parameters"},
     "Choice": _COMMON | _IO | {"Choices", "Default"},
     "Wait": _COMMON | _IO | _FLOW | {"Seconds", "Timestamp", "SecondsPath", "TimestampPath"},
     "Succeed": _COMMON | _IO,
     "Fail": _COMMON | {"Error", "ErrorPath", "Cause", "CausePath"},
     "Parallel": _COMMON | _IO | _FLOW | _RESULT | _ERRORS | {"Branches"},
-    "Map": _COMMON | _IO | _FLOW | _RESULT | _ERRORS
-    | {"Iterator", "ItemProcessor", "ItemsPath", "ItemSelector", "MaxConcurrency",
-       "ToleratedFailurePercentage", "ToleratedFailureCount", "Label"},
+    "Map": _COMMON
+    | _IO
+    | _FLOW
+    | _RESULT
+    | _ERRORS
+    | {
+        "Iterator",
+        "ItemProcessor",
+        "ItemsPath",
+        "ItemSelector",
+        "MaxConcurrency",
+        "ToleratedFailurePercentage",
+        "ToleratedFailureCount",
+        "Label",
+    },
 }
-_RETRIER_FIELDS = {"ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds",
-                   "JitterStrategy", "Comment"}
+_RETRIER_FIELDS = {
+    "ErrorEquals",
+    "IntervalSeconds",
+    "MaxAttempts",
+    "BackoffRate",
+    "MaxDelaySeconds",
+    "JitterStrategy",
+    "Comment",
+}
 _CATCHER_FIELDS = {"ErrorEquals", "Next", "ResultPath", "Comment"}
 _NOT_SUPPORTED = {
     "ItemReader": "sconeflow runs inline Maps only: pass the items in the input and use ItemsPath",
@@ -70,8 +99,12 @@ def lint_definition(definition: dict[str, Any]) -> list[str]:
     `$.items[?(@.n > 1)]` and bracketed names with spaces, which AWS runs; machine.py checks
     every path by compiling it instead. So is its float check: AWS accepts `BackoffRate: 2`.
     """
-    ignored = {ProblemType.FLOAT, ProblemType.JSON_PATH, ProblemType.REFERENCE_PATH,
-               ProblemType.REFERENCE_PATH_OR_FUNC}
+    ignored = {
+        ProblemType.FLOAT,
+        ProblemType.JSON_PATH,
+        ProblemType.REFERENCE_PATH,
+        ProblemType.REFERENCE_PATH_OR_FUNC,
+    }
     problems = Linter.validate(definition, Config(ignored_problem_types=ignored))
     return [f"statelint: {p}" for p in problems if _PATH_PROBLEM not in p]
 
@@ -85,7 +118,9 @@ def check_definition(definition: Any) -> list[str]:
         return ["the definition must be a JSON object with 'StartAt' and 'States'"]
     problems: list[str] = []
     if definition.get("QueryLanguage", "JSONPath") != "JSONPath":
-        problems.append("QueryLanguage: sconeflow runs JSONPath mode only; remove the field or set 'JSONPath'")
+        problems.append(
+            "QueryLanguage: sconeflow runs JSONPath mode only; remove the field or set 'JSONPath'"
+        )
     timeout = definition.get("TimeoutSeconds")
     if timeout is not None and not _positive_int(timeout):
         problems.append(f"TimeoutSeconds must be a positive integer, got {timeout!r}")
@@ -96,7 +131,9 @@ def check_definition(definition: Any) -> list[str]:
 def _check_machine(machine: Any, where: str, depth: int, problems: list[str]) -> None:
     label = where or "the state machine"
     if depth > MAX_NESTING_DEPTH:
-        problems.append(f"{label}: Parallel/Map states nest deeper than {MAX_NESTING_DEPTH}; flatten them")
+        problems.append(
+            f"{label}: Parallel/Map states nest deeper than {MAX_NESTING_DEPTH}; flatten them"
+        )
         return
     if not isinstance(machine, dict):
         problems.append(f"{label}: expected an object with 'StartAt' and 'States'")
@@ -110,13 +147,15 @@ def _check_machine(machine: Any, where: str, depth: int, problems: list[str]) ->
         problems.append(f"{label}: {len(states)} states; the limit is {MAX_STATES}")
         return
     if start not in states:
-        problems.append(f"{label}: StartAt {start!r} is not a state; use one of {sorted(states)[:10]}")
+        problems.append(
+            f"{label}: StartAt {start!r} is not a state; use one of {sorted(states)[:10]}"
+        )
     for name, state in states.items():
         if len(name) > 80:
             problems.append(f"State {name[:40]!r}...: state names are limited to 80 characters")
         _check_state(name, state, states, where, depth, problems)
     if start in states:
-        _check_graph(states, start, label, problems)
+        _check_graph(states, str(start), label, problems)
 
 
 def _check_state(
@@ -146,7 +185,9 @@ def _check_state(
     if kind == "Choice":
         for i, rule in enumerate(state.get("Choices") or []):
             if isinstance(rule, dict) and "Next" in rule and rule["Next"] not in states:
-                problems.append(f"{at}: Choices[{i}].Next {rule['Next']!r} is not a state in this scope")
+                problems.append(
+                    f"{at}: Choices[{i}].Next {rule['Next']!r} is not a state in this scope"
+                )
         if "Default" in state and state["Default"] not in states:
             problems.append(f"{at}: Default {state['Default']!r} is not a state in this scope")
         if not isinstance(state.get("Choices"), list) or not state["Choices"]:
@@ -156,7 +197,10 @@ def _check_state(
     if kind == "Wait":
         given = [f for f in ("Seconds", "Timestamp", "SecondsPath", "TimestampPath") if f in state]
         if len(given) != 1:
-            problems.append(f"{at}: a Wait state needs exactly one of Seconds, Timestamp, SecondsPath, TimestampPath")
+            problems.append(
+                f"{at}: a Wait state needs exactly one of "
+                "Seconds, Timestamp, SecondsPath, TimestampPath"
+            )
     if kind == "Fail":
         for a, b in (("Error", "ErrorPath"), ("Cause", "CausePath")):
             if a in state and b in state:
@@ -177,30 +221,44 @@ def _check_state(
         if isinstance(processor, dict):
             mode = (processor.get("ProcessorConfig") or {}).get("Mode", "INLINE")
             if mode != "INLINE":
-                problems.append(f"{at}: ProcessorConfig.Mode {mode!r} is not supported; use 'INLINE'")
+                problems.append(
+                    f"{at}: ProcessorConfig.Mode {mode!r} is not supported; use 'INLINE'"
+                )
             inner = {k: v for k, v in processor.items() if k != "ProcessorConfig"}
             _check_machine(inner, f"{name}.ItemProcessor", depth + 1, problems)
         if "ItemSelector" in state and "Parameters" in state:
             problems.append(f"{at}: give 'ItemSelector' or the legacy 'Parameters', not both")
         for field in ("MaxConcurrency", "ToleratedFailureCount"):
             if field in state and not _non_negative_int(state[field]):
-                problems.append(f"{at}: {field} must be a non-negative integer, got {state[field]!r}")
+                problems.append(
+                    f"{at}: {field} must be a non-negative integer, got {state[field]!r}"
+                )
         pct = state.get("ToleratedFailurePercentage")
         if pct is not None and (not _is_number(pct) or not 0 <= pct <= 100):
-            problems.append(f"{at}: ToleratedFailurePercentage must be a number from 0 to 100, got {pct!r}")
+            problems.append(
+                f"{at}: ToleratedFailurePercentage must be a number from 0 to 100, got {pct!r}"
+            )
     for field in ("TimeoutSeconds", "HeartbeatSeconds"):
         if field in state and not _positive_int(state[field]):
             problems.append(f"{at}: {field} must be a positive integer, got {state[field]!r}")
-    for a, b in (("TimeoutSeconds", "TimeoutSecondsPath"), ("HeartbeatSeconds", "HeartbeatSecondsPath")):
+    for a, b in (
+        ("TimeoutSeconds", "TimeoutSecondsPath"),
+        ("HeartbeatSeconds", "HeartbeatSecondsPath"),
+    ):
         if a in state and b in state:
             problems.append(f"{at}: give either {a!r} or {b!r}, not both")
-    if _positive_int(state.get("TimeoutSeconds")) and _positive_int(state.get("HeartbeatSeconds")) \
-            and state["HeartbeatSeconds"] >= state["TimeoutSeconds"]:
+    if (
+        _positive_int(state.get("TimeoutSeconds"))
+        and _positive_int(state.get("HeartbeatSeconds"))
+        and state["HeartbeatSeconds"] >= state["TimeoutSeconds"]
+    ):
         problems.append(f"{at}: HeartbeatSeconds must be smaller than TimeoutSeconds")
 
 
 def _check_resource(at: str, resource: Any, problems: list[str]) -> None:
-    if resource == INVOKE_RESOURCE or (isinstance(resource, str) and LAMBDA_ARN.fullmatch(resource)):
+    if resource == INVOKE_RESOURCE or (
+        isinstance(resource, str) and LAMBDA_ARN.fullmatch(resource)
+    ):
         return
     problems.append(
         f"{at}: Resource {resource!r} is not supported; sconeflow runs Lambda tasks: use "
@@ -209,7 +267,9 @@ def _check_resource(at: str, resource: Any, problems: list[str]) -> None:
     )
 
 
-def _check_retry_catch(at: str, state: dict[str, Any], states: dict[str, Any], problems: list[str]) -> None:
+def _check_retry_catch(
+    at: str, state: dict[str, Any], states: dict[str, Any], problems: list[str]
+) -> None:
     for field, allowed in (("Retry", _RETRIER_FIELDS), ("Catch", _CATCHER_FIELDS)):
         entries = state.get(field, [])
         if not isinstance(entries, list):
@@ -223,13 +283,19 @@ def _check_retry_catch(at: str, state: dict[str, Any], states: dict[str, Any], p
             for key in set(entry) - allowed:
                 problems.append(f"{where}: field {key!r} is not allowed; remove it")
             errors = entry.get("ErrorEquals")
-            if not isinstance(errors, list) or not errors or not all(isinstance(e, str) for e in errors):
+            if (
+                not isinstance(errors, list)
+                or not errors
+                or not all(isinstance(e, str) for e in errors)
+            ):
                 problems.append(f"{where}: 'ErrorEquals' must be a non-empty array of error names")
             elif "States.ALL" in errors:
                 if len(errors) != 1:
                     problems.append(f"{where}: 'States.ALL' must be alone in its ErrorEquals")
                 if i != len(entries) - 1:
-                    problems.append(f"{where}: the {field[:-1].lower()}er with 'States.ALL' must be the last")
+                    problems.append(
+                        f"{where}: the {field[:-1].lower()}er with 'States.ALL' must be the last"
+                    )
             if field == "Catch" and entry.get("Next") not in states:
                 problems.append(f"{where}: Next {entry.get('Next')!r} is not a state in this scope")
             if field == "Retry":
@@ -240,8 +306,12 @@ def _check_retrier(where: str, entry: dict[str, Any], problems: list[str]) -> No
     if "IntervalSeconds" in entry and not _positive_int(entry["IntervalSeconds"]):
         problems.append(f"{where}: IntervalSeconds must be a positive integer")
     if "MaxAttempts" in entry and not _non_negative_int(entry["MaxAttempts"]):
-        problems.append(f"{where}: MaxAttempts must be a non-negative integer (0 means never retry)")
-    if "BackoffRate" in entry and (not _is_number(entry["BackoffRate"]) or entry["BackoffRate"] < 1):
+        problems.append(
+            f"{where}: MaxAttempts must be a non-negative integer (0 means never retry)"
+        )
+    if "BackoffRate" in entry and (
+        not _is_number(entry["BackoffRate"]) or entry["BackoffRate"] < 1
+    ):
         problems.append(f"{where}: BackoffRate must be a number >= 1.0")
     if "MaxDelaySeconds" in entry and not _positive_int(entry["MaxDelaySeconds"]):
         problems.append(f"{where}: MaxDelaySeconds must be a positive integer")
@@ -268,7 +338,9 @@ def _check_graph(states: dict[str, Any], start: str, label: str, problems: list[
         stack.extend(targets)
     for name in states:
         if name not in seen:
-            problems.append(f"State {name!r} ({label}) cannot be reached from StartAt; link it or remove it")
+            problems.append(
+                f"State {name!r} ({label}) cannot be reached from StartAt; link it or remove it"
+            )
     if not terminal:
         problems.append(f"{label}: no terminal state (End: true, Succeed or Fail) can be reached")
 
