@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from sconeflow.monitoring.checks import DriftTest
 from sconeflow.monitoring.outcomes import WorkflowOutcome
 
-DPI = 100
+DPI = 120
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 _BASE, _WIN = "#7f7f7f", "#d62728"
 
@@ -31,7 +31,7 @@ def _png(fig: Figure) -> bytes:
 
 def _message(text: str, title: str) -> bytes:
     """A small figure that says why there is nothing to draw (so every plot slot shows)."""
-    fig = Figure(figsize=(6, 1.6))
+    fig = Figure(layout="constrained", figsize=(6, 1.6))
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title, loc="left", fontsize=11)
@@ -63,7 +63,7 @@ def confidence_over_time(
     if not ok.any():
         return _message("No inference with a usable output in this window.",
                         "Confidence of recent inferences")
-    fig = Figure(figsize=(9, 3.6))
+    fig = Figure(layout="constrained", figsize=(9, 3.6))
     ax = fig.add_subplot()
     for i, name in enumerate(class_names):
         sel = [j for j, p in enumerate(predicted) if p == name and ok[j]]
@@ -89,7 +89,7 @@ def confidence_histograms(
 ) -> bytes:
     """Histogram of the top probability per predicted class."""
     k = len(class_names)
-    fig = Figure(figsize=(min(4.2 * k, 12), 3.2))
+    fig = Figure(layout="constrained", figsize=(min(4.2 * k, 12), 3.2))
     axes = fig.subplots(1, k, squeeze=False)[0]
     bins = np.linspace(1.0 / k, 1.0, 21)
     for i, (ax, name) in enumerate(zip(axes, class_names, strict=True)):
@@ -101,7 +101,8 @@ def confidence_histograms(
         ax.set_xlabel("confidence")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("inferences")
-    fig.suptitle("Confidence per predicted class (red: threshold)", x=0.01, ha="left")
+    fig.suptitle(f"Confidence per predicted class (red: threshold {threshold:g})", x=0.01,
+                 ha="left", fontsize=11)
     return _png(fig)
 
 
@@ -121,7 +122,7 @@ def class_mix(
         counts[list(class_names).index(str(lab)), b] += 1
     totals = counts.sum(axis=0)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    fig = Figure(figsize=(9, 3.2))
+    fig = Figure(layout="constrained", figsize=(9, 3.2))
     ax = fig.add_subplot()
     x = np.arange(n_bins)
     bottom = np.zeros(n_bins)
@@ -138,7 +139,7 @@ def class_mix(
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of predictions")
     ax.set_title("Predicted class mix over time (UTC bin start, requests)", loc="left")
-    ax.legend(loc="upper right", fontsize=8, ncols=len(class_names) + 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _png(fig)
 
 
@@ -155,7 +156,7 @@ def feature_drift(
                         "Feature drift against the baseline")
     cols = min(3, len(chosen))
     rows = (len(chosen) + cols - 1) // cols
-    fig = Figure(figsize=(4.2 * cols, 3.1 * rows))
+    fig = Figure(layout="constrained", figsize=(4.2 * cols, 3.1 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, t in zip(axes, chosen, strict=False):
         if t.method == "KS":
@@ -189,8 +190,7 @@ def feature_drift(
     for ax in axes[len(chosen):]:
         ax.set_axis_off()
     fig.suptitle("Feature drift: baseline vs window (p after Holm correction)", x=0.01,
-                 ha="left")
-    fig.tight_layout()
+                 ha="left", fontsize=11)
     return _png(fig)
 
 
@@ -206,7 +206,7 @@ def workflow_outcomes(outcomes: Sequence[WorkflowOutcome]) -> bytes:
         counts[statuses.index(o.status), b] += 1
     colours = {"SUCCEEDED": "#2ca02c", "FAILED": "#d62728", "TIMED_OUT": "#9467bd",
                "ABORTED": "#8c564b", "RUNNING": "#bbbbbb"}
-    fig = Figure(figsize=(9, 3.0))
+    fig = Figure(layout="constrained", figsize=(9, 3.0))
     ax = fig.add_subplot()
     x = np.arange(len(starts))
     bottom = np.zeros(len(starts))
@@ -217,5 +217,5 @@ def workflow_outcomes(outcomes: Sequence[WorkflowOutcome]) -> bytes:
     ax.set_xticks(x, [f"{s:%H:%M}" for s in starts], fontsize=7)
     ax.set_ylabel("executions")
     ax.set_title("Workflow executions per time bin (UTC bin start)", loc="left")
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _png(fig)

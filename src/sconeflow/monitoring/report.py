@@ -35,8 +35,9 @@ _ADVICE = {
     "images). Check camera colour settings or a new client sending greyscale.",
     "sharpness": "Images are {dir} (sharpness) than the baseline's: {blur}. Check focus, motion "
     "blur and any resizing upstream before retraining.",
-    "noise": "Image noise is {dir} than the baseline's (low light, sensor noise or heavy "
-    "compression). Check the cameras; consider noise augmentation when retraining.",
+    "noise": "Image noise is {dir} than the baseline's. Higher: low light, sensor noise or "
+    "heavy compression; lower: denoising, smoothing or darker images. Check the cameras and "
+    "any processing upstream.",
     "confidence": "The model is {dir} confident than on the baseline. Look at the "
     "low-confidence gallery, label a sample (--ground-truth) to measure real accuracy.",
     "margin": "The gap between the top two classes is {dir} than on the baseline: the model "
