@@ -262,8 +262,9 @@ class CaptureWriter:
             if item:
                 try:
                     when = item[0]
+                    line = format_record(self.config, *item)
                     hour = datetime.fromtimestamp(when, UTC).strftime("%Y/%m/%d/%H")
-                    by_hour.setdefault(hour, []).append((when, format_record(self.config, *item)))
+                    by_hour.setdefault(hour, []).append((when, line))
                     pending += 1
                     deadline = deadline or time.monotonic() + self.flush_seconds
                 except Exception:
