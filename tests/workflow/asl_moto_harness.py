@@ -16,7 +16,7 @@ import io
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,7 +52,7 @@ _patch_lock = threading.Lock()
 
 
 class _FakeLambdaClient:
-    def __init__(self, handlers: dict[str, Callable[[Any, Any], Any]]) -> None:
+    def __init__(self, handlers: Mapping[str, Callable[[Any, Any], Any]]) -> None:
         self.handlers = handlers
 
     def invoke(self, FunctionName: str, Payload: bytes = b"{}", **_: Any) -> dict[str, Any]:
@@ -79,10 +79,10 @@ class _FakeLambdaClient:
 
 
 @contextmanager
-def _lambda_patched(handlers: dict[str, Callable[[Any, Any], Any]]) -> Iterator[None]:
+def _lambda_patched(handlers: Mapping[str, Callable[[Any, Any], Any]]) -> Iterator[None]:
     with _patch_lock:
         original = lambda_eval_utils.boto_client_for
-        lambda_eval_utils.boto_client_for = lambda **kw: _FakeLambdaClient(handlers)  # type: ignore[assignment]
+        lambda_eval_utils.boto_client_for = lambda **kw: _FakeLambdaClient(handlers)
         try:
             yield
         finally:
@@ -100,7 +100,7 @@ class MotoMachine:
     def run(
         self,
         execution_input: Any = None,
-        handlers: dict[str, Callable[[Any, Any], Any]] | None = None,
+        handlers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
         execution_name: str = "exec",
     ) -> dict[str, Any]:
         data = {} if execution_input is None else execution_input
@@ -109,7 +109,7 @@ class MotoMachine:
         env = Environment(
             aws_execution_details=AWSExecutionDetails(ACCOUNT, REGION, ROLE),
             execution_type=StateMachineType.STANDARD,
-            context=ContextObjectData(
+            context=ContextObjectData(  # type: ignore[typeddict-item]
                 Execution=ExecutionData(
                     Id=exec_arn,
                     Input=data,
@@ -127,7 +127,7 @@ class MotoMachine:
         env.event_manager.add_event(
             context=env.event_history_context,
             event_type=HistoryEventType.ExecutionStarted,
-            event_details=EventDetails(
+            event_details=EventDetails(  # type: ignore[typeddict-item]
                 executionStartedEventDetails=ExecutionStartedEventDetails(
                     input=json.dumps(data),
                     inputDetails=HistoryEventExecutionDataDetails(truncated=False),

@@ -340,48 +340,54 @@ def outcomes_from_history(
 ) -> dict[str, StateOutcome]:
     """Per-state tallies from GetExecutionHistory-shaped events.
 
-    A state entered and exited succeeded. One entered but never exited failed, unless one
-    of its Catch targets was entered after it: then its error was caught. A failure before
-    an `ExecutionRedriven` event is forgiven (the redrive ran the state again). With
-    `finished=False` (a RUNNING execution) states still open are shown as running.
+    Each event belongs to the state whose `...StateEntered` event starts its
+    previousEventId chain (branches and Map iterations are chains of their own, so this
+    holds under concurrency too). An entry that exited succeeded, or was caught if an error
+    came after its last success; one that never exited failed (or is still running when
+    `finished` is False). Entries left open by a failure before an `ExecutionRedriven` event
+    are dropped: the redrive ran that state again. `definition` is accepted so callers can
+    pass what they drew; the history alone decides.
     """
-    catch_targets = _catch_targets(definition)
-    out: dict[str, StateOutcome] = {}
-    open_states: list[str] = []  # entered, not yet exited, most recent last
-    last_error: str | None = None
+    owner: dict[int, int] = {}  # event id -> id of the StateEntered event it belongs to
+    entries: dict[int, dict[str, Any]] = {}  # entered id -> name, exited, error, pending
     for event in events:
-        kind = str(event.get("type", ""))
+        kind, event_id = str(event.get("type", "")), int(event.get("id", 0))
+        mine = owner.get(int(event.get("previousEventId", 0)))
+        _key, details = _details(event)
+        details = details if isinstance(details, Mapping) else {}
         if kind.endswith("StateEntered"):
-            name = str(event.get("stateEnteredEventDetails", {}).get("name"))
-            # Entering a catch target settles the open state that caught the error.
-            for i in range(len(open_states) - 1, -1, -1):
-                if name in catch_targets.get(open_states[i], ()):
-                    tally = out[open_states.pop(i)]
-                    tally.caught += 1
-                    break
-            tally = out.setdefault(name, StateOutcome())
-            tally.entered += 1
-            open_states.append(name)
-        elif kind.endswith("StateExited"):
-            name = str(event.get("stateExitedEventDetails", {}).get("name"))
-            out.setdefault(name, StateOutcome()).succeeded += 1
-            if name in open_states:
-                open_states.reverse()
-                open_states.remove(name)  # the most recent entry of that name
-                open_states.reverse()
-        elif kind.endswith("Failed") or kind.endswith("TimedOut"):
-            _key, details = _details(event)
-            if isinstance(details, Mapping) and details.get("error"):
-                last_error = str(details["error"])
-                if open_states:
-                    out[open_states[-1]].error = last_error
-        elif kind == "ExecutionRedriven":
-            for tally in out.values():
-                tally.entered -= tally.failed
-                tally.failed = 0
-            open_states.clear()
-    for name in open_states if finished else ():
-        out[name].failed += 1
+            owner[event_id] = event_id
+            entries[event_id] = {"name": str(details.get("name")), "exited": False,
+                                 "error": None, "pending": False}  # fmt: skip
+            continue
+        if mine is not None:
+            owner[event_id] = mine
+        if kind == "ExecutionRedriven":
+            for key in [k for k, e in entries.items() if not e["exited"]]:
+                del entries[key]
+            continue
+        entry = entries.get(mine) if mine is not None else None
+        if entry is None or entry["exited"]:
+            continue
+        if kind.endswith("StateExited"):
+            entry["exited"] = True
+        elif details.get("error"):
+            entry["error"], entry["pending"] = str(details["error"]), True
+        elif kind.endswith("Succeeded") and not kind.startswith("Execution"):
+            entry["pending"] = False  # e.g. a retry that worked
+    out: dict[str, StateOutcome] = {}
+    for entry in entries.values():
+        tally = out.setdefault(entry["name"], StateOutcome())
+        tally.entered += 1
+        if entry["exited"]:
+            if entry["pending"]:
+                tally.caught += 1
+            else:
+                tally.succeeded += 1
+        elif finished:
+            tally.failed += 1
+        if entry["error"] and (entry["pending"] or not entry["exited"]):
+            tally.error = entry["error"]
     return out
 
 
@@ -390,16 +396,6 @@ def _details(event: Mapping[str, Any]) -> tuple[str | None, Any]:
         if key.endswith("EventDetails"):
             return key, value
     return None, None
-
-
-def _catch_targets(machine: Mapping[str, Any]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for name, spec in (machine.get("States") or {}).items():
-        out[name] = {str(c.get("Next")) for c in spec.get("Catch", [])}
-        for sub in [*spec.get("Branches", []), spec.get("ItemProcessor") or spec.get("Iterator")]:
-            if isinstance(sub, Mapping):
-                out.update(_catch_targets(sub))
-    return out
 
 
 def render_graph(

@@ -417,9 +417,11 @@ class WorkflowRunner:
         names: Sequence[str] | None = None,
         on_done: Callable[[ExecutionRecord], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> list[ExecutionRecord]:
         """Start one execution per input at its offset (seconds from now), at most
-        `concurrency` at once; records in input order."""
+        `concurrency` at once; records in input order. `sleep`/`monotonic` are seams for
+        tests."""
         if concurrency < 1:
             raise WorkflowError(f"concurrency: {concurrency} must be at least 1")
         offsets = offsets if offsets is not None else [0.0] * len(inputs)
@@ -433,12 +435,12 @@ class WorkflowRunner:
                     on_done(record)
             return record
 
-        begin = time.monotonic()
+        begin = monotonic()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             futures = []
             try:
                 for i, offset in enumerate(offsets):
-                    wait = begin + offset - time.monotonic()
+                    wait = begin + offset - monotonic()
                     if wait > 0:
                         sleep(wait)
                     futures.append(pool.submit(one, i))

@@ -1,0 +1,202 @@
+"""ASL engine throughput: sconeflow's engine against moto's interpreter (LocalStack's), same run.
+
+Two workloads, with trivial in-process handlers so the numbers are engine cost:
+  * the reference 3-task workflow (lambda:invoke, Payload.$, OutputPath $.Payload, Retry);
+  * a Map over 100 items, each running one lambda:invoke Task.
+Three engines: ours with history kept in memory, ours with every event persisted to a
+SQLite file through the listener (WAL, one commit per execution), and moto's interpreter
+(definition parsed once, reused; its Lambda client swapped for the same handlers).
+
+Targets (from the issue): overhead <= 0.3 ms per 3-task execution; >= 30x moto's
+throughput with history in memory; >= 10x with history persisted.
+
+    python benchmarks/workflow_bench.py [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workflow"))
+
+from asl_moto_harness import MotoMachine
+
+from sconeflow.workflow import InMemoryHistory, SqliteHistory, parse_definition, run_execution
+
+FN = "arn:aws:lambda:us-east-1:123456789012:function:{}:$LATEST"
+RETRY = [
+    {
+        "ErrorEquals": [
+            "Lambda.ServiceException",
+            "Lambda.AWSLambdaException",
+            "Lambda.SdkClientException",
+            "Lambda.TooManyRequestsException",
+        ],
+        "IntervalSeconds": 2,
+        "MaxAttempts": 6,
+        "BackoffRate": 2,
+    }
+]
+
+
+def invoke(fn: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke",
+        "Parameters": {"FunctionName": FN.format(fn), "Payload.$": "$"},
+        "OutputPath": "$.Payload",
+        "Retry": RETRY,
+        **extra,
+    }
+
+
+THREE_TASKS = {
+    "StartAt": "serializeImageData",
+    "States": {
+        "serializeImageData": invoke("serializeImageData", Next="classify"),
+        "classify": invoke("classify", Next="filter"),
+        "filter": invoke("filter", End=True),
+    },
+}
+MAP_100 = {
+    "StartAt": "FanOut",
+    "States": {
+        "FanOut": {
+            "Type": "Map",
+            "ItemsPath": "$.images",
+            "MaxConcurrency": 10,
+            "ItemProcessor": {
+                "StartAt": "classify",
+                "States": {"classify": invoke("classify", End=True)},
+            },
+            "End": True,
+        }
+    },
+}
+
+
+def serialize(event: Any, context: Any) -> Any:
+    return {**event, "image_data": "iVBORw0KGgo="}
+
+
+def classify(event: Any, context: Any) -> Any:
+    return {**event, "inferences": [0.97, 0.03]}
+
+
+def filter_low(event: Any, context: Any) -> Any:
+    return event
+
+
+HANDLERS = {"serializeImageData": serialize, "classify": classify, "filter": filter_low}
+EVENT = {"s3_bucket": "sconeflow", "s3_key": "test/bicycle_s_000513.png"}
+MAP_EVENT = {"images": [{"s3_key": f"test/img_{i}.png"} for i in range(100)]}
+
+
+def rate(run_once: Callable[[], Any], seconds: float, min_runs: int = 3) -> tuple[float, int]:
+    """Mean seconds per call over about `seconds` of wall time."""
+    run_once()  # warm-up
+    runs, start = 0, time.perf_counter()
+    while runs < min_runs or time.perf_counter() - start < seconds:
+        run_once()
+        runs += 1
+    return (time.perf_counter() - start) / runs, runs
+
+
+def handler_cost(calls: int) -> float:
+    """Seconds spent in the trivial handlers themselves per execution (to subtract)."""
+    n = 20_000
+    start = time.perf_counter()
+    for _ in range(n):
+        event = serialize(EVENT, None)
+        event = classify(event, None)
+        filter_low(event, None)
+    return (time.perf_counter() - start) / n * calls / 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str, float, float, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "history.db", check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        for label, definition, event, calls in (
+            ("3-task", THREE_TASKS, EVENT, 3),
+            ("map-100", MAP_100, MAP_EVENT, 100),
+        ):
+            machine = parse_definition(definition)
+            counter = iter(range(10**9))
+
+            def ours_memory(m: Any = machine, e: Any = event) -> None:
+                result = run_execution(m, e, HANDLERS, listener=InMemoryHistory())
+                assert result.status == "SUCCEEDED", result.cause
+
+            def ours_sqlite(
+                m: Any = machine, e: Any = event, label: str = label, counter: Any = counter
+            ) -> None:
+                name = f"{label}-{next(counter)}"
+                arn = f"{m.arn.replace(':stateMachine:', ':execution:')}:{name}"
+                listener = SqliteHistory(conn, arn, commit_every=1_000_000)
+                result = run_execution(m, e, HANDLERS, name=name, listener=listener)
+                assert result.status == "SUCCEEDED", result.cause
+
+            moto = MotoMachine(definition)
+
+            def moto_run(mm: MotoMachine = moto, e: Any = event) -> None:
+                result = mm.run(e, HANDLERS)
+                assert result["status"] == "SUCCEEDED", result
+
+            handlers_s = handler_cost(calls)
+            for engine, fn in (
+                ("sconeflow, history in memory", ours_memory),
+                ("sconeflow, history in SQLite", ours_sqlite),
+                ("moto (LocalStack) interpreter", moto_run),
+            ):
+                per_exec, runs = rate(fn, args.seconds)
+                rows.append((label, engine, per_exec, per_exec - handlers_s, runs))
+        stored = conn.execute("SELECT COUNT(*) FROM history_events").fetchone()[0]
+
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.machine()}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+    print(f"(SQLite rows written during the run: {stored})\n")
+    header = (
+        f"{'workload':<9} {'engine':<31} {'exec/s':>9} {'ms/exec':>9} "
+        f"{'overhead ms':>12} {'runs':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, engine, per_exec, overhead, runs in rows:
+        print(
+            f"{label:<9} {engine:<31} {1 / per_exec:>9.1f} {per_exec * 1e3:>9.3f} "
+            f"{overhead * 1e3:>12.3f} {runs:>6}"
+        )
+    print()
+    for label in ("3-task", "map-100"):
+        by_engine = {engine: per for lab, engine, per, _, _ in rows if lab == label}
+        moto_s = by_engine["moto (LocalStack) interpreter"]
+        memory = moto_s / by_engine["sconeflow, history in memory"]
+        sqlite_ratio = moto_s / by_engine["sconeflow, history in SQLite"]
+        print(
+            f"{label}: {memory:.0f}x moto's throughput with history in memory (target >= 30x), "
+            f"{sqlite_ratio:.0f}x with history in SQLite (target >= 10x)"
+        )
+    overhead_3 = next(o for lab, eng, _, o, _ in rows if lab == "3-task" and "memory" in eng)
+    print(f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms per execution (target <= 0.3 ms)")
+
+
+if __name__ == "__main__":
+    main()
