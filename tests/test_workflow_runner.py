@@ -385,3 +385,77 @@ def test_cli_run_says_how_to_fix_a_missing_endpoint(settings: Settings) -> None:
     assert code == 1 and "EndpointError: no endpoint is InService" in out
     code, out = _cli(settings, "run")
     assert code == 2 and "exactly one of --input" in out
+
+
+@pytest.mark.slow
+def test_acceptance_reference_workflow_over_every_test_image(
+    staged_home: Settings, tmp_path: Path
+) -> None:
+    """The reference definition over every image in data/test against an endpoint deployed
+    with sconeflow.serving: SUCCEEDED exactly when the endpoint's top probability reaches
+    the threshold, FAILED with ThresholdConfidenceNotMet and its cause otherwise.
+
+    The model is $SCONEFLOW_ACCEPTANCE_MODEL (a trained model.tar.gz; threshold 0.93, the
+    reference's) or else a small untrained CNN, with the threshold set between two of its
+    answers near the median so that both outcomes occur.
+    """
+    import os
+    import statistics
+
+    pytest.importorskip("sconeflow.serving.endpoints", reason="sconeflow.serving is absent")
+    pytest.importorskip("onnxruntime", reason="serving needs onnxruntime")
+    from sconeflow.config import load_settings
+    from sconeflow.functions import FunctionConfig, Services
+    from sconeflow.serving.capture import capture_config
+    from sconeflow.serving.endpoints import delete_endpoint, deploy
+    from sconeflow.store import open_store
+    from test_serving_support import write_artifact
+
+    trained = os.environ.get("SCONEFLOW_ACCEPTANCE_MODEL")
+    model = trained or str(write_artifact(tmp_path / "model" / "model.tar.gz"))
+    # Our own workspace (db, endpoint files) over the session's staged store, read-only.
+    settings = load_settings(env={}, home=tmp_path / "home", store_uri=staged_home.store_uri)
+    bucket, store = settings.bucket, open_store(settings)
+    keys = [k for k in store.list(bucket, "data/test/") if k.endswith(".png")]
+    assert len(keys) >= 20
+    endpoint = deploy(settings, model, capture_config(0, "InputAndOutput", bucket),
+                      name="scones-acceptance")  # fmt: skip
+    try:
+        direct = Services(FunctionConfig(settings=settings, endpoint_name=endpoint.name,
+                                         endpoint_url=endpoint.url))  # fmt: skip
+        top = {k: max(direct.invoke_endpoint(store.get(bucket, k))) for k in keys}
+        if trained:
+            threshold = 0.93
+        else:
+            ranked = sorted(top.values())
+            mid = len(ranked) // 2
+            gaps = [i for i in range(len(ranked) - 1) if ranked[i + 1] - ranked[i] > 1e-4]
+            i = min(gaps, key=lambda j: abs(j - mid))  # a clear gap near the median
+            threshold = (ranked[i] + ranked[i + 1]) / 2
+        handlers = runner.local_handlers(settings, None, threshold)  # newest InService
+        wf = WorkflowRunner(settings, runner.load_definition(), handlers)
+        cases = [{"image_data": "", "s3_bucket": bucket, "s3_key": k, "inferences": []}
+                 for k in keys]  # fmt: skip
+        records = wf.stream(cases, concurrency=4)
+        outcomes = {"SUCCEEDED": 0, "FAILED": 0}
+        for key, record in zip(keys, records, strict=True):
+            outcomes[record.status] += 1
+            if top[key] >= threshold:
+                assert record.status == "SUCCEEDED", (key, top[key], record.cause)
+                output = json.loads(record.output or "{}")
+                assert output["s3_key"] == key
+                assert max(output["inferences"]) == pytest.approx(top[key], abs=1e-5)
+            else:
+                assert record.status == "FAILED", (key, top[key])
+                assert record.error == "ThresholdConfidenceNotMet"
+                message = json.loads(record.cause or "{}")["errorMessage"]
+                assert f"{top[key]:.4f} is below the threshold {threshold:.4f}" in message
+        assert trained or (outcomes["SUCCEEDED"] and outcomes["FAILED"])
+        statuses = [r.status for r in runner.list_executions(settings)]
+        assert len(statuses) == len(keys) and "RUNNING" not in statuses
+        print(
+            f"acceptance: {len(keys)} images, threshold {threshold:.4f}, {outcomes},",
+            f"median top probability {statistics.median(top.values()):.4f}",
+        )
+    finally:
+        delete_endpoint(settings, endpoint.name)
