@@ -507,14 +507,14 @@ def _subtitle(node: _Node, outcomes: Mapping[str, StateOutcome] | None) -> str:
     tally = outcomes.get(node.name) if outcomes is not None else None
     if tally is None or tally.entered == 0:
         return kind
-    if (tally.failed or tally.caught) and tally.error:
-        verb = "failed" if tally.failed else "caught"
-        counts = f"{tally.entered}× " if tally.entered > 1 else ""
-        return f"{kind} · {counts}{verb}: {_clip(tally.error, 30)}"
-    if tally.entered > 1:
+    if tally.entered > 1:  # a Map item processor, a loop or a redrive: counts first
         parts = [f"{v} {k}" for k, v in (("ok", tally.succeeded), ("failed", tally.failed),
                                           ("caught", tally.caught)) if v]  # fmt: skip
-        return f"{kind} · {tally.entered}×: {', '.join(parts)}"
+        error = f" ({_clip(tally.error, 26)})" if tally.error else ""
+        return f"{kind} · {tally.entered}×: {', '.join(parts)}{error}"
+    if (tally.failed or tally.caught) and tally.error:
+        verb = "failed" if tally.failed else "caught"
+        return f"{kind} · {verb}: {_clip(tally.error, 30)}"
     return kind
 
 
