@@ -12,10 +12,11 @@ sees a partial line. `close()` (SIGTERM, `endpoint delete`) flushes what is buff
 
 from __future__ import annotations
 
-import base64
+import binascii
+import collections
+import functools
 import json
 import logging
-import queue
 import random
 import threading
 import time
@@ -152,37 +153,72 @@ def format_record(
     custom_attributes: str | None = None,
     event_id: str | None = None,
 ) -> str:
-    """One capture line (no newline), keys in AWS's order, compact separators."""
-    data: dict[str, Any] = {}
+    """One capture line (no newline), keys in AWS's order, compact separators.
+
+    Built by concatenation rather than json.dumps of a dict: it runs on the capture thread
+    for every sampled request and holds the GIL the serving threads need, so it is kept to
+    a few microseconds. Every string that could need escaping goes through json.dumps.
+    """
+    parts = ['{"captureData":{']
     if "Input" in config.modes:
-        data["endpointInput"] = _payload(config, input_type, input_body, "INPUT")
+        parts.append('"endpointInput":')
+        parts.append(_payload(config, input_type, input_body, "INPUT"))
     if "Output" in config.modes:
-        data["endpointOutput"] = _payload(config, output_type, output_body, "OUTPUT")
-    meta: dict[str, Any] = {
-        "eventId": event_id or str(uuid.uuid4()),
-        "inferenceTime": datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+        if len(parts) > 1:
+            parts.append(",")
+        parts.append('"endpointOutput":')
+        parts.append(_payload(config, output_type, output_body, "OUTPUT"))
+    parts.append('},"eventMetadata":{"eventId":"')
+    parts.append(event_id or str(uuid.uuid4()))
+    parts.append('","inferenceTime":"')
+    parts.append(_utc_second(int(when)))
+    parts.append('"')
     if inference_id is not None:
-        meta["inferenceId"] = inference_id
+        parts.append(',"inferenceId":')
+        parts.append(_quote(inference_id))
     if custom_attributes is not None:
-        meta["customAttributes"] = custom_attributes
-    record = {"captureData": data, "eventMetadata": meta, "eventVersion": "0"}
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        parts.append(',"customAttributes":')
+        parts.append(_quote(custom_attributes))
+    parts.append('},"eventVersion":"0"}')
+    return "".join(parts)
 
 
-def _payload(config: CaptureConfig, content_type: str, body: bytes, mode: str) -> dict[str, str]:
+def _quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@functools.lru_cache(maxsize=64)
+def _payload_head(config: CaptureConfig, content_type: str, mode: str) -> tuple[str, str]:
+    """('{"observedContentType":...,"mode":...,"data":', encoding) for a content type."""
     base = content_type.split(";", 1)[0].strip().lower()
-    if base in config.json_types:
-        encoding, text = "JSON", body.decode("utf-8", errors="replace")
-    elif base in config.csv_types:
-        encoding, text = "CSV", body.decode("utf-8", errors="replace")
+    encoding = ("JSON" if base in config.json_types
+                else "CSV" if base in config.csv_types else "BASE64")  # fmt: skip
+    return (f'{{"observedContentType":{_quote(content_type)},"mode":"{mode}","data":',
+            encoding)  # fmt: skip
+
+
+def _payload(config: CaptureConfig, content_type: str, body: bytes, mode: str) -> str:
+    head, encoding = _payload_head(config, content_type, mode)
+    if encoding == "BASE64":
+        data = '"' + binascii.b2a_base64(body, newline=False).decode("ascii") + '"'
     else:
-        encoding, text = "BASE64", base64.b64encode(body).decode("ascii")
-    return {"observedContentType": content_type, "mode": mode, "data": text, "encoding": encoding}
+        data = _quote(body.decode("utf-8", errors="replace"))
+    return f'{head}{data},"encoding":"{encoding}"}}'
 
 
 class CaptureWriter:
-    """Sampled, buffered, rotated capture on a background thread (module docstring)."""
+    """Sampled, buffered, rotated capture on a background thread (module docstring).
+
+    The request path only appends a tuple to a deque (thread-safe, no lock, no wake-up);
+    the thread wakes when `flush_records` are pending or every `flush_seconds`, formats
+    the records in small chunks (yielding the GIL between them, so serving threads never
+    wait long) and writes one object per hour of invocation.
+    """
 
     def __init__(
         self,
@@ -201,13 +237,14 @@ class CaptureWriter:
         self.flush_records = flush_records
         self.flush_seconds = flush_seconds
         self.written = 0  # records written to the store
-        self.dropped = 0  # records lost to a full queue or a failed write
+        self.dropped = 0  # records lost to a full buffer, a bad record or a failed write
         self._rng = rng or random.Random()
         self._threshold = config.sampling_percentage / 100.0
         self._active = config.enabled and config.sampling_percentage > 0
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="data-capture", daemon=True)
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wake = threading.Event()
         self._closed = False
+        self._thread = threading.Thread(target=self._run, name="data-capture", daemon=True)
         if self._active:
             self._thread.start()
 
@@ -224,20 +261,14 @@ class CaptureWriter:
         try:
             if not self._active or self._closed or self._rng.random() >= self._threshold:
                 return
-            if self._queue.qsize() >= _MAX_QUEUED:
+            pending = self._pending
+            if len(pending) >= _MAX_QUEUED:
                 self.dropped += 1
                 return
-            self._queue.put(
-                (
-                    time.time(),
-                    input_type,
-                    input_body,
-                    output_type,
-                    output_body,
-                    inference_id,
-                    custom_attributes,
-                )
-            )
+            pending.append((time.time(), input_type, input_body, output_type, output_body,
+                            inference_id, custom_attributes))  # fmt: skip
+            if len(pending) == self.flush_records:
+                self._wake.set()
         except Exception:
             log.exception("data capture: could not queue a record (the request is unaffected)")
 
@@ -247,34 +278,37 @@ class CaptureWriter:
             return
         self._closed = True
         if self._active:
-            self._queue.put(None)
+            self._wake.set()
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        by_hour: dict[str, list[tuple[float, str]]] = {}
-        pending, deadline = 0, None
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = ()  # the flush interval passed
-            if item:
-                try:
-                    when = item[0]
-                    line = format_record(self.config, *item)
-                    hour = datetime.fromtimestamp(when, UTC).strftime("%Y/%m/%d/%H")
-                    by_hour.setdefault(hour, []).append((when, line))
-                    pending += 1
-                    deadline = deadline or time.monotonic() + self.flush_seconds
-                except Exception:
-                    self.dropped += 1
-                    log.exception("data capture: could not format a record; dropped")
-            if item is None or (pending and (item == () or pending >= self.flush_records)):
-                self._flush(by_hour)
-                by_hour, pending, deadline = {}, 0, None
-            if item is None:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            closing = self._closed
+            while self._pending:
+                self._flush(self._take(self.flush_records))
+            if closing:
                 return
+
+    def _take(self, limit: int) -> dict[str, list[tuple[float, str]]]:
+        """Format up to `limit` pending records, grouped by hour of invocation."""
+        by_hour: dict[str, list[tuple[float, str]]] = {}
+        pending = self._pending
+        for n in range(limit):
+            if not pending:
+                break
+            item = pending.popleft()
+            try:
+                line = format_record(self.config, *item)
+                hour = _utc_hour(int(item[0]))
+                by_hour.setdefault(hour, []).append((item[0], line))
+            except Exception:
+                self.dropped += 1
+                log.exception("data capture: could not format a record; dropped")
+            if n % 64 == 63:
+                time.sleep(0)  # let the serving threads take the GIL
+        return by_hour
 
     def _flush(self, by_hour: dict[str, list[tuple[float, str]]]) -> None:
         for hour, records in by_hour.items():
@@ -292,3 +326,8 @@ class CaptureWriter:
                     len(records),
                     self.store.uri(self.bucket, key),
                 )
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_hour(second: int) -> str:
+    return datetime.fromtimestamp(second - second % 3600, UTC).strftime("%Y/%m/%d/%H")
