@@ -181,3 +181,13 @@ def test_workflow_outcomes_join_on_inference_id() -> None:
     assert table.strings["workflow_status"] == ["FAILED", "SUCCEEDED", None]
     assert "workflow_status" not in {v for v in build_baseline(table).sample["categorical"]}
 
+
+
+def test_repeated_inputs_count_once_in_drift_tests(baseline: Baseline,
+                                                   test_split: tuple) -> None:
+    pngs, labels = test_split
+    # 20 images, each sent 10 times (retries): 200 records, 20 observations.
+    idx = np.repeat(np.arange(20), 10)
+    result = check(records([pngs[i] for i in idx], fake_probs(labels[idx], seed=6)), baseline)
+    assert all(d.n_window == 20 for d in result.drift)
+    assert any("180 of 200 records repeat an input" in n for n in result.notes)

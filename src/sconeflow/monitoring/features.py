@@ -24,6 +24,7 @@ at once: (N, H, W) arrays, no per-pixel Python.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -55,10 +56,23 @@ class FeatureTable:
     integral: set[str] = field(default_factory=set)
     times: list[str] = field(default_factory=list)  # inferenceTime, ISO Z, for plots
     ids: list[str] = field(default_factory=list)  # eventId
+    digests: list[str] = field(default_factory=list)  # sha256 of the input bytes
     classes: list[str] = field(default_factory=list)  # the model's classes, label order
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def first_occurrences(self) -> np.ndarray:
+        """Boolean (N,) mask keeping the first record of each distinct input."""
+        if not self.digests:
+            return np.ones(len(self), dtype=bool)
+        seen: set[str] = set()
+        keep = np.zeros(len(self.digests), dtype=bool)
+        for i, d in enumerate(self.digests):
+            if d not in seen:
+                seen.add(d)
+                keep[i] = True
+        return keep
 
     @property
     def names(self) -> list[str]:
@@ -88,6 +102,7 @@ def compute_features(
     table.integral |= images.integral
     table.classes = list(class_names)
     table.ids = [r.event_id for r in records]
+    table.digests = [hashlib.sha256(r.image).hexdigest() for r in records]
     table.times = [r.inference_time.strftime("%Y-%m-%dT%H:%M:%SZ") for r in records]
     if outcomes:
         table.strings["workflow_status"] = [

@@ -70,7 +70,7 @@ def write_capture(
     bucket: str,
     endpoint: str,
     images: Sequence[bytes],
-    probabilities: Sequence[Sequence[float]],
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
     *,
     start: datetime,
     interval: timedelta = timedelta(seconds=1),
