@@ -10,6 +10,10 @@ SQLite file through the listener (WAL, one commit per execution), and moto's int
 Targets (from the issue): overhead <= 0.3 ms per 3-task execution; >= 30x moto's
 throughput with history in memory; >= 10x with history persisted.
 
+Measured (2 shared CPUs, load average ~7.7, Python 3.11.7, moto 5.2.1): 3-task 6,190
+exec/s in memory, 0.086 ms CPU overhead per execution, 810x moto's throughput; 182x with
+history in SQLite. Map over 100 items: 355x moto in memory, 124x in SQLite.
+
     python benchmarks/workflow_bench.py [--seconds 2]
 """
 
@@ -101,14 +105,20 @@ EVENT = {"s3_bucket": "sconeflow", "s3_key": "test/bicycle_s_000513.png"}
 MAP_EVENT = {"images": [{"s3_key": f"test/img_{i}.png"} for i in range(100)]}
 
 
-def rate(run_once: Callable[[], Any], seconds: float, min_runs: int = 3) -> tuple[float, int]:
-    """Mean seconds per call over about `seconds` of wall time."""
+def rate(
+    run_once: Callable[[], Any], seconds: float, min_runs: int = 3
+) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of this process) per call, over about `seconds` of wall time.
+
+    CPU time is reported too because the machine is often shared: under contention wall
+    time inflates, while CPU time still shows what one execution costs."""
     run_once()  # warm-up
-    runs, start = 0, time.perf_counter()
+    runs, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while runs < min_runs or time.perf_counter() - start < seconds:
         run_once()
         runs += 1
-    return (time.perf_counter() - start) / runs, runs
+    wall = (time.perf_counter() - start) / runs
+    return wall, (time.process_time() - cpu_start) / runs, runs
 
 
 def handler_cost(calls: int) -> float:
@@ -127,7 +137,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     args = parser.parse_args()
 
-    rows: list[tuple[str, str, float, float, int]] = []
+    rows: list[tuple[str, str, float, float, float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         conn = sqlite3.connect(Path(tmp) / "history.db", check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -164,8 +174,8 @@ def main() -> None:
                 ("sconeflow, history in SQLite", ours_sqlite),
                 ("moto (LocalStack) interpreter", moto_run),
             ):
-                per_exec, runs = rate(fn, args.seconds)
-                rows.append((label, engine, per_exec, per_exec - handlers_s, runs))
+                per_exec, cpu, runs = rate(fn, args.seconds)
+                rows.append((label, engine, per_exec, cpu, cpu - handlers_s, runs))
         stored = conn.execute("SELECT COUNT(*) FROM history_events").fetchone()[0]
 
     print(
@@ -174,19 +184,19 @@ def main() -> None:
     )
     print(f"(SQLite rows written during the run: {stored})\n")
     header = (
-        f"{'workload':<9} {'engine':<31} {'exec/s':>9} {'ms/exec':>9} "
+        f"{'workload':<9} {'engine':<31} {'exec/s':>9} {'wall ms':>9} {'CPU ms':>9} "
         f"{'overhead ms':>12} {'runs':>6}"
     )
     print(header)
     print("-" * len(header))
-    for label, engine, per_exec, overhead, runs in rows:
+    for label, engine, per_exec, cpu, overhead, runs in rows:
         print(
             f"{label:<9} {engine:<31} {1 / per_exec:>9.1f} {per_exec * 1e3:>9.3f} "
-            f"{overhead * 1e3:>12.3f} {runs:>6}"
+            f"{cpu * 1e3:>9.3f} {overhead * 1e3:>12.3f} {runs:>6}"
         )
     print()
     for label in ("3-task", "map-100"):
-        by_engine = {engine: per for lab, engine, per, _, _ in rows if lab == label}
+        by_engine = {engine: per for lab, engine, per, _, _, _ in rows if lab == label}
         moto_s = by_engine["moto (LocalStack) interpreter"]
         memory = moto_s / by_engine["sconeflow, history in memory"]
         sqlite_ratio = moto_s / by_engine["sconeflow, history in SQLite"]
@@ -194,8 +204,12 @@ def main() -> None:
             f"{label}: {memory:.0f}x moto's throughput with history in memory (target >= 30x), "
             f"{sqlite_ratio:.0f}x with history in SQLite (target >= 10x)"
         )
-    overhead_3 = next(o for lab, eng, _, o, _ in rows if lab == "3-task" and "memory" in eng)
-    print(f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms per execution (target <= 0.3 ms)")
+    overhead_3 = next(o for lab, eng, _, _, o, _ in rows if lab == "3-task" and "memory" in eng)
+    print(
+        f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms CPU per execution, handlers "
+        "excluded (target <= 0.3 ms)"
+    )
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

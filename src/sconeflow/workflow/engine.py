@@ -15,16 +15,15 @@ Outputs keep item/branch order either way, as in AWS.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock, SystemClock, iso_millis
+from .data import MAX_PAYLOAD_BYTES, TRUNCATED, dumps, json_type, within_quota
 from .errors import (
     ALL,
     DATA_LIMIT_EXCEEDED,
@@ -38,17 +37,17 @@ from .errors import (
     StatesFailure,
 )
 from .history import Event, InMemoryHistory
-from .lambdas import Handler, call_handler, executed_version, function_arn, invoke_result
-from .machine import Retrier, State, StateMachine, function_name_of
+from .lambdas import Handler, new_request_id
+from .machine import Retrier, State, StateMachine
 from .paths import PathNotFound, bracket_notation, parse_reference_path, set_path
+from .tasks import invoke
 
-MAX_PAYLOAD_BYTES = 262_144  # 256 KiB, AWS's quota on state input/output
 MAX_HISTORY_EVENTS = 25_000  # AWS's quota on one execution's history
 DEFAULT_ROLE_ARN = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_TRUNCATED = {"truncated": False}
 Listener = Callable[[Event], None]
+_NOTHING = object()
+_RNG = random.Random()  # retry jitter; seeding one per execution cost 0.1 ms in profiles
 _ABORTED = "States.Aborted"  # marks Map iterations skipped after another one failed
 
 
@@ -75,11 +74,25 @@ class _ExecutionTimedOut(Exception):
 class _Frame:
     """One line of history: the top level, a Parallel branch or a Map iteration."""
 
-    __slots__ = ("entered", "last")
+    __slots__ = ("cached", "cached_json", "entered", "last")
 
     def __init__(self, last: int) -> None:
         self.last = last  # id of the previous event in this line (previousEventId)
         self.entered = 0  # id of the current state's Entered event
+        # The last value serialised in this line and its JSON: a state's output is the next
+        # state's input, and a Task's OutputPath often selects the handler's result, so the
+        # same object is written to history two or three times. Values are never mutated
+        # in place, so identity is a safe cache key.
+        self.cached: Any = _NOTHING
+        self.cached_json = ""
+
+    def json_of(self, value: Any) -> str:
+        if value is not self.cached:
+            self.cached, self.cached_json = value, dumps(value)
+        return self.cached_json
+
+    def remember(self, value: Any, text: str) -> None:
+        self.cached, self.cached_json = value, text
 
 
 class _Run:
@@ -105,7 +118,7 @@ class _Run:
         self.deadline = deadline
         self.count = 0
         self.lock = threading.Lock() if max_workers > 1 else None
-        self.rng = random.Random()
+        self.rng = _RNG
 
     def emit(self, frame: _Frame, kind: str, key: str | None = None, details: Any = None) -> int:
         """Record one history event; fails the execution at AWS's 25,000-event quota."""
@@ -192,17 +205,17 @@ def run_execution(
         raise HandlerError(f"max_workers must be >= 1, got {max_workers}")
     data = {} if input is None else input
     try:
-        input_json = _dumps(data)
+        input_json = dumps(data)
     except (TypeError, ValueError, RecursionError) as err:
         raise HandlerError(f"the execution input must be JSON-serialisable: {err}") from err
-    if not _within_quota(input_json):
+    if not within_quota(input_json):
         raise HandlerError(
             f"the execution input exceeds AWS's {MAX_PAYLOAD_BYTES}-byte limit; pass less data"
         )
     clock = clock or SystemClock()
     collector = InMemoryHistory() if listener is None else None
     emit_to: Listener = collector if collector is not None else listener  # type: ignore[assignment]
-    name = name or str(uuid.uuid4())
+    name = name or new_request_id()
     arn = f"arn:aws:states:{machine.region}:{machine.account}:execution:{machine.name}:{name}"
     started = clock.now()
     context = {
@@ -224,7 +237,7 @@ def run_execution(
         top,
         "ExecutionStarted",
         "executionStartedEventDetails",
-        {"input": input_json, "inputDetails": _TRUNCATED, "roleArn": role_arn},
+        {"input": input_json, "inputDetails": TRUNCATED, "roleArn": role_arn},
     )
     status, output, error, cause, failed = "SUCCEEDED", None, None, None, None
     try:
@@ -233,7 +246,7 @@ def run_execution(
             top,
             "ExecutionSucceeded",
             "executionSucceededEventDetails",
-            {"output": _dumps(output), "outputDetails": _TRUNCATED},
+            {"output": top.json_of(output), "outputDetails": TRUNCATED},
         )
     except StatesFailure as failure:
         status, error, cause, failed = "FAILED", failure.error, failure.cause, failure.state
@@ -289,13 +302,13 @@ def _enter(run: _Run, state: State, data: Any, frame: _Frame) -> None:
         frame,
         state.type + "StateEntered",
         "stateEnteredEventDetails",
-        {"name": state.name, "input": _dumps(data), "inputDetails": _TRUNCATED},
+        {"name": state.name, "input": frame.json_of(data), "inputDetails": TRUNCATED},
     )
 
 
 def _exit(run: _Run, state: State, output: Any, frame: _Frame) -> None:
-    output_json = _dumps(output)
-    if not _within_quota(output_json):
+    output_json = frame.json_of(output)
+    if not within_quota(output_json):
         raise StatesFailure(
             DATA_LIMIT_EXCEEDED,
             f"The state/task '{state.name}' returned a result with a size "
@@ -305,7 +318,7 @@ def _exit(run: _Run, state: State, output: Any, frame: _Frame) -> None:
         frame,
         state.type + "StateExited",
         "stateExitedEventDetails",
-        {"name": state.name, "output": output_json, "outputDetails": _TRUNCATED},
+        {"name": state.name, "output": output_json, "outputDetails": TRUNCATED},
     )
 
 
@@ -338,7 +351,7 @@ def _finish(state: State, data: Any, result: Any, ctx: Any) -> Any:
             raise StatesFailure(
                 RESULT_PATH_MATCH_FAILURE,
                 f"Unable to apply ResultPath "
-                f"'{bracket_notation(steps)}' to input {_dumps(data)}: {err}",
+                f"'{bracket_notation(steps)}' to input {dumps(data)}: {err}",
             ) from err
     if state.output_path_null:
         return {}
@@ -365,12 +378,6 @@ def _select(getter: Callable[[Any], Any], text: str, data: Any) -> Any:
         raise StatesFailure(
             RUNTIME, f"Invalid path '{text}' : No results for path: {where}"
         ) from err
-
-
-def _within_quota(text: str) -> bool:
-    if len(text) <= MAX_PAYLOAD_BYTES // 4:  # even 4-byte UTF-8 characters fit
-        return True
-    return len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES
 
 
 # --- Retry and Catch (spec: "Error Handling") ---------------------------------------------
@@ -459,7 +466,7 @@ def _run_task(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
     def attempt(retry_count: int) -> Any:
         ctx = run.state_context(state, retry_count)
         effective = _effective_input(state, data, ctx)
-        result = _invoke(run, state, data, effective, frame)
+        result = invoke(run, state, effective, frame, _task_timeout(state, data))
         output = _finish(state, data, result, ctx)
         return output
 
@@ -468,143 +475,16 @@ def _run_task(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
     return output, nxt
 
 
-def _invoke(run: _Run, state: State, data: Any, effective: Any, frame: _Frame) -> Any:
-    resource = state.resource
-    assert resource is not None  # machine.py sets it for every Task
-    timeout = state.timeout_seconds
-    if state.timeout_path is not None:
-        timeout = _select(state.timeout_path, "TimeoutSecondsPath", data)
-        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-            raise StatesFailure(
-                RUNTIME, f"TimeoutSecondsPath must select a positive integer, got {_dumps(timeout)}"
-            )
-    started = run.clock.now()
-    deadline = started + dt.timedelta(seconds=timeout) if timeout else None
-    region, account = run.machine.region, run.machine.account
-    if resource.kind == "invoke":
-        if not isinstance(effective, dict) or not isinstance(effective.get("FunctionName"), str):
-            raise StatesFailure(
-                RUNTIME, "lambda:invoke needs Parameters.FunctionName to be a string"
-            )
-        target = effective["FunctionName"]
-        name, region = function_name_of(target)
-        params_json = _dumps(effective)
-        scheduled: dict[str, Any] = {
-            "resourceType": "lambda",
-            "resource": "invoke",
-            "region": region,
-            "parameters": params_json,
-        }
-        if timeout:
-            scheduled["timeoutInSeconds"] = timeout
-        if state.heartbeat_seconds:
-            scheduled["heartbeatInSeconds"] = state.heartbeat_seconds
-        run.emit(frame, "TaskScheduled", "taskScheduledEventDetails", scheduled)
-        run.emit(
-            frame,
-            "TaskStarted",
-            "taskStartedEventDetails",
-            {"resourceType": "lambda", "resource": "invoke"},
-        )
-        payload_json = _dumps(effective.get("Payload", {}))
-        arn = target if target.startswith("arn:") else function_arn(name, region, account)
-        try:
-            payload, result_json, request_id = call_handler(
-                run.handlers, name, arn, payload_json, run.clock, deadline
-            )
-            _check_timeout(run, started, timeout)
-        except StatesFailure as failure:
-            kind = "TaskTimedOut" if failure.error == TIMEOUT else "TaskFailed"
-            run.emit(
-                frame,
-                kind,
-                kind[0].lower() + kind[1:] + "EventDetails",
-                {
-                    "resourceType": "lambda",
-                    "resource": "invoke",
-                    "error": failure.error,
-                    "cause": failure.cause,
-                },
-            )
-            raise
-        result = invoke_result(
-            payload, result_json, request_id, executed_version(target), run.clock.now()
-        )
-        output_json = _dumps(result)
-        _check_quota(output_json, state)
-        run.emit(
-            frame,
-            "TaskSucceeded",
-            "taskSucceededEventDetails",
-            {
-                "resourceType": "lambda",
-                "resource": "invoke",
-                "output": output_json,
-                "outputDetails": _TRUNCATED,
-            },
-        )
-        return result
-    # A plain function ARN: the effective input is the event, the handler's return the result.
-    payload_json = _dumps(effective)
-    lambda_scheduled: dict[str, Any] = {
-        "resource": resource.arn,
-        "input": payload_json,
-        "inputDetails": _TRUNCATED,
-    }
-    if timeout:
-        lambda_scheduled["timeoutInSeconds"] = timeout
-    run.emit(
-        frame, "LambdaFunctionScheduled", "lambdaFunctionScheduledEventDetails", lambda_scheduled
-    )
-    run.emit(frame, "LambdaFunctionStarted")
-    try:
-        payload, result_json, _ = call_handler(
-            run.handlers,
-            resource.function_name or "",
-            resource.arn,
-            payload_json,
-            run.clock,
-            deadline,
-        )
-        _check_timeout(run, started, timeout)
-        _check_quota(result_json, state)
-    except StatesFailure as failure:
-        kind = "LambdaFunctionTimedOut" if failure.error == TIMEOUT else "LambdaFunctionFailed"
-        run.emit(
-            frame,
-            kind,
-            kind[0].lower() + kind[1:] + "EventDetails",
-            {
-                k: v
-                for k, v in (("error", failure.error), ("cause", failure.cause))
-                if v is not None
-            },
-        )
-        raise
-    run.emit(
-        frame,
-        "LambdaFunctionSucceeded",
-        "lambdaFunctionSucceededEventDetails",
-        {"output": result_json, "outputDetails": _TRUNCATED},
-    )
-    return payload
-
-
-def _check_timeout(run: _Run, started: dt.datetime, timeout: int | None) -> None:
-    # A Python call cannot be interrupted safely, so the timeout is judged when it returns.
-    if timeout and (run.clock.now() - started).total_seconds() > timeout:
+def _task_timeout(state: State, data: Any) -> int | None:
+    """TimeoutSeconds, or TimeoutSecondsPath read from the raw state input."""
+    if state.timeout_path is None:
+        return state.timeout_seconds
+    timeout = _select(state.timeout_path, "TimeoutSecondsPath", data)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
         raise StatesFailure(
-            TIMEOUT, f"The task did not complete within its TimeoutSeconds of {timeout} s"
+            RUNTIME, f"TimeoutSecondsPath must select a positive integer, got {dumps(timeout)}"
         )
-
-
-def _check_quota(text: str, state: State) -> None:
-    if not _within_quota(text):
-        raise StatesFailure(
-            DATA_LIMIT_EXCEEDED,
-            f"The state/task '{state.name}' returned a result with a size "
-            "exceeding the maximum number of bytes service limit.",
-        )
+    return timeout
 
 
 def _run_choice(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
@@ -638,7 +518,7 @@ def _run_wait(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
             raise StatesFailure(
                 RUNTIME,
                 f"The SecondsPath parameter does not reference a non-negative integer: "
-                f"{state.wait_path_text} = {_dumps(value)}",
+                f"{state.wait_path_text} = {dumps(value)}",
             )
         seconds = value
     else:
@@ -653,7 +533,7 @@ def _run_wait(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
                 RUNTIME,
                 f"The TimestampPath parameter does not reference a valid ISO-8601 "
                 "extended offset date-time format string: "
-                f"{state.wait_path_text} = {_dumps(stamp)}",
+                f"{state.wait_path_text} = {dumps(stamp)}",
             )
         seconds = max(0.0, (moment - run.clock.now()).total_seconds())
     run.sleep(seconds)
@@ -687,7 +567,7 @@ def _run_fail(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
             ) from err
         if not isinstance(value, str):
             raise StatesFailure(
-                RUNTIME, f"The {attr} field must select a string, got {_dumps(value)}"
+                RUNTIME, f"The {attr} field must select a string, got {dumps(value)}"
             )
         if attr == "ErrorPath":
             error = value
@@ -738,7 +618,7 @@ def _run_map(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, st
         if not isinstance(items, list):
             raise StatesFailure(
                 RUNTIME,
-                f"Map state input must be an array but was: {_json_type(items)} "
+                f"Map state input must be an array but was: {json_type(items)} "
                 f"(ItemsPath '{state.items_path_text}')",
             )
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": len(items)})
@@ -853,16 +733,6 @@ def _fan_out(
         return outcomes
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, range(len(jobs))))
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    return "null" if value is None else "number"
 
 
 _RUNNERS: dict[str, Callable[[_Run, State, Any, _Frame], tuple[Any, str | None]]] = {

@@ -1,0 +1,132 @@
+"""The work of a Task state: invoke a Lambda handler and record AWS's history events.
+
+Two resource forms (AWS developer guide, "Invoke Lambda with Step Functions"):
+* `arn:aws:states:::lambda:invoke`: Parameters carry FunctionName and Payload; the result
+  is Lambda's whole Invoke response (StatusCode, Payload, SdkHttpMetadata...); events
+  TaskScheduled, TaskStarted, TaskSucceeded/TaskFailed/TaskTimedOut;
+* `arn:aws:lambda:REGION:ACCOUNT:function:NAME`: the effective input is the event and the
+  handler's return value the result; events LambdaFunctionScheduled/Started/Succeeded/...
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from .data import TRUNCATED, dumps, within_quota
+from .errors import DATA_LIMIT_EXCEEDED, RUNTIME, TIMEOUT, StatesFailure
+from .lambdas import call_handler, executed_version, function_arn, invoke_result
+from .machine import State, function_name_of
+
+if TYPE_CHECKING:
+    from .engine import _Frame, _Run
+
+
+def invoke(run: _Run, state: State, effective: Any, frame: _Frame, timeout: int | None) -> Any:
+    """Run the Task's Lambda on its effective input; returns the Task's result."""
+    started = run.clock.now()
+    deadline = started + dt.timedelta(seconds=timeout) if timeout else None
+    resource = state.resource
+    assert resource is not None  # machine.py sets it for every Task
+    if resource.kind == "function":
+        return _invoke_function(run, state, effective, frame, timeout, started, deadline)
+    if not isinstance(effective, dict) or not isinstance(effective.get("FunctionName"), str):
+        raise StatesFailure(RUNTIME, "lambda:invoke needs Parameters.FunctionName to be a string")
+    target = effective["FunctionName"]
+    name, region = function_name_of(target)
+    params_json = dumps(effective)
+    scheduled: dict[str, Any] = {
+        "resourceType": "lambda",
+        "resource": "invoke",
+        "region": region,
+        "parameters": params_json,
+    }
+    if timeout:
+        scheduled["timeoutInSeconds"] = timeout
+    if state.heartbeat_seconds:
+        scheduled["heartbeatInSeconds"] = state.heartbeat_seconds
+    run.emit(frame, "TaskScheduled", "taskScheduledEventDetails", scheduled)
+    ids = {"resourceType": "lambda", "resource": "invoke"}
+    run.emit(frame, "TaskStarted", "taskStartedEventDetails", ids)
+    # Decoding the parameters text gives the handler its own copy of the payload.
+    event = json.loads(params_json).get("Payload", {})
+    arn = target if target.startswith("arn:") else function_arn(name, region, run.machine.account)
+    try:
+        payload, payload_json, request_id = call_handler(
+            run.handlers, name, arn, event, run.clock, deadline
+        )
+        _check_timeout(run, started, timeout)
+    except StatesFailure as failure:
+        kind = "TaskTimedOut" if failure.error == TIMEOUT else "TaskFailed"
+        details = {**ids, "error": failure.error, "cause": failure.cause}
+        run.emit(frame, kind, kind[0].lower() + kind[1:] + "EventDetails", details)
+        raise
+    result, result_json = invoke_result(
+        payload, payload_json, request_id, executed_version(target), run.clock.now()
+    )
+    _check_quota(result_json, state)
+    frame.remember(payload, payload_json)  # OutputPath "$.Payload" then reuses the text
+    succeeded = {**ids, "output": result_json, "outputDetails": TRUNCATED}
+    run.emit(frame, "TaskSucceeded", "taskSucceededEventDetails", succeeded)
+    return result
+
+
+def _invoke_function(
+    run: _Run,
+    state: State,
+    effective: Any,
+    frame: _Frame,
+    timeout: int | None,
+    started: dt.datetime,
+    deadline: dt.datetime | None,
+) -> Any:
+    assert state.resource is not None
+    input_json = dumps(effective)
+    scheduled: dict[str, Any] = {
+        "resource": state.resource.arn,
+        "input": input_json,
+        "inputDetails": TRUNCATED,
+    }
+    if timeout:
+        scheduled["timeoutInSeconds"] = timeout
+    run.emit(frame, "LambdaFunctionScheduled", "lambdaFunctionScheduledEventDetails", scheduled)
+    run.emit(frame, "LambdaFunctionStarted")
+    try:
+        payload, payload_json, _ = call_handler(
+            run.handlers,
+            state.resource.function_name or "",
+            state.resource.arn,
+            json.loads(input_json),
+            run.clock,
+            deadline,
+        )
+        _check_timeout(run, started, timeout)
+        _check_quota(payload_json, state)
+    except StatesFailure as failure:
+        kind = "LambdaFunctionTimedOut" if failure.error == TIMEOUT else "LambdaFunctionFailed"
+        pairs = (("error", failure.error), ("cause", failure.cause))
+        details = {k: v for k, v in pairs if v is not None}
+        run.emit(frame, kind, kind[0].lower() + kind[1:] + "EventDetails", details)
+        raise
+    frame.remember(payload, payload_json)
+    succeeded = {"output": payload_json, "outputDetails": TRUNCATED}
+    run.emit(frame, "LambdaFunctionSucceeded", "lambdaFunctionSucceededEventDetails", succeeded)
+    return payload
+
+
+def _check_timeout(run: _Run, started: dt.datetime, timeout: int | None) -> None:
+    # A Python call cannot be interrupted safely, so the timeout is judged when it returns.
+    if timeout and (run.clock.now() - started).total_seconds() > timeout:
+        raise StatesFailure(
+            TIMEOUT, f"The task did not complete within its TimeoutSeconds of {timeout} s"
+        )
+
+
+def _check_quota(text: str, state: State) -> None:
+    if not within_quota(text):
+        raise StatesFailure(
+            DATA_LIMIT_EXCEEDED,
+            f"The state/task '{state.name}' returned a result with a size exceeding "
+            "the maximum number of bytes service limit.",
+        )
