@@ -21,6 +21,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from .data import json_type
+
 MAX_PATH_LENGTH = 2048  # characters; longer paths are rejected when the definition is parsed
 
 Step = str | int
@@ -191,26 +193,12 @@ def set_path(root: Any, steps: tuple[Step, ...], value: Any) -> Any:
         if root is None:
             root = {}
         if type(root) is not dict:
-            raise ValueError(f"cannot set field {step!r} on a {_json_type(root)}")
+            raise ValueError(f"cannot set field {step!r} on a {json_type(root)}")
         copy = dict(root)
         copy[step] = set_path(root.get(step), steps[1:], value)
         return copy
     if type(root) is not list or step >= len(root):
-        raise ValueError(f"cannot set index [{step}] on a {_json_type(root)}")
+        raise ValueError(f"cannot set index [{step}] on a {json_type(root)}")
     items = list(root)
     items[step] = set_path(root[step], steps[1:], value)
     return items
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
