@@ -39,14 +39,16 @@ def cleanup(settings: Settings) -> Iterator[Settings]:
         delete_endpoint(settings, ep.name, timeout=10)
 
 
-def _pid_alive(pid: int) -> bool:
+def _server_alive(pid: int, name: str) -> bool:
+    """Whether `pid` is still that endpoint's server (a busy machine reuses pids fast)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if the deploy in this process started it
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return state != "Z"
+    return state != "Z" and name.encode() in cmdline
 
 
 def test_deploy_list_describe_invoke_delete(cleanup: Settings, tmp_path: Path) -> None:
@@ -104,9 +106,10 @@ def test_deploy_list_describe_invoke_delete(cleanup: Settings, tmp_path: Path) -
     assert res.exit_code == 0 and "img0.png" in res.output
 
     pid = info["Pid"]
+    assert _server_alive(pid, "scones-1")
     res = _run(settings, "endpoint", "delete", "scones-1")
     assert res.exit_code == 0, res.output
-    assert not _pid_alive(pid)
+    assert not _server_alive(pid, "scones-1")
     assert list_endpoints(settings) == []
     # Capture was flushed by the graceful stop: one record per invocation.
     store = open_store(settings)
