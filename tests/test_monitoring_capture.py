@@ -123,3 +123,20 @@ def test_jsonlines_output_and_inference_id_accepted() -> None:
     doc["captureData"]["endpointOutput"]["data"] = '{"prediction": [0.25, 0.75]}'
     rec = parse_capture_line(json.dumps(doc))
     assert rec.probabilities == (0.25, 0.75) and rec.inference_id == "exec-1"
+
+
+def test_reads_what_the_endpoint_writes() -> None:
+    capture = pytest.importorskip("sconeflow.serving.capture")
+    config = capture.capture_config(100, "InputAndOutput", "sconeflow")
+    png = _png()
+    line = capture.format_record(config, T0.timestamp(), "image/png", png, "application/json",
+                                 b"[0.25, 0.75]", inference_id="exec-9",
+                                 custom_attributes="a=1")
+    rec = parse_capture_line(line)
+    assert (rec.image, rec.probabilities, rec.inference_time) == (png, (0.25, 0.75), T0)
+    assert (rec.inference_id, rec.custom_attributes) == ("exec-9", "a=1")
+    # Output-only capture (CaptureOptions Output) has no image: skipped, with the reason.
+    out_only = capture.capture_config(100, "Output", "sconeflow")
+    with pytest.raises(ValueError, match="endpointInput"):
+        parse_capture_line(capture.format_record(out_only, T0.timestamp(), "image/png", png,
+                                                 "application/json", b"[0.5, 0.5]"))

@@ -120,3 +120,21 @@ def test_report_renders_in_a_real_browser(report: Report, tmp_path: Path) -> Non
     assert all(complete and width > 0 for _, complete, width in widths), widths
     assert errors == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_empty_window_still_renders_every_section(staged_home: Settings,
+                                                  tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, store_uri=(tmp_path / "store").as_uri())
+    store = open_store(settings)
+    pngs, labels = staged_split(staged_home, "test")
+    recs = [CaptureRecord(f"b{i}", T0, "image/png", p, tuple(q))
+            for i, (p, q) in enumerate(zip(pngs, fake_probs(labels), strict=True))]
+    save_baseline(store, settings.bucket, baseline_prefix("ep-monitor"),
+                  build_baseline(compute_features(recs, CLASSES)))
+    record, analysis = run_monitoring(store, settings.bucket, connect(settings.db_path),
+                                      endpoint="ep", schedule="ep-monitor", since=T0,
+                                      until=T0 + timedelta(hours=1))
+    assert record.status == "Completed" and len(analysis.table) == 0
+    rendered = render_report(analysis, run=record)
+    assert set(rendered.plots) == PLOTS
+    assert "The window has no records" in rendered.html

@@ -123,13 +123,14 @@ def render_report(
     ref_classes = base_counts.get("predicted_class", {})
     total = max(sum(ref_classes.values()), 1)
     figs: dict[str, bytes] = {}
-    if len(table):
-        figs["confidence_over_time.png"] = plots.confidence_over_time(
-            times, conf, predicted, classes, threshold)
-        figs["confidence_histogram.png"] = plots.confidence_histograms(
-            conf, predicted, classes, threshold)
-        figs["class_mix.png"] = plots.class_mix(
-            times, predicted, classes, {c: n / total for c, n in ref_classes.items()})
+    # Every plot is drawn even for an empty window (as a short message), so a reader always
+    # finds the same sections in the same place.
+    figs["confidence_over_time.png"] = plots.confidence_over_time(
+        times, conf, predicted, classes, threshold)
+    figs["confidence_histogram.png"] = plots.confidence_histograms(
+        conf, predicted, classes, threshold)
+    figs["class_mix.png"] = plots.class_mix(
+        times, predicted, classes, {c: n / total for c, n in ref_classes.items()})
     figs["feature_drift.png"] = plots.feature_drift(
         analysis.checks.drift,
         {k: np.asarray(v["values"], dtype=float) for k, v in sample.get("numeric", {}).items()},
