@@ -9,24 +9,14 @@ that silently lost events would mislead whoever reads it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from typing import Any
 
+from sconeflow.db import SCHEMA
+
 Event = dict[str, Any]
-
-HISTORY_TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS history_events (
-    execution_arn TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    previous_id INTEGER NOT NULL,
-    timestamp TEXT NOT NULL,
-    type TEXT NOT NULL,
-    details_json TEXT,
-    PRIMARY KEY (execution_arn, id)
-)
-"""
-
 
 class InMemoryHistory:
     """Keeps every event in `events`, in emission order."""
@@ -60,21 +50,10 @@ class SqliteHistory:
         self.execution_arn = execution_arn
         self.commit_every = commit_every
         self._pending = 0
-        conn.execute(HISTORY_TABLE_SQL)
+        conn.executescript(SCHEMA)  # the workspace schema (sconeflow.db), idempotent
 
     def __call__(self, event: Event) -> None:
-        key, details = details_of(event)
-        self.conn.execute(
-            "INSERT INTO history_events VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                self.execution_arn,
-                event["id"],
-                event["previousEventId"],
-                event["timestamp"].isoformat(),
-                event["type"],
-                None if key is None else json.dumps({key: details}, separators=(",", ":")),
-            ),
-        )
+        insert_event(self.conn, self.execution_arn, event)
         self._pending += 1
         if self._pending >= self.commit_every or (
             event["type"].startswith("Execution") and event["id"] > 1
@@ -83,10 +62,28 @@ class SqliteHistory:
             self._pending = 0
 
 
+def insert_event(conn: sqlite3.Connection, execution_arn: str, event: Event) -> None:
+    """Write one event as a row of the workspace's `history_events` table (see sconeflow.db)."""
+    key, details = details_of(event)
+    stamp = event["timestamp"]
+    conn.execute(
+        "INSERT INTO history_events (execution_arn, id, previous_id, timestamp, type, details) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            execution_arn,
+            event["id"],
+            event["previousEventId"],
+            stamp.isoformat() if isinstance(stamp, dt.datetime) else str(stamp),
+            event["type"],
+            "{}" if key is None else json.dumps({key: details}, separators=(",", ":")),
+        ),
+    )
+
+
 def load_history(conn: sqlite3.Connection, execution_arn: str) -> list[Event]:
     """The events SqliteHistory stored for one execution, as event dicts (timestamps as text)."""
     rows = conn.execute(
-        "SELECT id, previous_id, timestamp, type, details_json FROM history_events "
+        "SELECT id, previous_id, timestamp, type, details FROM history_events "
         "WHERE execution_arn = ? ORDER BY id",
         (execution_arn,),
     ).fetchall()

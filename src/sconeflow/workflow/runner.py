@@ -41,6 +41,7 @@ from sconeflow.errors import EndpointError, SconeflowError, WorkflowError
 from sconeflow.functions import FunctionConfig, Handler, make_handlers
 from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.store import Store
+from sconeflow.workflow.history import insert_event
 
 log = logging.getLogger(__name__)
 
@@ -327,13 +328,7 @@ class _HistoryWriter:
         event["previousEventId"] += self.offset
         stamp = event["timestamp"]
         event["timestamp"] = stamp.isoformat() if isinstance(stamp, dt.datetime) else str(stamp)
-        details = {k: v for k, v in event.items() if k.endswith("EventDetails")}
-        self.conn.execute(
-            "INSERT INTO history_events (execution_arn, id, previous_id, timestamp, type, "
-            "details) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.arn, event["id"], event["previousEventId"], event["timestamp"], event["type"],
-             json.dumps(details)),
-        )  # fmt: skip
+        insert_event(self.conn, self.arn, event)
         self.events.append(event)
 
 
