@@ -17,11 +17,10 @@ import click
 from sconeflow.cli.common import Context, console, json_option, pass_context, print_json
 from sconeflow.config import Settings
 from sconeflow.db import connect
-from sconeflow.errors import MonitoringError, ObjectNotFoundError
+from sconeflow.errors import MonitoringError
 from sconeflow.monitoring import baseline as bl
 from sconeflow.monitoring.capture_reader import (
     DEFAULT_VARIANT,
-    CaptureRecord,
     format_time,
     parse_time,
     read_capture,
@@ -38,6 +37,7 @@ from sconeflow.monitoring.runner import (
     run_monitoring,
 )
 from sconeflow.monitoring.schedule import parse_every, run_schedule
+from sconeflow.serving.endpoints import resolve_model
 from sconeflow.store import Store, open_store
 
 endpoint_option = click.option("--endpoint", required=True, help="Endpoint whose capture to watch.")
@@ -74,58 +74,18 @@ def _classes(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
-def _model_source(settings: Settings, store: Store, endpoint: str, model: str | None,
-                  workdir: Path) -> Path:
-    """A local model.tar.gz or folder: --model (path, store key or training job), else the
-    endpoint's model as recorded by `deploy`."""
-    if model is None:
-        row = connect(settings.db_path).execute(
-            "SELECT model FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
-        if row is None:
-            raise MonitoringError(
-                f"endpoint {endpoint!r} is not in the workspace db, so its model is unknown; "
-                "pass --model models/<job>/output/model.tar.gz (or a local path)"
-            )
-        model = str(row["model"])
-    if Path(model).exists():
-        return Path(model)
-    for key in (model, f"models/{model}/output/model.tar.gz"):
-        try:
-            data = store.get(settings.bucket, key)
-        except (ObjectNotFoundError, ValueError):
-            continue
-        except Exception:  # an invalid key for a path-like name: try the next form
-            continue
-        path = workdir / "model.tar.gz"
-        path.write_bytes(data)
-        return path
-    raise MonitoringError(
-        f"model {model!r} not found as a local path, a store key or a training job name "
-        f"(models/{model}/output/model.tar.gz in {store.uri(settings.bucket)})"
-    )
-
-
-def _image_records(store: Store, bucket: str, prefix: str, model_src: Path,
-                   workdir: Path) -> tuple[list[CaptureRecord], list[str]]:
-    """The model's predictions on staged images, shaped like captured records."""
-    from sconeflow.serving.inference import load_predictor, predict
-    from sconeflow.serving.model import prepare_model_dir
-
-    predictor = load_predictor(prepare_model_dir(model_src, workdir / "model"))
-    keys = [k for k in store.list(bucket, prefix.rstrip("/") + "/")
-            if k.lower().endswith((".png", ".jpg", ".jpeg"))]
-    if not keys:
+def _endpoint_model(settings: Settings, endpoint: str, model: str | None) -> str:
+    """--model, else the model the endpoint was deployed with (job name or path)."""
+    if model is not None:
+        return model
+    row = connect(settings.db_path).execute(
+        "SELECT model FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
+    if row is None:
         raise MonitoringError(
-            f"no images under {store.uri(bucket, prefix)}; stage data first (`sconeflow stage`)")
-    images = [store.get(bucket, k) for k in keys]
-    probs = predict(predictor, images)
-    now = datetime.now(UTC).replace(microsecond=0)
-    records = [
-        CaptureRecord(event_id=k, inference_time=now, content_type="image/png", image=img,
-                      probabilities=tuple(float(p) for p in row), source=k)
-        for k, img, row in zip(keys, images, probs, strict=True)
-    ]
-    return records, list(predictor.meta.classes)
+            f"endpoint {endpoint!r} is not in the workspace db, so its model is unknown; "
+            "pass --model <training job name or model.tar.gz>"
+        )
+    return str(row["model"])
 
 
 @click.group()
@@ -170,9 +130,10 @@ def baseline(ctx: Context, endpoint: str, schedule: str | None, variant: str,
             if not names:
                 raise MonitoringError("--from-capture needs --classes (e.g. bicycle,motorcycle)")
         else:
-            src = _model_source(settings, store, endpoint, model, Path(tmp))
-            records, names = _image_records(store, settings.bucket, images or "data/test",
-                                            src, Path(tmp))
+            model_dir = resolve_model(settings, _endpoint_model(settings, endpoint, model),
+                                      Path(tmp) / "model")
+            records, names = bl.records_from_images(store, settings.bucket,
+                                                    images or "data/test", model_dir)
             names = _classes(classes) or names
             problems = 0
         table = compute_features(records, names)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sconeflow.errors import MonitoringError, ObjectNotFoundError
+from sconeflow.monitoring.capture_reader import CaptureRecord
 from sconeflow.monitoring.features import OUTCOME_FEATURES, FeatureTable
 from sconeflow.store import Store
 
@@ -247,3 +250,27 @@ def load_baseline(store: Store, bucket: str, prefix: str) -> Baseline:
         except json.JSONDecodeError as err:
             raise MonitoringError(f"{store.uri(bucket, prefix + name)} is not JSON: {err}") from err
     return Baseline(*docs)
+
+
+def records_from_images(
+    store: Store, bucket: str, prefix: str, model_dir: Path
+) -> tuple[list[CaptureRecord], list[str]]:
+    """The model's predictions on staged images under `prefix`, shaped like captured
+    records (through the endpoint's own preprocessing), and the model's class names."""
+    from sconeflow.serving.inference import load_predictor, predict
+
+    predictor = load_predictor(model_dir)
+    keys = [k for k in store.list(bucket, prefix.rstrip("/") + "/")
+            if k.lower().endswith((".png", ".jpg", ".jpeg"))]
+    if not keys:
+        raise MonitoringError(
+            f"no images under {store.uri(bucket, prefix)}; stage data first (`sconeflow stage`)")
+    images = [store.get(bucket, k) for k in keys]
+    probs = predict(predictor, images)
+    now = datetime.now(UTC).replace(microsecond=0)
+    records = [
+        CaptureRecord(event_id=k, inference_time=now, content_type="image/png", image=img,
+                      probabilities=tuple(float(p) for p in row), source=k)
+        for k, img, row in zip(keys, images, probs, strict=True)
+    ]
+    return records, list(predictor.meta.classes)
