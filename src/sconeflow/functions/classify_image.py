@@ -19,7 +19,11 @@ from sconeflow.functions.services import Services
 def handle(event: object, services: Services) -> dict[str, Any]:
     """The event with `inferences` set to the endpoint's class probabilities."""
     parsed = parse_event(event, require=("image_data",))
-    parsed.inferences = services.invoke_endpoint(parsed.image_bytes(), "image/png")
+    # The image key as inference id (AWS allows 1-64 printable characters): monitoring
+    # joins captured records to this execution's outcome through it.
+    key = parsed.s3_key
+    inference_id = key if key and len(key) <= 64 and key.isprintable() else None
+    parsed.inferences = services.invoke_endpoint(parsed.image_bytes(), "image/png", inference_id)
     return parsed.to_dict()
 
 

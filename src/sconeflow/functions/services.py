@@ -88,8 +88,13 @@ class Services:
                 f"cannot read s3_bucket {bucket!r} s3_key {key!r}: {err}"
             ) from err
 
-    def invoke_endpoint(self, body: bytes, content_type: str = "image/png") -> list[float]:
-        """Class probabilities for one image, as the endpoint answers with Accept JSON."""
+    def invoke_endpoint(
+        self, body: bytes, content_type: str = "image/png", inference_id: str | None = None
+    ) -> list[float]:
+        """Class probabilities for one image, as the endpoint answers with Accept JSON.
+
+        `inference_id` goes out as X-Amzn-SageMaker-Inference-Id, so the captured record
+        can be tied back to the workflow execution that sent it."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         name = self.config.endpoint_name
@@ -100,9 +105,11 @@ class Services:
             )
         where = self.config.endpoint_url or f"SageMaker runtime in {self.config.region}"
         try:
+            extra = {"InferenceId": inference_id} if inference_id else {}
             response = self.runtime().invoke_endpoint(
-                EndpointName=name, ContentType=content_type, Accept="application/json", Body=body
-            )
+                EndpointName=name, ContentType=content_type, Accept="application/json",
+                Body=body, **extra,
+            )  # fmt: skip
             raw = response["Body"].read()
         except ClientError as err:
             info = err.response.get("Error", {})
