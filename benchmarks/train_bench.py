@@ -1,0 +1,217 @@
+"""Training benchmark: our default recipe vs the reference's settings, on the dev tarball.
+
+Trains the default recipe (no hyperparameters) for several seeds on the 800 training images
+of the CIFAR-100 bicycle/motorcycle tarball and evaluates on its 200 test images (never used
+for training, selection or calibration). Reports test accuracy, ECE (15 equal-width bins on
+max probability, calibrated and raw), the threshold table, training wall time, onnxruntime
+batch-1 latency with 2 intra-op threads, MACs and parameters. Then trains the reference's
+settings in the same run (ResNet-20, 30 epochs, SGD lr 0.1 momentum 0.9, batch 32, wd 1e-4,
+no augmentation, constant lr, no TTA, no calibration) and prints both side by side.
+
+    python benchmarks/train_bench.py [--seeds 0 1 2] [--baseline-seeds 0] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pickle
+import platform
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from sconeflow.training.artifact import export_onnx
+from sconeflow.training.calibration import (
+    DEFAULT_THRESHOLDS,
+    expected_calibration_error,
+    softmax,
+    threshold_table,
+)
+from sconeflow.training.hyperparameters import parse_hyperparameters
+from sconeflow.training.model import count_macs, count_parameters
+from sconeflow.training.train import predict_logits, to_tensor, train
+
+TARBALL = Path(__file__).resolve().parents[1].parent / "shared/data/cifar-100-python.tar.gz"
+BICYCLE, MOTORCYCLE = 8, 48
+# The reference's settings (AWS_FORMATS.md section 2) on a CPU-sized ResNet; the step at
+# epoch 30 never fires, so the lr stays 0.1 as in the reference job.
+REFERENCE = {
+    "num_layers": "20",
+    "epochs": "30",
+    "learning_rate": "0.1",
+    "optimizer": "sgd",
+    "momentum": "0.9",
+    "mini_batch_size": "32",
+    "weight_decay": "0.0001",
+    "augmentation_type": "none",
+    "lr_scheduler_step": "30",
+    "warmup_fraction": "0",
+    "label_smoothing": "0",
+    "flip_tta": "false",
+    "validation_fraction": "0",
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admit only what a CIFAR batch holds (a pickle can otherwise run code)."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("_codecs", "encode"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (N, 32, 32, 3), labels 0=bicycle 1=motorcycle) for 'train' or 'test'."""
+    with tarfile.open(TARBALL) as tar:
+        stream = tar.extractfile(f"cifar-100-python/{split}")
+        assert stream is not None
+        batch = _CifarUnpickler(io.BytesIO(stream.read()), encoding="bytes").load()
+    fine = np.asarray(batch[b"fine_labels"])
+    keep = (fine == BICYCLE) | (fine == MOTORCYCLE)
+    images = np.asarray(batch[b"data"], dtype=np.uint8)[keep].reshape(-1, 3, 32, 32)
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1)), (fine[keep] == MOTORCYCLE) * 1
+
+
+def latency_ms(onnx_bytes: bytes, runs: int = 2000) -> dict[str, float]:
+    """Batch-1 onnxruntime latency with 2 intra-op threads: median and p90 in ms."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    for _ in range(200):
+        session.run(None, {"input": x})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {"input": x})
+        times.append(time.perf_counter() - start)
+    ms = np.array(times) * 1e3
+    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90))}
+
+
+def run(raw_hp: dict[str, str], seed: int, data: dict[str, tuple[np.ndarray, np.ndarray]]):
+    hp = parse_hyperparameters({**raw_hp, "seed": str(seed)})
+    x_train, y_train = data["train"]
+    x_test, y_test = data["test"]
+    start = time.perf_counter()
+    result = train(x_train, y_train, hp)
+    seconds = time.perf_counter() - start
+    logits = predict_logits(result.nets, to_tensor(x_test), hp.flip_tta)
+    probs, raw = softmax(logits, result.temperature), softmax(logits)
+    onnx_bytes = export_onnx(result)
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    onnx_probs = session.run(None, {"input": to_tensor(x_test).contiguous().numpy()})[0]
+    views = 2 if hp.flip_tta else 1
+    return {
+        "seed": seed,
+        "train_seconds": seconds,
+        "epochs_run": result.metrics["epochs_run"],
+        "temperature": result.temperature,
+        "accuracy": float(np.mean(probs.argmax(1) == y_test)),
+        "ece": expected_calibration_error(probs, y_test),
+        "ece_uncalibrated": expected_calibration_error(raw, y_test),
+        "onnx_max_abs_diff": float(np.abs(onnx_probs - probs).max()),
+        "thresholds": [r.__dict__ for r in threshold_table(probs, y_test, DEFAULT_THRESHOLDS)],
+        "thresholds_uncalibrated": [r.__dict__ for r in threshold_table(raw, y_test)],
+        "validation": {k: v for k, v in result.metrics.items() if k.startswith("validation_")},
+        "latency_ms": latency_ms(onnx_bytes),
+        "macs": count_macs(result.nets[0], hp.image_shape) * len(result.nets) * views,
+        "parameters": sum(count_parameters(n) for n in result.nets),
+    }
+
+
+def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, float]:
+    print(f"\n== {name}")
+    for r in runs:
+        at = {row["threshold"]: row for row in r["thresholds"]}[0.93]
+        print(
+            f"seed {r['seed']}: acc {r['accuracy']:.3f}  ECE {r['ece']:.4f} "
+            f"(raw {r['ece_uncalibrated']:.4f})  T {r['temperature']:.3f}  "
+            f"@0.93 pass {at['pass_share']:.3f} acc {at['accuracy_on_passed']:.4f}  "
+            f"train {r['train_seconds']:.1f} s  latency {r['latency_ms']['median']:.3f} ms "
+            f"(p90 {r['latency_ms']['p90']:.3f})  onnx diff {r['onnx_max_abs_diff']:.1e}"
+        )
+        print("   threshold  pass_share  acc_on_passed")
+        for row in r["thresholds"]:
+            print(
+                f"   {row['threshold']:9.2f}  {row['pass_share']:10.3f}  "
+                f"{row['accuracy_on_passed']:13.4f}"
+            )
+    mean = {
+        key: float(np.mean([r[key] for r in runs]))
+        for key in ("accuracy", "ece", "train_seconds", "temperature")
+    }
+    mean["latency_ms"] = float(np.mean([r["latency_ms"]["median"] for r in runs]))
+    mean["macs"] = runs[0]["macs"]
+    mean["parameters"] = runs[0]["parameters"]
+    mean["min_accuracy"] = min(r["accuracy"] for r in runs)
+    for key in ("pass_share", "accuracy_on_passed"):
+        mean[f"{key}@0.93"] = float(
+            np.mean([{w["threshold"]: w for w in r["thresholds"]}[0.93][key] for r in runs])
+        )
+    print(
+        f"mean: acc {mean['accuracy']:.4f} (min {mean['min_accuracy']:.3f})  "
+        f"ECE {mean['ece']:.4f}  @0.93 pass {mean['pass_share@0.93']:.3f} "
+        f"acc {mean['accuracy_on_passed@0.93']:.4f}  train {mean['train_seconds']:.1f} s  "
+        f"latency {mean['latency_ms']:.3f} ms  {mean['macs'] / 1e6:.1f} M MACs/image "
+        f"({2 * mean['macs'] / 1e6:.1f} MFLOPs)  {mean['parameters']:,} parameters"
+    )
+    return mean
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--baseline-seeds", type=int, nargs="*", default=[0])
+    parser.add_argument("--json", type=Path, help="write every number here as JSON")
+    args = parser.parse_args()
+    if not TARBALL.is_file():
+        raise SystemExit(f"dev tarball not found at {TARBALL}")
+    print(
+        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; python "
+        f"{platform.python_version()}, torch {torch.__version__}, onnxruntime "
+        f"{ort.__version__}, numpy {np.__version__}"
+    )
+    data = {"train": load_split("train"), "test": load_split("test")}
+    print(f"data: train {len(data['train'][1])} images, test {len(data['test'][1])} images")
+    ours = [run({}, s, data) for s in args.seeds]
+    ours_mean = summarise("sconeflow default recipe", ours)
+    reference = [run(REFERENCE, s, data) for s in args.baseline_seeds]
+    report: dict[str, Any] = {"ours": ours, "ours_mean": ours_mean, "reference": reference}
+    if reference:
+        ref_mean = summarise(
+            "reference settings (ResNet-20, 30 epochs, no augmentation)", reference
+        )
+        report["reference_mean"] = ref_mean
+        print("\n== ours / reference")
+        for key in ("accuracy", "ece", "train_seconds", "latency_ms", "macs", "parameters"):
+            print(
+                f"{key:14s} {ours_mean[key]:12.4f} {ref_mean[key]:12.4f}  "
+                f"ratio {ours_mean[key] / ref_mean[key]:.3f}"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

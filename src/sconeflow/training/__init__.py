@@ -1,0 +1,1 @@
+"""Training: the network, the loop, calibration and the model artifact."""

@@ -1,0 +1,231 @@
+"""The model artifact: `model.tar.gz` holding `model.onnx` and `model.json`.
+
+model.onnx
+    input  "input"          float32 (batch, 3, H, W), RGB, normalised: (pixel / 255 - mean) / std
+    output "probabilities"  float32 (batch, classes), CALIBRATED class probabilities
+    Flip test-time augmentation, the ensemble average, the temperature and the softmax are all
+    inside the graph, so a server only normalises pixels and runs it (onnxruntime, no torch).
+model.json
+    class names in label order, image shape, normalisation, temperature, output kind,
+    model config (to rebuild the nets), hyperparameters (SageMaker strings), metrics, training
+    data checksums (passed through) and the sconeflow version. `FORMAT` names its version.
+
+`load_artifact` never trusts its input: only plain files with simple relative names, no
+links, bounded sizes and member counts; anything else raises `UnsafeArchiveError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import tarfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from sconeflow import __version__
+from sconeflow.errors import ModelError, UnsafeArchiveError
+from sconeflow.training.model import count_macs, count_parameters
+from sconeflow.training.train import MEAN, STD, TrainResult
+
+FORMAT = "sconeflow-model/1"
+ONNX_NAME, JSON_NAME = "model.onnx", "model.json"
+OPSET = 17
+MAX_COMPRESSED_BYTES = 256 * 2**20  # a model.tar.gz larger than this is refused unread
+MAX_MEMBER_BYTES = 256 * 2**20  # per file, uncompressed
+MAX_TOTAL_BYTES = 512 * 2**20  # all files together, uncompressed
+MAX_MEMBERS = 16
+# The keys serving reads (sconeflow.serving.model.parse_meta); the rest is for people.
+REQUIRED_KEYS = ("format", "classes", "image_shape", "normalization", "output", "temperature")
+
+
+def export_onnx(result: TrainResult) -> bytes:
+    """The calibrated inference graph as ONNX bytes (opset 17, dynamic batch)."""
+    graph = result.inference_graph()
+    _, h, w = result.hyperparameters.image_shape
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(
+            graph,
+            (torch.zeros(1, 3, h, w),),
+            buffer,  # type: ignore[arg-type]  # file objects work; the stub says paths only
+            input_names=["input"],
+            output_names=["probabilities"],
+            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,  # the TorchScript exporter: offline, a small clean graph
+        )
+    return buffer.getvalue()
+
+
+def build_metadata(
+    result: TrainResult,
+    class_names: list[str],
+    data_checksums: Mapping[str, str] | None = None,
+    extra_metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model.json document for `result`."""
+    hp = result.hyperparameters
+    if len(class_names) != hp.num_classes:
+        raise ModelError(
+            f"expected {hp.num_classes} class names (num_classes), got {len(class_names)}: "
+            f"{class_names!r}"
+        )
+    graph = result.inference_graph()
+    net = result.nets[0]
+    views = 2 if hp.flip_tta else 1
+    macs = count_macs(net, hp.image_shape) * len(result.nets) * views
+    return {
+        "format": FORMAT,
+        "sconeflow_version": __version__,
+        "classes": list(class_names),
+        "image_shape": list(hp.image_shape),
+        "normalization": {
+            "layout": "NCHW",
+            "channel_order": "RGB",
+            "scale": "pixel / 255, then (x - mean) / std",
+            "mean": list(MEAN),
+            "std": list(STD),
+        },
+        "input": {"name": "input", "dtype": "float32", "shape": ["batch", *hp.image_shape]},
+        "output": "probabilities",  # calibrated; the graph ends in a softmax
+        "output_tensor": {
+            "name": "probabilities",
+            "dtype": "float32",
+            "shape": ["batch", hp.num_classes],
+        },
+        "temperature": result.temperature,
+        "calibration": {
+            "method": "temperature",
+            "flip_tta": hp.flip_tta,
+            "ensemble_size": len(result.nets),
+        },
+        "model_config": asdict(result.model_config),
+        "cost": {
+            "macs_per_image": macs,
+            "flops_per_image": 2 * macs,
+            "parameters": count_parameters(graph),
+        },
+        "onnx_opset": OPSET,
+        "hyperparameters": hp.to_strings(),
+        "metrics": _json_safe({**result.metrics, **(extra_metrics or {})}),
+        "training_data": dict(data_checksums or {}),
+    }
+
+
+def write_artifact(
+    result: TrainResult,
+    class_names: list[str],
+    data_checksums: Mapping[str, str] | None = None,
+    extra_metrics: Mapping[str, Any] | None = None,
+) -> bytes:
+    """model.tar.gz bytes: model.onnx + model.json, byte-identical for identical inputs."""
+    meta = build_metadata(result, class_names, data_checksums, extra_metrics)
+    return pack_artifact(export_onnx(result), meta)
+
+
+def pack_artifact(onnx_bytes: bytes, meta: Mapping[str, Any]) -> bytes:
+    """Tar and gzip the two files with fixed owners and times (reproducible bytes)."""
+    json_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in ((ONNX_NAME, onnx_bytes), (JSON_NAME, json_bytes)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def load_artifact(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """(model.onnx bytes, model.json dict) from untrusted model.tar.gz bytes."""
+    if len(data) > MAX_COMPRESSED_BYTES:
+        raise UnsafeArchiveError(
+            f"model.tar.gz is {len(data)} bytes, expected at most {MAX_COMPRESSED_BYTES}"
+        )
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    raise UnsafeArchiveError(
+                        f"model.tar.gz has more than {MAX_MEMBERS} members; expected "
+                        f"{ONNX_NAME} and {JSON_NAME}"
+                    )
+                _check_member(member)
+                total += member.size
+                if total > MAX_TOTAL_BYTES:
+                    raise UnsafeArchiveError(
+                        f"model.tar.gz unpacks to more than {MAX_TOTAL_BYTES} bytes"
+                    )
+                stream = tar.extractfile(member)
+                if stream is None:
+                    raise UnsafeArchiveError(f"tar member {member.name!r} cannot be read")
+                files[_normalise(member.name)] = stream.read(member.size + 1)[: member.size]
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as err:
+        raise ModelError(f"model.tar.gz is not a readable gzip tar archive: {err}") from err
+    missing = [n for n in (ONNX_NAME, JSON_NAME) if n not in files]
+    if missing:
+        raise ModelError(
+            f"model.tar.gz lacks {', '.join(missing)}; it holds {sorted(files) or 'nothing'}"
+        )
+    try:
+        meta = json.loads(files[JSON_NAME])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{JSON_NAME} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or any(k not in meta for k in REQUIRED_KEYS):
+        raise ModelError(
+            f"{JSON_NAME} must be an object with keys {', '.join(REQUIRED_KEYS)}; "
+            f"got keys {sorted(meta) if isinstance(meta, dict) else type(meta).__name__}"
+        )
+    if meta["format"] != FORMAT:
+        raise ModelError(f"{JSON_NAME} format is {meta['format']!r}, expected {FORMAT!r}")
+    return files[ONNX_NAME], meta
+
+
+def _normalise(name: str) -> str:
+    return name[2:] if name.startswith("./") else name
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    """Refuse links, devices, directories, absolute or escaping names and huge files."""
+    name = member.name
+    if not member.isfile():
+        raise UnsafeArchiveError(
+            f"tar member {name!r} is not a regular file (links, directories and devices are "
+            "refused); expected only model.onnx and model.json"
+        )
+    parts = _normalise(name).split("/")
+    if (
+        not name
+        or name.startswith(("/", "\\"))
+        or "\\" in name
+        or ":" in name
+        or any(p in ("", ".", "..") for p in parts)
+        or any(ord(c) < 32 for c in name)
+    ):
+        raise UnsafeArchiveError(
+            f"tar member name {name!r} is unsafe: expected a plain relative path without "
+            "'..', a leading '/', backslashes, drive letters or control characters"
+        )
+    if member.size > MAX_MEMBER_BYTES:
+        raise UnsafeArchiveError(
+            f"tar member {name!r} is {member.size} bytes, expected at most {MAX_MEMBER_BYTES}"
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    """Metrics with NaN/inf turned into None, so model.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

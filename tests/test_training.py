@@ -1,0 +1,323 @@
+"""Tests of sconeflow.training: hyperparameters, calibration, determinism, ONNX, artifact.
+
+Fast by design (tiny nets, 1-2 epochs, a few dozen images). The ONNX parity test uses real
+CIFAR-100 test images from the shared dev tarball when it exists next to the repository.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from sconeflow.errors import ConfigError, ModelError, UnsafeArchiveError  # noqa: E402
+from sconeflow.training.artifact import (  # noqa: E402
+    FORMAT,
+    MAX_MEMBER_BYTES,
+    export_onnx,
+    load_artifact,
+    pack_artifact,
+    write_artifact,
+)
+from sconeflow.training.calibration import (  # noqa: E402
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+    softmax,
+    threshold_table,
+)
+from sconeflow.training.hyperparameters import (  # noqa: E402
+    HyperparameterError,
+    Hyperparameters,
+    parse_hyperparameters,
+)
+from sconeflow.training.model import ModelConfig, build_model, count_macs  # noqa: E402
+from sconeflow.training.train import TrainResult, predict_logits, to_tensor, train  # noqa: E402
+
+DEV_TARBALL = Path(__file__).resolve().parents[1].parent / "shared/data/cifar-100-python.tar.gz"
+TINY = {"epochs": "2", "mini_batch_size": "16", "validation_fraction": "0.25"}
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[np.ndarray, np.ndarray]:
+    """48 images whose class is visible (class 1 has a bright left half)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 120, size=(48, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(48) % 2
+    images[labels == 1, :, :16] += 120
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def cifar_test() -> tuple[np.ndarray, np.ndarray]:
+    """Real bicycle/motorcycle test images from the shared dev tarball (skip when absent)."""
+    if not DEV_TARBALL.is_file():
+        pytest.skip(f"dev tarball not found at {DEV_TARBALL}; ONNX parity on real images skipped")
+    with tarfile.open(DEV_TARBALL) as tar:
+        member = tar.extractfile("cifar-100-python/test")
+        assert member is not None
+        batch = _RestrictedUnpickler(member).load()
+    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    labels = (np.asarray(batch[b"fine_labels"]) == 48).astype(np.int64)
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1)), labels
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Only what a CIFAR batch holds: numpy array reconstruction and builtins containers."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
+        }
+    )
+
+    def __init__(self, stream: io.IOBase) -> None:
+        super().__init__(stream, encoding="bytes")
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused {module}.{name}")
+        return super().find_class(module, name)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(synthetic: tuple[np.ndarray, np.ndarray]) -> TrainResult:
+    images, labels = synthetic
+    return train(images, labels, parse_hyperparameters(TINY))
+
+
+# ---------------------------------------------------------------- hyperparameters
+
+
+def test_defaults_are_ours_and_round_trip() -> None:
+    hp = parse_hyperparameters({})
+    assert hp == Hyperparameters()
+    assert hp.optimizer == "nag" and hp.num_layers is None
+    assert parse_hyperparameters(hp.to_strings()) == hp
+
+
+def test_sagemaker_strings_parse() -> None:
+    hp = parse_hyperparameters(
+        {
+            "num_classes": "2",
+            "num_training_samples": "800",
+            "image_shape": "3,32,32",
+            "epochs": "30",
+            "learning_rate": "0.1",
+            "mini_batch_size": "32",
+            "num_layers": "20",
+            "optimizer": "sgd",
+            "lr_scheduler_step": "10,20",
+            "augmentation_type": "crop_color_transform",
+            "early_stopping": "True",
+            "top_k": "2",
+        }
+    )
+    assert (hp.epochs, hp.learning_rate, hp.num_layers) == (30, 0.1, 20)
+    assert hp.lr_scheduler_step == (10, 20) and hp.early_stopping is True
+    assert hp.image_shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragments"),
+    [
+        ({"epoch": "3"}, ["'epoch'", "unknown", "epochs"]),
+        ({"epochs": "0"}, ["'epochs'", "'0'", "from 1"]),
+        ({"learning_rate": "fast"}, ["'learning_rate'", "'fast'", "number"]),
+        ({"optimizer": "lion"}, ["'optimizer'", "'lion'", "sgd"]),
+        ({"num_layers": "19"}, ["'num_layers'", "'19'", "152"]),
+        ({"image_shape": "1,32,32"}, ["'image_shape'", "3,H,W"]),
+        ({"use_pretrained_model": "1"}, ["'use_pretrained_model'", "pretrained"]),
+        ({"lr_scheduler_step": "20,10"}, ["'lr_scheduler_step'", "increasing"]),
+        ({"top_k": "5"}, ["'top_k'", "num_classes"]),
+    ],
+)
+def test_bad_hyperparameters_name_key_value_and_expectation(
+    raw: dict[str, str], fragments: list[str]
+) -> None:
+    with pytest.raises(HyperparameterError) as info:
+        parse_hyperparameters(raw)
+    assert isinstance(info.value, ConfigError)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_num_training_samples_must_match_data(synthetic: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = synthetic
+    with pytest.raises(HyperparameterError, match="num_training_samples"):
+        train(images, labels, parse_hyperparameters({**TINY, "num_training_samples": "99"}))
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_ece_on_known_inputs() -> None:
+    labels = np.array([0] * 8 + [1] * 2)
+    calibrated = np.tile([0.8, 0.2], (10, 1))  # 80% confident, 80% right
+    assert expected_calibration_error(calibrated, labels) == pytest.approx(0.0)
+    overconfident = np.tile([1.0, 0.0], (10, 1))  # 100% confident, 80% right
+    assert expected_calibration_error(overconfident, labels) == pytest.approx(0.2)
+    bins = reliability_bins(overconfident, labels)
+    assert len(bins) == 15 and bins[-1].count == 10 and bins[-1].accuracy == pytest.approx(0.8)
+
+
+def test_temperature_recovers_the_generating_temperature() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=4.0, size=(20_000, 2))
+    truth = softmax(logits, temperature=2.0)
+    labels = (rng.random(len(logits)) < truth[:, 1]).astype(np.int64)
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.05)
+    assert fit_temperature(logits * 3, labels) == pytest.approx(6.0, rel=0.05)
+
+
+def test_threshold_table_counts_passes_and_accuracy() -> None:
+    probs = np.array([[0.99, 0.01], [0.95, 0.05], [0.6, 0.4], [0.1, 0.9]])
+    labels = np.array([0, 1, 0, 1])
+    rows = {r.threshold: r for r in threshold_table(probs, labels, (0.5, 0.93, 0.999))}
+    assert rows[0.5].passed == 4 and rows[0.5].accuracy_on_passed == pytest.approx(0.75)
+    assert rows[0.93].passed == 2 and rows[0.93].accuracy_on_passed == pytest.approx(0.5)
+    assert rows[0.999].passed == 0 and np.isnan(rows[0.999].accuracy_on_passed)
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_same_seed_same_result(synthetic: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = synthetic
+    hp = parse_hyperparameters(TINY)
+    lines: list[str] = []
+    first = train(images, labels, hp, log=lines.append)
+    second = train(images, labels, hp)
+    assert first.temperature == second.temperature
+    assert [m.train_loss for m in first.history] == [m.train_loss for m in second.history]
+    x = to_tensor(images[:8])
+    assert np.array_equal(predict_logits(first.nets, x, True), predict_logits(second.nets, x, True))
+    other = train(images, labels, parse_hyperparameters({**TINY, "seed": "1"}))
+    assert [m.train_loss for m in other.history] != [m.train_loss for m in first.history]
+    assert "Epoch[0] Validation-accuracy=" in "\n".join(lines)
+    assert any(line.startswith("Epoch[1] Time cost=") for line in lines)
+
+
+def test_resnet_option_builds_and_counts() -> None:
+    net = build_model(ModelConfig(family="resnet", depth=20))
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
+    assert count_macs(build_model(ModelConfig())) == 24_256_768  # the docstring's number
+
+
+# ---------------------------------------------------------------- ONNX and artifact
+
+
+def test_onnx_matches_pytorch_on_real_images(
+    tiny_result: TrainResult, cifar_test: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, _ = cifar_test
+    x = to_tensor(images[:64])
+    with torch.no_grad():
+        expected = tiny_result.inference_graph()(x).numpy()
+    session = ort.InferenceSession(export_onnx(tiny_result), providers=["CPUExecutionProvider"])
+    got = session.run(["probabilities"], {"input": x.contiguous().numpy()})[0]
+    assert got.shape == (64, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    one = session.run(["probabilities"], {"input": x[:1].contiguous().numpy()})[0]
+    np.testing.assert_allclose(one, expected[:1], atol=1e-5)  # dynamic batch
+
+
+def test_artifact_round_trip(tiny_result: TrainResult) -> None:
+    blob = write_artifact(tiny_result, ["bicycle", "motorcycle"], {"train.lst": "sha256:abc"})
+    assert blob == write_artifact(
+        tiny_result, ["bicycle", "motorcycle"], {"train.lst": "sha256:abc"}
+    )
+    onnx_bytes, meta = load_artifact(blob)
+    assert meta["format"] == FORMAT
+    assert meta["classes"] == ["bicycle", "motorcycle"]
+    assert meta["temperature"] == tiny_result.temperature
+    assert meta["output"] == "probabilities"
+    assert meta["training_data"] == {"train.lst": "sha256:abc"}
+    assert parse_hyperparameters(meta["hyperparameters"]) == tiny_result.hyperparameters
+    assert ModelConfig.from_dict(meta["model_config"]) == tiny_result.model_config
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"input": np.zeros((3, 3, 32, 32), np.float32)})[0]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    with pytest.raises(ModelError, match="class names"):
+        write_artifact(tiny_result, ["only-one"])
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return raw.getvalue()
+
+
+def _file(name: str, data: bytes = b"{}") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name: str, kind: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, "/etc/passwd"
+    return info, b""
+
+
+def _dir(name: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info, b""
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        _tar(_file("../model.json")),
+        _tar(_file("/etc/model.json")),
+        _tar(_file("a/../../model.json")),
+        _tar(_file("C:\\model.json")),
+        _tar(_link("model.onnx", tarfile.SYMTYPE)),
+        _tar(_link("model.onnx", tarfile.LNKTYPE)),
+        _tar(_dir("models")),
+        _tar(*[_file(f"f{i}") for i in range(20)]),
+    ],
+    ids=["dotdot", "absolute", "nested-dotdot", "backslash", "symlink", "hardlink", "dir", "many"],
+)
+def test_unsafe_archives_are_refused(blob: bytes) -> None:
+    with pytest.raises(UnsafeArchiveError):
+        load_artifact(blob)
+
+
+def test_oversized_member_refused_before_reading() -> None:
+    info, _ = _file("model.onnx")
+    info.size = MAX_MEMBER_BYTES + 1
+    raw = io.BytesIO()
+    raw.write(info.tobuf(format=tarfile.GNU_FORMAT))  # a header that lies; no data follows
+    with pytest.raises(UnsafeArchiveError, match="at most"):
+        load_artifact(gzip.compress(raw.getvalue()))
+
+
+def test_broken_or_incomplete_artifacts_are_model_errors() -> None:
+    with pytest.raises(ModelError, match="gzip tar"):
+        load_artifact(b"not a tarball")
+    with pytest.raises(ModelError, match="lacks model.onnx"):
+        load_artifact(_tar(_file("model.json")))
+    with pytest.raises(ModelError, match="keys"):
+        load_artifact(pack_artifact(b"onnx", {"format": FORMAT}))
+    bad_json = _tar(_file("model.onnx", b"x"), _file("model.json", b"{nope"))
+    with pytest.raises(ModelError, match="JSON"):
+        load_artifact(bad_json)
