@@ -80,3 +80,21 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+# Training settings for tests: a real job on the dev data, cut to seconds.
+FAST_HP = {"epochs": "1", "ensemble_size": "1", "retrain_full": "false"}
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory, dev_tarball: Path) -> Settings:
+    """A workspace with the dev data staged and one fast training job completed."""
+    from sconeflow.staging import stage_cifar
+    from sconeflow.training.job import run_training_job
+
+    home = tmp_path_factory.mktemp("trained") / "home"
+    s = load_settings(env={}, home=home)
+    store = open_store(s)
+    stage_cifar(store, s.bucket, dev_tarball)
+    run_training_job(s, store, FAST_HP, job_name="test-job", log=lambda line: None)
+    return s

@@ -6,6 +6,7 @@ A SconeflowError prints `ErrorName: message` on stderr and exits 1, without a tr
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -15,8 +16,43 @@ from sconeflow.cli.common import Context
 from sconeflow.config import load_settings
 from sconeflow.errors import SconeflowError
 
+# command name -> "module:attribute"; a command's module is imported only when it runs (or
+# when --help lists them), so `sconeflow stage` never pays for scipy, matplotlib or torch.
+COMMANDS = {
+    "stage": "stage:stage",
+    "train": "train:train",
+    "evaluate": "evaluate:evaluate",
+    "deploy": "endpoint:deploy",
+    "endpoint": "endpoint:endpoint",
+    "serve": "endpoint:serve",
+    "invoke": "endpoint:invoke",
+    "workflow": "workflow:workflow",
+    "monitor": "monitor:monitor",
+    "pipeline": "pipeline:pipeline",
+    "cleanup": "pipeline:cleanup",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """click's documented lazy-loading group: commands resolved from COMMANDS on demand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(f"sconeflow.cli.{module}"), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="sconeflow")
 @click.option(
     "--home",
@@ -38,19 +74,6 @@ def cli(ctx: click.Context, home: str | None, store_uri: str | None, bucket: str
     ctx.obj = Context(lambda: load_settings(home=home, store_uri=store_uri, bucket=bucket))
 
 
-def _register() -> None:
-    from sconeflow.cli import stage
-
-    cli.add_command(stage.stage)
-    from sconeflow.cli import endpoint
-
-    for command in (endpoint.deploy, endpoint.endpoint, endpoint.serve, endpoint.invoke):
-        cli.add_command(command)
-    cli.add_command(__import__("sconeflow.cli.monitor", fromlist=["monitor"]).monitor)
-    cli.add_command(__import__("sconeflow.cli.workflow", fromlist=["workflow"]).workflow)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,8 @@ from rich.table import Table
 from sconeflow.config import Settings
 
 console = Console()
+# Logs and progress go to stderr, so stdout holds only results (and clean --json).
+err_console = Console(stderr=True)
 
 
 class Context:

@@ -1,0 +1,141 @@
+"""`sconeflow pipeline` (the main job, end to end) and `sconeflow cleanup`."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+
+import click
+
+from sconeflow import staging
+from sconeflow.cli.common import (
+    Context,
+    console,
+    err_console,
+    json_option,
+    pass_context,
+    print_json,
+)
+from sconeflow.cli.train import _read_hyperparameters
+from sconeflow.progress import RichProgress
+
+
+@click.command()
+@click.option(
+    "--source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A local cifar-100-python.tar.gz (default: download the official one).",
+)
+@click.option(
+    "--classes", default=",".join(staging.DEFAULT_CLASSES), show_default=True,
+    help="CIFAR-100 fine label names to stage and classify.",
+)  # fmt: skip
+@click.option("--hyperparameters", "hp_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Training hyperparameters, SageMaker JSON form.")  # fmt: skip
+@click.option("-p", "--set", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="One training hyperparameter, e.g. -p epochs=5.")  # fmt: skip
+@click.option("--endpoint", default="scones-endpoint", show_default=True, help="Endpoint name.")
+@click.option("--port", type=int, help="Endpoint port (default: 8080 if free, else any).")
+@click.option("--threshold", type=float, default=0.93, show_default=True,
+              help="Confidence below which the workflow fails an image.")  # fmt: skip
+@click.option("--keep-endpoint", is_flag=True, help="Leave the endpoint running at the end.")
+@json_option
+@pass_context
+def pipeline(
+    ctx: Context,
+    source: Path | None,
+    classes: str,
+    hp_file: Path | None,
+    overrides: tuple[str, ...],
+    endpoint: str,
+    port: int | None,
+    threshold: float,
+    keep_endpoint: bool,
+    as_json: bool,
+) -> None:
+    """Run the whole workflow: stage -> train -> evaluate -> deploy -> workflow over the
+    test images -> monitor (baseline, run, report) -> summary.
+
+    Steps whose output is already current are skipped, so a second run is quick.
+    """
+    from sconeflow.pipeline import PipelineOptions, format_summary, run_pipeline
+
+    options = PipelineOptions(
+        source=source,
+        classes=tuple(c.strip() for c in classes.split(",") if c.strip()),
+        hyperparameters=_read_hyperparameters(hp_file, overrides),
+        endpoint=endpoint,
+        threshold=threshold,
+        keep_endpoint=keep_endpoint,
+        port=port,
+    )
+
+    def log(line: str) -> None:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    with RichProgress(err_console) as progress:
+        summary = run_pipeline(ctx.settings, options, log=log, progress=progress)
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    # Plain lines, not a table: paths and names must stay whole and copyable at any width.
+    click.echo("\nSteps")
+    for st in summary.steps:
+        click.echo(f"  {st.name:<9} {st.status:<8} {st.seconds:6.1f} s  {st.detail}")
+    click.echo("\nSummary")
+    rows = format_summary(summary)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"  {key:<{width}}  {value}")
+    if keep_endpoint:
+        console.print(f"Endpoint {summary.endpoint} is still running: "
+                      f"`sconeflow endpoint delete {summary.endpoint}` stops it.")  # fmt: skip
+
+
+@click.command()
+@click.option("--models", is_flag=True, help="Also delete trained models and their job records.")
+@click.option("--captures", is_flag=True, help="Also delete captured data and monitoring output.")
+@click.option("--data", is_flag=True, help="Also delete the staged data.")
+@click.option("--all", "everything", is_flag=True, help="All of the above.")
+@json_option
+@pass_context
+def cleanup(
+    ctx: Context, models: bool, captures: bool, data: bool, everything: bool, as_json: bool
+) -> None:
+    """Delete every endpoint (stopping its server) and, when asked, models, captures, data."""
+    from sconeflow import db
+    from sconeflow.serving.endpoints import delete_endpoint, list_endpoints
+    from sconeflow.store import open_store
+
+    settings = ctx.settings
+    store = open_store(settings)
+    removed: dict[str, int] = {"endpoints": 0}
+    for ep in list_endpoints(settings):
+        delete_endpoint(settings, ep.name)
+        removed["endpoints"] += 1
+    prefixes = []
+    if models or everything:
+        prefixes.append(("models", "models/"))
+    if captures or everything:
+        prefixes += [("captures", "data_capture/"), ("monitoring", "monitoring/")]
+    if data or everything:
+        prefixes.append(("data", "data/"))
+    for label, prefix in prefixes:
+        keys = store.list(settings.bucket, prefix)
+        for key in keys:
+            store.delete(settings.bucket, key)
+        removed[label] = len(keys)
+    with closing(db.connect(settings.db_path)) as conn:
+        if models or everything:
+            conn.execute("DELETE FROM training_jobs")
+        if captures or everything:
+            conn.execute("DELETE FROM monitoring_runs")
+    if (captures or everything) and (settings.home / "pipeline.json").exists():
+        (settings.home / "pipeline.json").unlink()  # the pipeline must monitor afresh
+    if as_json:
+        print_json(removed)
+        return
+    console.print(
+        "Removed " + ", ".join(f"{n} {label}" for label, n in removed.items())
+        + (" objects" if len(removed) > 1 else "")
+    )

@@ -1,0 +1,171 @@
+"""`sconeflow train` (+ `train list`, `train describe`): SageMaker-style training jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sconeflow.cli.common import (
+    Context,
+    console,
+    err_console,
+    json_option,
+    pass_context,
+    print_json,
+    print_table,
+)
+from sconeflow.errors import ConfigError
+from sconeflow.progress import RichProgress
+from sconeflow.store import open_store
+
+
+def _read_hyperparameters(path: Path | None, overrides: tuple[str, ...]) -> dict[str, str]:
+    """SageMaker's JSON form ({"epochs": "30", ...}) from a file, then NAME=VALUE overrides."""
+    values: dict[str, str] = {}
+    if path is not None:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--hyperparameters {path}: cannot read JSON ({err})") from err
+        if not isinstance(doc, dict):
+            raise ConfigError(
+                f"--hyperparameters {path}: expected a JSON object of names to string values, "
+                'e.g. {"epochs": "30", "learning_rate": "0.05"}'
+            )
+        values.update({str(k): str(v) for k, v in doc.items()})
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"-p {item!r}: expected NAME=VALUE, e.g. -p epochs=20")
+        values[name.strip()] = value.strip()
+    return values
+
+
+@click.group(invoke_without_command=True)
+@click.option(
+    "--hyperparameters",
+    "hp_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON file of hyperparameters in SageMaker's form (string values).",
+)
+@click.option(
+    "-p",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="One hyperparameter, e.g. -p epochs=20 (repeatable; wins over the file).",
+)
+@click.option(
+    "--validation-channel",
+    help="Validate and calibrate on this staged split instead of a held-out part of train "
+    "(e.g. 'test', as the reference did; then test accuracy is no longer unbiased).",
+)
+@click.option("--job-name", help="Default: image-classification-YYYY-MM-DD-HH-MM-SS-mmm.")
+@json_option
+@click.pass_context
+def train(
+    click_ctx: click.Context,
+    hp_file: Path | None,
+    overrides: tuple[str, ...],
+    validation_channel: str | None,
+    job_name: str | None,
+    as_json: bool,
+) -> None:
+    """Train the vehicle classifier on the staged `train` channel (a training job).
+
+    Accepts the SageMaker built-in image-classification hyperparameters (epochs,
+    learning_rate, mini_batch_size, optimizer, augmentation_type, ...); our defaults are
+    tuned for this task. Writes models/<job>/output/model.tar.gz and records the job.
+    """
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from sconeflow.training.job import run_training_job
+
+    ctx: Context = click_ctx.obj
+    settings = ctx.settings
+    values = _read_hyperparameters(hp_file, overrides)
+    with RichProgress(err_console) as progress:
+        job = run_training_job(
+            settings,
+            open_store(settings),
+            values,
+            validation_channel=validation_channel,
+            job_name=job_name,
+            log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True),
+            progress=progress,
+        )
+    if as_json:
+        print_json(job.describe())
+        return
+    m = job.metrics
+    console.print(
+        f"[green]Completed[/] {job.name} in {m.get('train_seconds', 0):.0f} s: held-out "
+        f"accuracy {m.get('validation_accuracy', float('nan')):.3f}, ECE "
+        f"{m.get('validation_ece', float('nan')):.3f} (temperature "
+        f"{m.get('temperature', 1):.2f}); artifact {job.artifact}"
+    )
+    console.print(f"Next: sconeflow evaluate --model {job.name}")
+
+
+@train.command("list")
+@json_option
+@pass_context
+def list_cmd(ctx: Context, as_json: bool) -> None:
+    """List training jobs, newest first."""
+    from sconeflow.training.job import list_jobs
+
+    jobs = list_jobs(ctx.settings)
+    if as_json:
+        print_json([j.describe() for j in jobs])
+        return
+    print_table(
+        "Training jobs",
+        ["name", "status", "created", "held-out acc", "train s"],
+        [
+            (
+                j.name,
+                j.status,
+                j.created_at,
+                _fmt(j.metrics.get("validation_accuracy")),
+                _fmt(j.metrics.get("train_seconds"), ".0f"),
+            )
+            for j in jobs
+        ],
+    )
+
+
+@train.command()
+@click.argument("name")
+@json_option
+@pass_context
+def describe(ctx: Context, name: str, as_json: bool) -> None:
+    """Show one training job (DescribeTrainingJob's fields)."""
+    from sconeflow.training.job import describe_job
+
+    job = describe_job(ctx.settings, name)
+    doc = job.describe()
+    if as_json:
+        print_json(doc)
+        return
+    print_table(
+        f"Training job {job.name}",
+        ["field", "value"],
+        [
+            ("status", job.status),
+            ("created", job.created_at),
+            ("ended", job.ended_at),
+            ("artifact", job.artifact),
+            ("failure", job.failure_reason),
+            *[(f"metric {m['MetricName']}", _fmt(m["Value"])) for m in doc["FinalMetricDataList"]],
+            *[(f"hp {k}", v) for k, v in sorted(job.hyperparameters.items())],
+        ],
+    )
+
+
+def _fmt(value: object, spec: str = ".4f") -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, spec)
+    return "" if value is None else str(value)

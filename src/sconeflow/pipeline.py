@@ -1,0 +1,399 @@
+"""`sconeflow pipeline`: the whole workflow, from the raw dataset to the monitoring report.
+
+    stage -> train -> evaluate -> deploy (capture 100%) -> workflow over data/test
+          -> monitor baseline, run, report -> summary
+
+Each step is a plain function of the library; this module only wires them and decides
+what can be skipped. A step is skipped when its inputs have not changed since it last ran:
+staging compares sha256s object by object; training looks for a Completed job with the
+same hyperparameters on the same staged data; the workflow and monitoring steps remember
+the model and data they ran for in `<home>/pipeline.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sconeflow import db, staging
+from sconeflow.config import Settings
+from sconeflow.evaluation import evaluate_model
+from sconeflow.progress import ProgressFn, no_progress
+from sconeflow.store import Store, open_store
+
+ENDPOINT_NAME = "scones-endpoint"
+THRESHOLD = 0.93
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    source: Path | None = None  # None: download the official tarball
+    classes: tuple[str, ...] = staging.DEFAULT_CLASSES
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    endpoint: str = ENDPOINT_NAME
+    threshold: float = THRESHOLD
+    keep_endpoint: bool = False
+    concurrency: int = 4
+    port: int | None = None
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # "ran" | "skipped"
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclass
+class PipelineSummary:
+    steps: list[StepResult] = field(default_factory=list)
+    job: str = ""
+    test_accuracy: float = float("nan")
+    test_ece: float = float("nan")
+    pass_share: float = float("nan")
+    accuracy_on_passed: float = float("nan")
+    succeeded: int = 0
+    failed: int = 0
+    monitoring_status: str = ""
+    violations: list[str] = field(default_factory=list)
+    report: str = ""
+    endpoint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "steps": [s.__dict__ for s in self.steps]}
+
+
+def run_pipeline(
+    settings: Settings,
+    options: PipelineOptions,
+    *,
+    log: LogFn = print,
+    progress: ProgressFn = no_progress,
+) -> PipelineSummary:
+    """Run every step, skipping the ones whose output is current; see the module doc."""
+    store = open_store(settings)
+    state = _load_state(settings)
+    summary = PipelineSummary()
+
+    def step(name: str, fn: Callable[[], tuple[str, str]]) -> None:
+        log(f"== {name}")
+        t0 = time.perf_counter()
+        status, detail = fn()
+        summary.steps.append(StepResult(name, status, detail, time.perf_counter() - t0))
+        log(f"   {status}: {detail}")
+
+    step("stage", lambda: _stage(settings, store, options, progress))
+    step("train", lambda: _train(settings, store, options, summary, log, progress))
+    step("evaluate", lambda: _evaluate(settings, store, summary, options, progress))
+    fingerprint = _fingerprint(store, settings.bucket, summary.job, options)
+    if state.get("fingerprint") == fingerprint and _report_exists(store, settings, state):
+        for name in ("deploy", "workflow", "monitor"):
+            summary.steps.append(StepResult(name, "skipped", "current for this model and data"))
+            log(f"== {name}\n   skipped: current for this model and data")
+        summary.succeeded, summary.failed = state["succeeded"], state["failed"]
+        summary.monitoring_status, summary.violations = state["status"], state["violations"]
+        summary.report = state["report"]
+        return summary
+
+    started = datetime.now(UTC).replace(microsecond=0)
+    step("deploy", lambda: _deploy(settings, options, summary))
+    try:
+        step("workflow", lambda: _workflow(settings, store, options, summary, progress))
+        if not options.keep_endpoint:
+            _delete_endpoint(settings, summary.endpoint)  # flushes the capture buffers
+        else:
+            _wait_for_capture(store, settings.bucket, summary.endpoint, started)
+        step("monitor", lambda: _monitor(settings, store, options, summary, started))
+    finally:
+        if not options.keep_endpoint:
+            _delete_endpoint(settings, summary.endpoint)
+    _save_state(
+        settings,
+        {
+            "fingerprint": fingerprint,
+            "succeeded": summary.succeeded,
+            "failed": summary.failed,
+            "status": summary.monitoring_status,
+            "violations": summary.violations,
+            "report": summary.report,
+        },
+    )
+    return summary
+
+
+# ------------------------------------------------------------------ steps
+
+
+def _stage(
+    settings: Settings, store: Store, options: PipelineOptions, progress: ProgressFn
+) -> tuple[str, str]:
+    if options.source is None:
+        tarball = staging.download_cifar(
+            settings.downloads_dir / "cifar-100-python.tar.gz", progress=progress
+        )
+    else:
+        tarball = options.source
+    result = staging.stage_cifar(
+        store, settings.bucket, tarball, options.classes, progress=progress
+    )
+    counts = ", ".join(f"{s} {sum(c.values())}" for s, c in result.counts.items())
+    if result.load.uploaded == 0 and result.load.removed == 0:
+        return "skipped", f"{counts} images already current in {result.load.location}"
+    return "ran", f"{counts} images -> {result.load.location}"
+
+
+def _train(
+    settings: Settings,
+    store: Store,
+    options: PipelineOptions,
+    summary: PipelineSummary,
+    log: LogFn,
+    progress: ProgressFn,
+) -> tuple[str, str]:
+    from sconeflow.training.job import find_current_job, run_training_job
+
+    current = find_current_job(settings, store, options.hyperparameters)
+    if current is not None:
+        summary.job = current
+        return "skipped", f"{current} already trained on this data with these settings"
+    job = run_training_job(settings, store, options.hyperparameters, log=log, progress=progress)
+    summary.job = job.name
+    metrics = job.metrics
+    return "ran", (
+        f"{job.name}: held-out accuracy {metrics.get('validation_accuracy', float('nan')):.3f}"
+        f", trained in {metrics.get('train_seconds', float('nan')):.0f} s"
+    )
+
+
+def _evaluate(
+    settings: Settings,
+    store: Store,
+    summary: PipelineSummary,
+    options: PipelineOptions,
+    progress: ProgressFn,
+) -> tuple[str, str]:
+    ev = evaluate_model(settings, store, summary.job, "test", progress=progress)
+    row = next(r for r in ev.thresholds((options.threshold,)))
+    summary.test_accuracy, summary.test_ece = ev.accuracy, ev.ece
+    summary.pass_share, summary.accuracy_on_passed = row.pass_share, row.accuracy_on_passed
+    return "ran", (
+        f"test accuracy {ev.accuracy:.3f}, ECE {ev.ece:.3f}; at {options.threshold}: "
+        f"{_passed(row.pass_share, row.accuracy_on_passed)}"
+    )
+
+
+def _deploy(
+    settings: Settings, options: PipelineOptions, summary: PipelineSummary
+) -> tuple[str, str]:
+    from sconeflow.errors import EndpointError
+    from sconeflow.serving.capture import capture_config
+    from sconeflow.serving.endpoints import delete_endpoint, deploy, describe_endpoint_row
+
+    try:
+        existing = describe_endpoint_row(settings, options.endpoint)
+    except EndpointError:
+        existing = None
+    if existing is not None:
+        if existing.model == summary.job and existing.status == "InService":
+            summary.endpoint = existing.name
+            return "skipped", f"{existing.name} already serves {summary.job} at {existing.url}"
+        delete_endpoint(settings, existing.name)
+    ep = deploy(
+        settings,
+        summary.job,
+        capture_config(100, "InputAndOutput", settings.bucket),
+        name=options.endpoint,
+        port=options.port,
+    )
+    summary.endpoint = ep.name
+    return "ran", f"{ep.name} at {ep.url}, capturing 100% of requests"
+
+
+def _workflow(
+    settings: Settings,
+    store: Store,
+    options: PipelineOptions,
+    summary: PipelineSummary,
+    progress: ProgressFn,
+) -> tuple[str, str]:
+    from sconeflow.workflow import runner
+
+    keys = [k for k in store.list(settings.bucket, "data/test/") if k.endswith(".png")]
+    inputs = [
+        {"image_data": "", "s3_bucket": settings.bucket, "s3_key": k, "inferences": []}
+        for k in keys
+    ]
+    definition = runner.load_definition(None)
+    handlers = runner.local_handlers(settings, summary.endpoint, options.threshold)
+    wf = runner.WorkflowRunner(settings, definition, handlers)
+    done = [0]
+
+    def on_done(record: runner.ExecutionRecord) -> None:
+        done[0] += 1
+        progress("workflow executions", done[0], len(inputs))
+
+    records = wf.stream(inputs, concurrency=options.concurrency, on_done=on_done)
+    summary.succeeded = sum(r.status == "SUCCEEDED" for r in records)
+    summary.failed = sum(r.status == "FAILED" for r in records)
+    other = len(records) - summary.succeeded - summary.failed
+    errors = sorted({r.error for r in records if r.error})
+    return "ran", (
+        f"{len(records)} executions of the reference state machine: {summary.succeeded} "
+        f"SUCCEEDED, {summary.failed} FAILED ({', '.join(errors) or 'none'})"
+        + (f", {other} other" if other else "")
+    )
+
+
+def _monitor(
+    settings: Settings,
+    store: Store,
+    options: PipelineOptions,
+    summary: PipelineSummary,
+    started: datetime,
+) -> tuple[str, str]:
+    import tempfile
+
+    from sconeflow.monitoring import baseline as bl
+    from sconeflow.monitoring.features import compute_features
+    from sconeflow.monitoring.report import render_report, write_report
+    from sconeflow.monitoring.runner import run_monitoring
+    from sconeflow.serving.endpoints import resolve_model
+
+    schedule = f"{summary.endpoint}-monitor"
+    with tempfile.TemporaryDirectory(prefix="sconeflow-pipeline-") as tmp:
+        model_dir = resolve_model(settings, summary.job, Path(tmp) / "model")
+        # The baseline is the model's answers on images it never trained on (data/test;
+        # the final model is retrained on all of data/train), computed by the endpoint's
+        # own code. On its training images a model is over-confident, so every normal
+        # window would look like a drop in confidence.
+        records, names = bl.records_from_images(store, settings.bucket, "data/test", model_dir)
+    base = bl.build_baseline(compute_features(records, names))
+    bl.save_baseline(store, settings.bucket, bl.baseline_prefix(schedule), base)
+    with closing(db.connect(settings.db_path)) as conn:
+        record, analysis = run_monitoring(
+            store,
+            settings.bucket,
+            conn,
+            endpoint=summary.endpoint,
+            schedule=schedule,
+            class_names=names,
+            since=started - timedelta(seconds=1),
+            until=datetime.now(UTC) + timedelta(seconds=1),
+        )
+    keys = write_report(
+        store,
+        settings.bucket,
+        record.prefix,
+        render_report(analysis, run=record, threshold=options.threshold),
+    )
+    summary.monitoring_status = record.status
+    summary.violations = [
+        f"{v['feature_name']}: {v['constraint_check_type']}" for v in analysis.checks.violations
+    ]
+    summary.report = store.uri(settings.bucket, keys[0])
+    return "ran", (
+        f"{len(analysis.table)} captured records vs a baseline of {len(records)} test "
+        f"images: {record.status}, {len(summary.violations)} violation(s)"
+    )
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _delete_endpoint(settings: Settings, name: str) -> None:
+    from sconeflow.errors import EndpointError
+    from sconeflow.serving.endpoints import delete_endpoint
+
+    if not name:
+        return
+    with contextlib.suppress(EndpointError):  # already gone
+        delete_endpoint(settings, name)
+
+
+def _wait_for_capture(store: Store, bucket: str, endpoint: str, since: datetime) -> None:
+    """With --keep-endpoint the server keeps running, so its capture buffer is flushed by
+    time (every few seconds), not by a stop: wait until the record count stops growing."""
+    from sconeflow.monitoring.capture_reader import read_capture
+
+    last, stable_since = -1, time.monotonic()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        n = len(read_capture(store, bucket, endpoint, since=since).records)
+        if n != last:
+            last, stable_since = n, time.monotonic()
+        elif time.monotonic() - stable_since > 6:
+            return
+        time.sleep(1)
+
+
+def _fingerprint(store: Store, bucket: str, job: str, options: PipelineOptions) -> str:
+    """What the deploy/workflow/monitor steps depend on: model, staged data, threshold."""
+    h = hashlib.sha256()
+    h.update(job.encode())
+    h.update(store.get(bucket, staging.MANIFEST_KEY))
+    h.update(f"{options.threshold}".encode())
+    return h.hexdigest()
+
+
+def _report_exists(store: Store, settings: Settings, state: Mapping[str, Any]) -> bool:
+    report = state.get("report")
+    if not report:
+        return False
+    key = str(report)
+    prefix = store.uri(settings.bucket, "")
+    key = key[len(prefix):] if key.startswith(prefix) else key
+    try:
+        return store.exists(settings.bucket, key.lstrip("/"))
+    except Exception:
+        return False
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.home / "pipeline.json"
+
+
+def _load_state(settings: Settings) -> dict[str, Any]:
+    try:
+        data = json.loads(_state_path(settings).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(settings: Settings, state: Mapping[str, Any]) -> None:
+    path = _state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+def format_summary(summary: PipelineSummary) -> Sequence[tuple[str, str]]:
+    """The rows of the closing summary table."""
+    return [
+        ("model", summary.job),
+        ("test accuracy", f"{summary.test_accuracy:.3f}"),
+        ("calibration error (ECE)", f"{summary.test_ece:.3f}"),
+        ("confident at the threshold", _passed(summary.pass_share, summary.accuracy_on_passed)),
+        ("executions succeeded", str(summary.succeeded)),
+        ("executions failed (low confidence)", str(summary.failed)),
+        ("monitoring", summary.monitoring_status),
+        ("violations", ", ".join(summary.violations) or "none"),
+        ("report", summary.report),
+    ]
+
+
+def _passed(share: float, accuracy: float) -> str:
+    if share != share or share == 0:  # NaN or nobody passed
+        return "0% of test images pass"
+    return f"{share:.0%} of test images pass, {accuracy:.1%} of those right"
