@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
+from matplotlib import dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sconeflow.monitoring.checks import DriftTest
 from sconeflow.monitoring.outcomes import WorkflowOutcome
@@ -54,6 +56,13 @@ def _time_bins(times: Sequence[datetime], n_bins: int = 12) -> tuple[np.ndarray,
     return idx, starts
 
 
+def _clock(starts: Sequence[datetime]) -> str:
+    """strftime format for bin labels: seconds only when bins are under a minute apart."""
+    if len(starts) > 1 and (starts[1] - starts[0]).total_seconds() < 60:
+        return "%H:%M:%S"
+    return "%H:%M"
+
+
 def confidence_over_time(
     times: Sequence[datetime], confidence: np.ndarray, predicted: Sequence[str | None],
     class_names: Sequence[str], threshold: float,
@@ -79,7 +88,9 @@ def confidence_over_time(
     ax.set_title("Confidence of recent inferences", loc="left")
     ax.legend(loc="lower left", fontsize=8, ncols=3)
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     return _png(fig)
 
 
@@ -134,8 +145,9 @@ def class_mix(
         acc += baseline_share.get(name, 0.0)
         ax.axhline(acc, color="black", linestyle=":", linewidth=1.5,
                    label="baseline mix" if i == 0 else None)
-    ax.set_xticks(x, [f"{s:%H:%M}\n(n={int(t)})" for s, t in zip(starts, totals, strict=True)],
-                  fontsize=7)
+    fmt = _clock(starts)
+    labels = [f"{s.strftime(fmt)}\n(n={int(t)})" for s, t in zip(starts, totals, strict=True)]
+    ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of predictions")
     ax.set_title("Predicted class mix over time (UTC bin start, requests)", loc="left")
@@ -169,6 +181,7 @@ def feature_drift(
             ax.hist(np.clip(win, lo, hi), bins=bins, density=True, histtype="step",
                     linewidth=2, color=_WIN, label=f"window (n={t.n_window})")
             ax.set_yticks([])
+            ax.xaxis.set_major_locator(MaxNLocator(4))
             stat = f"KS D={t.distance:.2f}"
         else:
             ref, cur = baseline_counts[t.feature], window_counts[t.feature]
@@ -214,7 +227,7 @@ def workflow_outcomes(outcomes: Sequence[WorkflowOutcome]) -> bytes:
         ax.bar(x, row, bottom=bottom, color=colours.get(s, "#17becf"), width=0.9,
                label=f"{s} ({int(row.sum())})")
         bottom += row
-    ax.set_xticks(x, [f"{s:%H:%M}" for s in starts], fontsize=7)
+    ax.set_xticks(x, [s.strftime(_clock(starts)) for s in starts], fontsize=7)
     ax.set_ylabel("executions")
     ax.set_title("Workflow executions per time bin (UTC bin start)", loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)

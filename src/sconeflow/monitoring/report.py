@@ -166,11 +166,14 @@ def _gallery(analysis: WindowAnalysis, size: int) -> str:
         )
         mime = "image/jpeg" if rec.content_type == "image/jpeg" else "image/png"
         pred = analysis.table.strings["predicted_class"][int(i)]
+        outcome = (analysis.table.strings.get("workflow_status") or [None] * (i + 1))[int(i)]
+        shown_outcome = f"<br>workflow: {_esc(outcome)}" if outcome else ""
         cells.append(
             f'<figure><img class="thumb" alt="{_esc(rec.event_id)}" '
             f'src="{_data_uri(rec.image, mime)}"><figcaption><b>{_esc(pred)}</b> '
             f"{conf[i]:.2f}<br><small>{_esc(probs)}<br>{_esc(format_time(rec.inference_time))}"
-            f"<br>{_esc(rec.inference_id or rec.event_id[:8])}</small></figcaption></figure>"
+            f"<br>{_esc(rec.inference_id or rec.event_id[:8])}{shown_outcome}</small>"
+            "</figcaption></figure>"
         )
     return f'<div class="gallery">{"".join(cells)}</div>'
 
