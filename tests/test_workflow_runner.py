@@ -22,8 +22,9 @@ from sconeflow.config import Settings
 from sconeflow.errors import EndpointError, WorkflowError
 from sconeflow.functions import EndpointInvocationError, ThresholdConfidenceNotMet
 from sconeflow.store import LocalStore
-from sconeflow.workflow import runner
-from sconeflow.workflow.runner import Notifier, WorkflowRunner
+from sconeflow.workflow import runner, traffic
+from sconeflow.workflow.notify import Notifier
+from sconeflow.workflow.runner import WorkflowRunner
 from test_functions import PNG, FakeEndpoint
 
 ARN_PREFIX = "arn:aws:states:us-east-1:123456789012:execution:stepfunction:"
@@ -260,13 +261,13 @@ def test_generated_cases_stream_at_the_requested_rate(
     for i in range(5):
         local_store.put(settings.bucket, f"data/test/bicycle_s_{i:06d}.png", PNG)
     local_store.put(settings.bucket, "data/test.lst", b"")
-    cases = runner.generate_test_cases(local_store, settings.bucket, 4, seed=1)
+    cases = traffic.generate_test_cases(local_store, settings.bucket, 4, seed=1)
     assert len({c["s3_key"] for c in cases}) == 4
     assert all(c["s3_key"].startswith("data/test/") and c["image_data"] == "" for c in cases)
-    assert runner.arrival_offsets(4, 2.0) == [0.0, 0.5, 1.0, 1.5]
-    assert runner.arrival_offsets(5, 2.0, "bursty", burst=2) == [0.0, 0.0, 1.0, 1.0, 2.0]
+    assert traffic.arrival_offsets(4, 2.0) == [0.0, 0.5, 1.0, 1.5]
+    assert traffic.arrival_offsets(5, 2.0, "bursty", burst=2) == [0.0, 0.0, 1.0, 1.0, 2.0]
     with pytest.raises(WorkflowError, match="rate"):
-        runner.arrival_offsets(3, 0.0)
+        traffic.arrival_offsets(3, 0.0)
     waits: list[float] = []
     now = [0.0]
 
@@ -284,7 +285,7 @@ def test_generated_cases_stream_at_the_requested_rate(
     assert waits == [5.0, 5.0]  # waited for the 2nd and the 3rd; the 4th came with the 3rd
     assert records[0].name.startswith(Path(cases[0]["s3_key"]).stem)
     with pytest.raises(WorkflowError, match="no .png images"):
-        runner.generate_test_cases(local_store, settings.bucket, 1, prefix="data/none/")
+        traffic.generate_test_cases(local_store, settings.bucket, 1, prefix="data/none/")
 
 
 def test_fanout_tolerates_low_confidence_items_and_reports_each(settings: Settings) -> None:

@@ -21,8 +21,9 @@ from sconeflow.config import Settings
 from sconeflow.errors import WorkflowError
 from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.store import open_store
-from sconeflow.workflow import runner
-from sconeflow.workflow.runner import ExecutionRecord, Notifier, SummaryRow
+from sconeflow.workflow import runner, traffic
+from sconeflow.workflow.notify import Notifier
+from sconeflow.workflow.runner import ExecutionRecord, SummaryRow
 
 definition_option = click.option(
     "--definition",
@@ -112,7 +113,7 @@ def run(
         inputs = [_read_input(input_)]
     else:
         assert count is not None
-        cases = runner.generate_test_cases(store, settings.bucket, count, seed=seed)
+        cases = traffic.generate_test_cases(store, settings.bucket, count, seed=seed)
         inputs = [{"images": cases}] if batch else list(cases)
     if name is not None and len(inputs) != 1:
         raise click.UsageError("--name names one execution; leave it out with --count")
@@ -130,7 +131,7 @@ def run(
             row = runner.summarize(record, names_of_classes)[0]
             console.print(f"{record.status:<9} {record.name} {row.error or ''}", highlight=False)
 
-    offsets = runner.arrival_offsets(len(inputs), rate, pattern, burst)
+    offsets = traffic.arrival_offsets(len(inputs), rate, pattern, burst)
     records = wf.stream(inputs, offsets=offsets, concurrency=concurrency, names=names,
                         on_done=progress)  # fmt: skip
     _print_summary(records, names_of_classes, as_json)

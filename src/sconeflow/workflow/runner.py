@@ -9,8 +9,7 @@ continues after an `ExecutionRedriven` event, from the state that failed).
 
 Definitions use `${...}` placeholders for ARNs, as AWS SAM/CDK templates do:
 `${SerializeImageDataArn}` becomes the local ARN of function `serializeImageData`.
-When an execution fails, `Notifier` POSTs an EventBridge-shaped "Step Functions Execution
-Status Change" event to a webhook and/or pipes it to a command; it can never fail a run.
+Failure notification lives in `notify.py`, the test-case generator in `traffic.py`.
 """
 
 from __future__ import annotations
@@ -18,14 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import re
 import sqlite3
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +37,7 @@ from sconeflow.functions import FunctionConfig, Handler, make_handlers
 from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.store import Store
 from sconeflow.workflow.history import insert_event
+from sconeflow.workflow.notify import FAILED_STATUSES, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +46,6 @@ ACCOUNT = "123456789012"
 PACKAGED = ("stepfunction", "fanout")  # definitions shipped in sconeflow/definitions/
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9_]*)\}")
 _EXECUTION_NAME = re.compile(r"^[0-9A-Za-z_-]{1,80}$")  # StartExecution's name rule
-FAILED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 
 
 @dataclass(frozen=True)
@@ -140,43 +135,6 @@ def local_handlers(
     return make_handlers(config)
 
 
-def generate_test_cases(
-    store: Store, bucket: str, count: int, *, prefix: str = "data/test/", seed: int | None = None
-) -> list[dict[str, Any]]:
-    """The reference's generator: events for random images under `prefix`
-    (`{"image_data": "", "s3_bucket": ..., "s3_key": ..., "inferences": []}`)."""
-    keys = [k for k in store.list(bucket, prefix) if k.endswith(".png")]
-    if not keys:
-        raise WorkflowError(
-            f"no .png images under {store.uri(bucket, prefix)}; stage data first with "
-            "`sconeflow stage`"
-        )
-    rng = random.Random(seed)
-    picks = rng.sample(keys, count) if count <= len(keys) else rng.choices(keys, k=count)
-    return [{"image_data": "", "s3_bucket": bucket, "s3_key": k, "inferences": []} for k in picks]
-
-
-def arrival_offsets(
-    count: int, rate: float | None, pattern: str = "continuous", burst: int = 10
-) -> list[float]:
-    """Seconds after the start at which each of `count` executions begins.
-
-    continuous: evenly spaced at `rate` per second; bursty: groups of `burst` at once, the
-    groups spaced so the average is still `rate`; no rate: all at once.
-    """
-    if rate is None:
-        return [0.0] * count
-    if not rate > 0:
-        raise WorkflowError(f"rate: {rate!r} must be a positive number of executions per second")
-    if pattern == "continuous":
-        return [i / rate for i in range(count)]
-    if pattern == "bursty":
-        if burst < 1:
-            raise WorkflowError(f"burst: {burst} must be at least 1")
-        return [(i // burst) * burst / rate for i in range(count)]
-    raise WorkflowError(f"pattern: {pattern!r} is not one of continuous, bursty")
-
-
 @dataclass
 class ExecutionRecord:
     """One execution as DescribeExecution reports it; `events` when this process ran it."""
@@ -226,86 +184,6 @@ class ExecutionRecord:
             out["redriveDate"] = self.redrive_date
         out["redriveStatus"] = "REDRIVABLE" if self.status in FAILED_STATUSES else "NOT_REDRIVABLE"
         return out
-
-
-@dataclass
-class Notifier:
-    """Tells someone when an execution fails: POST to `url` and/or pipe to `command`.
-
-    The message is the EventBridge event AWS emits for the same change ("Step Functions
-    Execution Status Change"), so a receiver written for AWS works unchanged. Delivery
-    problems are logged and returned, never raised: a notification must not fail a run.
-    """
-
-    url: str | None = None
-    command: Sequence[str] | None = None
-    timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.url is not None and not re.match(r"^https?://", self.url):
-            raise WorkflowError(
-                f"notify URL {self.url!r} is not an http(s) URL, e.g. http://127.0.0.1:9000/hook"
-            )
-
-    def notify(self, record: ExecutionRecord) -> str | None:
-        if record.status not in FAILED_STATUSES or not (self.url or self.command):
-            return None
-        body = json.dumps(status_change_event(record)).encode()
-        problems = []
-        if self.url:
-            request = urllib.request.Request(
-                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    response.read()
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                problems.append(f"POST {self.url}: {err}")
-        if self.command:
-            try:
-                done = subprocess.run(list(self.command), input=body, capture_output=True,
-                                      timeout=self.timeout, check=False)  # fmt: skip
-                if done.returncode != 0:
-                    problems.append(f"{self.command[0]} exited {done.returncode}: "
-                                    f"{done.stderr.decode(errors='replace')[-300:]}")  # fmt: skip
-            except (OSError, subprocess.TimeoutExpired) as err:
-                problems.append(f"{self.command[0]}: {err}")
-        if problems:
-            log.warning("failure notification for %s not delivered: %s", record.arn, problems)
-            return "; ".join(problems)
-        return None
-
-
-def status_change_event(record: ExecutionRecord) -> dict[str, Any]:
-    """The EventBridge "Step Functions Execution Status Change" event for a record."""
-    region, account = record.arn.split(":")[3:5]
-
-    def millis(stamp: str | None) -> int | None:
-        return None if stamp is None else int(dt.datetime.fromisoformat(stamp).timestamp() * 1000)
-
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Step Functions Execution Status Change",
-        "source": "aws.states",
-        "account": account,
-        "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [record.arn],
-        "detail": {
-            "executionArn": record.arn,
-            "stateMachineArn": record.state_machine_arn,
-            "name": record.name,
-            "status": record.status,
-            "startDate": millis(record.started_at),
-            "stopDate": millis(record.stopped_at),
-            "input": record.input,
-            "output": record.output,
-            "error": record.error,
-            "cause": record.cause,
-            "redriveCount": record.redrive_count,
-        },
-    }
 
 
 class _HistoryWriter:
