@@ -39,7 +39,7 @@ class Hyperparameters:
     num_classes: int = 2
     num_training_samples: int | None = None  # checked against the data when given
     image_shape: tuple[int, int, int] = (3, 32, 32)  # C,H,W
-    epochs: int = 30
+    epochs: int = 200
     learning_rate: float = 0.05  # peak lr of the warmup+cosine schedule
     mini_batch_size: int = 64
     num_layers: int | None = None  # None = our compact net; a depth = a ResNet
@@ -66,14 +66,14 @@ class Hyperparameters:
     # --- sconeflow extras ---
     seed: int = 0
     validation_fraction: float = 0.15  # held out of the training images for calibration
-    label_smoothing: float = 0.2
+    label_smoothing: float = 0.0
     warmup_fraction: float = 0.1  # share of steps with a linear lr warmup (cosine schedule)
     translate: int = 4  # pixels of reflect-padded random translation
-    cutout: int = 0  # side of a zeroed square, pixels; 0 = off
+    cutout: int = 12  # side of a zeroed square, pixels; 0 = off
     ensemble_size: int = 1  # nets trained and averaged in one job
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off
     flip_tta: bool = True  # average logits of x and its mirror (inside the ONNX graph)
-    retrain_full: bool = True  # after calibration, retrain on every training image
+    retrain_full: bool = False  # after calibration, retrain on all images (2x the time)
     num_threads: int = 2  # torch intra-op threads (fixed for determinism)
 
     def to_strings(self) -> dict[str, str]:
