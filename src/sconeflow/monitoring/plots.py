@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from matplotlib import dates as mdates
@@ -88,6 +88,13 @@ def confidence_over_time(
     ax.set_title("Confidence of recent inferences", loc="left")
     ax.legend(loc="lower left", fontsize=8, ncols=3)
     ax.grid(alpha=0.3)
+    # Capture times have one-second precision: a burst can fall in a single second, and
+    # matplotlib widens a zero-width date range to +-2 years. Keep at least a minute.
+    shown = [times[j] for j in range(len(times)) if ok[j]]
+    lo, hi = min(shown), max(shown)
+    if (hi - lo).total_seconds() < 60:
+        pad = timedelta(seconds=30 - (hi - lo).total_seconds() / 2)
+        ax.set_xlim(lo - pad, hi + pad)  # type: ignore[arg-type]
     locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
@@ -146,8 +153,8 @@ def class_mix(
         ax.axhline(acc, color="black", linestyle=":", linewidth=1.5,
                    label="baseline mix" if i == 0 else None)
     fmt = _clock(starts)
-    labels = [f"{s.strftime(fmt)}\n(n={int(t)})" for s, t in zip(starts, totals, strict=True)]
-    ax.set_xticks(x, labels, fontsize=7)
+    ticks = [f"{s.strftime(fmt)}\n(n={int(t)})" for s, t in zip(starts, totals, strict=True)]
+    ax.set_xticks(x, ticks, fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of predictions")
     ax.set_title("Predicted class mix over time (UTC bin start, requests)", loc="left")
