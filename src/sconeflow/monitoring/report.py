@@ -190,7 +190,8 @@ padding:8px 14px;min-width:140px}.card .v{font-size:22px;font-weight:600}
 .card .l{font-size:12px;color:#666}
 ul.violations li{margin-bottom:8px}.advice{color:#555}img.plot{max-width:100%;display:block;
 margin:8px 0}.gallery{display:flex;flex-wrap:wrap;gap:10px}.gallery figure{margin:0;width:130px;
-font-size:12px}img.thumb{width:128px;height:128px;image-rendering:pixelated;border:1px solid #ccc}
+font-size:12px;overflow-wrap:anywhere}
+img.thumb{width:128px;height:128px;image-rendering:pixelated;border:1px solid #ccc}
 .drift{color:#c62828;font-weight:600}.muted{color:#666}
 """
 
