@@ -8,6 +8,8 @@ it at once. Rows carry JSON text for nested fields; callers parse them where the
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 SCHEMA = """
@@ -71,12 +73,38 @@ CREATE TABLE IF NOT EXISTS monitoring_runs (
 """
 
 
+_init_lock = threading.Lock()
+_initialised: set[Path] = set()
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the workspace database at `path`."""
+    path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    with _init_lock:
+        if path not in _initialised:
+            _initialise(conn)
+            _initialised.add(path)
     return conn
+
+
+def _initialise(conn: sqlite3.Connection) -> None:
+    """WAL mode (persistent in the file) and the schema, once per process and file.
+
+    Switching the journal mode needs an exclusive lock and does not wait on the busy
+    timeout, so connections racing to do it (threads here, or another process) would fail
+    with "database is locked": switch only when needed, and retry briefly.
+    """
+    for attempt in range(50):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == 49:
+                raise
+            time.sleep(0.05)
