@@ -263,33 +263,21 @@ def format_capture_line(
     inference_id: str | None = None,
     content_type: str = "image/png",
 ) -> str:
-    """The inverse of `parse_capture_line`: one compact record exactly as AWS writes it.
+    """The inverse of `parse_capture_line`, for tests and synthetic traffic: the record
+    the endpoint would capture, written by the endpoint's own writer (one format, one
+    writer)."""
+    from sconeflow.serving.capture import capture_config, format_record
 
-    For tests and synthetic traffic (the benchmark); the endpoint has its own writer.
-    """
-    meta: dict[str, str] = {"eventId": event_id or str(uuid.uuid4())}
-    if inference_id is not None:
-        meta["inferenceId"] = inference_id
-    meta["inferenceTime"] = format_time(when)
-    doc = {
-        "captureData": {
-            "endpointInput": {
-                "observedContentType": content_type,
-                "mode": "INPUT",
-                "data": base64.b64encode(image).decode("ascii"),
-                "encoding": "BASE64",
-            },
-            "endpointOutput": {
-                "observedContentType": "application/json",
-                "mode": "OUTPUT",
-                "data": json.dumps([float(p) for p in probabilities]),
-                "encoding": "JSON",
-            },
-        },
-        "eventMetadata": meta,
-        "eventVersion": "0",
-    }
-    return json.dumps(doc, separators=(",", ":"))
+    return format_record(
+        capture_config(100, "InputAndOutput", "sconeflow"),
+        when.timestamp(),
+        content_type,
+        image,
+        "application/json",
+        json.dumps([float(p) for p in probabilities]).encode(),
+        inference_id=inference_id,
+        event_id=event_id,
+    )
 
 
 def capture_key(endpoint: str, when: datetime, variant: str = DEFAULT_VARIANT) -> str:
