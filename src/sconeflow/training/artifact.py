@@ -10,8 +10,8 @@ model.json
     model config (to rebuild the nets), hyperparameters (SageMaker strings), metrics, training
     data checksums (passed through) and the sconeflow version. `FORMAT` names its version.
 
-`load_artifact` never trusts its input: only plain files with simple relative names, no
-links, bounded sizes and member counts; anything else raises `UnsafeArchiveError`.
+Reading an artifact back is serving's job (`sconeflow.serving.model.extract_artifact`),
+which never trusts its input; there is one reader, and it needs no torch.
 """
 
 from __future__ import annotations
@@ -29,19 +29,13 @@ from typing import Any
 import torch
 
 from sconeflow import __version__
-from sconeflow.errors import ModelError, UnsafeArchiveError
+from sconeflow.errors import ModelError
 from sconeflow.training.model import count_macs, count_parameters
 from sconeflow.training.train import MEAN, STD, TrainResult
 
 FORMAT = "sconeflow-model/1"
 ONNX_NAME, JSON_NAME = "model.onnx", "model.json"
 OPSET = 17
-MAX_COMPRESSED_BYTES = 256 * 2**20  # a model.tar.gz larger than this is refused unread
-MAX_MEMBER_BYTES = 256 * 2**20  # per file, uncompressed
-MAX_TOTAL_BYTES = 512 * 2**20  # all files together, uncompressed
-MAX_MEMBERS = 16
-# The keys serving reads (sconeflow.serving.model.parse_meta); the rest is for people.
-REQUIRED_KEYS = ("format", "classes", "image_shape", "normalization", "output", "temperature")
 
 
 def export_onnx(result: TrainResult) -> bytes:
@@ -140,84 +134,6 @@ def pack_artifact(onnx_bytes: bytes, meta: Mapping[str, Any]) -> bytes:
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     return gzip.compress(raw.getvalue(), mtime=0)
-
-
-def load_artifact(data: bytes) -> tuple[bytes, dict[str, Any]]:
-    """(model.onnx bytes, model.json dict) from untrusted model.tar.gz bytes."""
-    if len(data) > MAX_COMPRESSED_BYTES:
-        raise UnsafeArchiveError(
-            f"model.tar.gz is {len(data)} bytes, expected at most {MAX_COMPRESSED_BYTES}"
-        )
-    files: dict[str, bytes] = {}
-    total = 0
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for count, member in enumerate(tar, start=1):
-                if count > MAX_MEMBERS:
-                    raise UnsafeArchiveError(
-                        f"model.tar.gz has more than {MAX_MEMBERS} members; expected "
-                        f"{ONNX_NAME} and {JSON_NAME}"
-                    )
-                _check_member(member)
-                total += member.size
-                if total > MAX_TOTAL_BYTES:
-                    raise UnsafeArchiveError(
-                        f"model.tar.gz unpacks to more than {MAX_TOTAL_BYTES} bytes"
-                    )
-                stream = tar.extractfile(member)
-                if stream is None:
-                    raise UnsafeArchiveError(f"tar member {member.name!r} cannot be read")
-                files[_normalise(member.name)] = stream.read(member.size + 1)[: member.size]
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as err:
-        raise ModelError(f"model.tar.gz is not a readable gzip tar archive: {err}") from err
-    missing = [n for n in (ONNX_NAME, JSON_NAME) if n not in files]
-    if missing:
-        raise ModelError(
-            f"model.tar.gz lacks {', '.join(missing)}; it holds {sorted(files) or 'nothing'}"
-        )
-    try:
-        meta = json.loads(files[JSON_NAME])
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"{JSON_NAME} is not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or any(k not in meta for k in REQUIRED_KEYS):
-        raise ModelError(
-            f"{JSON_NAME} must be an object with keys {', '.join(REQUIRED_KEYS)}; "
-            f"got keys {sorted(meta) if isinstance(meta, dict) else type(meta).__name__}"
-        )
-    if meta["format"] != FORMAT:
-        raise ModelError(f"{JSON_NAME} format is {meta['format']!r}, expected {FORMAT!r}")
-    return files[ONNX_NAME], meta
-
-
-def _normalise(name: str) -> str:
-    return name[2:] if name.startswith("./") else name
-
-
-def _check_member(member: tarfile.TarInfo) -> None:
-    """Refuse links, devices, directories, absolute or escaping names and huge files."""
-    name = member.name
-    if not member.isfile():
-        raise UnsafeArchiveError(
-            f"tar member {name!r} is not a regular file (links, directories and devices are "
-            "refused); expected only model.onnx and model.json"
-        )
-    parts = _normalise(name).split("/")
-    if (
-        not name
-        or name.startswith(("/", "\\"))
-        or "\\" in name
-        or ":" in name
-        or any(p in ("", ".", "..") for p in parts)
-        or any(ord(c) < 32 for c in name)
-    ):
-        raise UnsafeArchiveError(
-            f"tar member name {name!r} is unsafe: expected a plain relative path without "
-            "'..', a leading '/', backslashes, drive letters or control characters"
-        )
-    if member.size > MAX_MEMBER_BYTES:
-        raise UnsafeArchiveError(
-            f"tar member {name!r} is {member.size} bytes, expected at most {MAX_MEMBER_BYTES}"
-        )
 
 
 def _json_safe(value: Any) -> Any:
