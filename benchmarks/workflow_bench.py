@@ -20,6 +20,7 @@ history in SQLite. Map over 100 items: 355x moto in memory, 124x in SQLite.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sqlite3
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workflow
 from asl_moto_harness import MotoMachine
 
 from sconeflow.workflow import InMemoryHistory, SqliteHistory, parse_definition, run_execution
+from sconeflow.workflow.runner import load_definition
 
 FN = "arn:aws:lambda:us-east-1:123456789012:function:{}:$LATEST"
 RETRY = [
@@ -63,14 +65,9 @@ def invoke(fn: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-THREE_TASKS = {
-    "StartAt": "serializeImageData",
-    "States": {
-        "serializeImageData": invoke("serializeImageData", Next="classify"),
-        "classify": invoke("classify", Next="filter"),
-        "filter": invoke("filter", End=True),
-    },
-}
+# The reference state machine itself (src/sconeflow/definitions/stepfunction.json), with
+# its ${...Arn} placeholders filled exactly as `sconeflow workflow run` fills them.
+THREE_TASKS = json.loads(load_definition("stepfunction").text)
 MAP_100 = {
     "StartAt": "FanOut",
     "States": {
@@ -100,7 +97,12 @@ def filter_low(event: Any, context: Any) -> Any:
     return event
 
 
-HANDLERS = {"serializeImageData": serialize, "classify": classify, "filter": filter_low}
+HANDLERS = {
+    "serializeImageData": serialize,
+    "classifyImage": classify,
+    "filterLowConfidence": filter_low,
+    "classify": classify,  # the Map variant below
+}
 EVENT = {"s3_bucket": "sconeflow", "s3_key": "test/bicycle_s_000513.png"}
 MAP_EVENT = {"images": [{"s3_key": f"test/img_{i}.png"} for i in range(100)]}
 
