@@ -352,8 +352,9 @@ def test_download_with_wrong_md5_is_deleted_and_refused(
 
 
 def test_download_failure_says_how_to_work_offline(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="--source"):
+    with pytest.raises(DataError, match="--source") as err:
         download_cifar(tmp_path / "x.tar.gz", url="http://127.0.0.1:9/nothing", md5="0" * 32)
+    assert "partial" not in str(err.value)  # nothing was downloaded, so nothing is kept
 
 
 def test_parse_lst_rejects_malformed_lines() -> None:

@@ -143,10 +143,11 @@ def download_cifar(
                 "--source PATH with a local copy of cifar-100-python.tar.gz"
             ) from err
     except (urllib.error.URLError, OSError) as err:
+        kept = part.exists() and part.stat().st_size > 0
         raise DataError(
             f"cannot download {url}: {getattr(err, 'reason', err)}. Offline? Pass "
-            f"--source PATH with a local copy of cifar-100-python.tar.gz (partial download "
-            f"kept at {part}, it resumes next time)"
+            "--source PATH with a local copy of cifar-100-python.tar.gz"
+            + (f" (the partial download at {part} resumes next time)" if kept else "")
         ) from err
     got = _md5_file(part)
     if got != md5:
