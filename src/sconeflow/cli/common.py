@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,7 +13,9 @@ from rich.table import Table
 
 from sconeflow.config import Settings
 
-console = Console()
+# Piped output (scripts, logs, `| less`) gets a wide console instead of rich's 80-column
+# fallback, so names, ARNs and paths are never cut short.
+console = Console(width=None if sys.stdout.isatty() else 240)
 # Logs and progress go to stderr, so stdout holds only results (and clean --json).
 err_console = Console(stderr=True)
 
@@ -43,7 +46,7 @@ def print_json(data: Any) -> None:
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # wrap a long value, never cut it off
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
