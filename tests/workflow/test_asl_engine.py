@@ -644,3 +644,25 @@ def test_listener_errors_propagate() -> None:
 
 def test_handler_error_is_a_workflow_error() -> None:
     assert issubclass(HandlerError, WorkflowError)
+
+
+def test_a_redrive_keeps_the_original_execution_input_in_the_context() -> None:
+    machine = parse_definition(
+        {
+            "StartAt": "First",
+            "States": {
+                "First": {"Type": "Pass", "Next": "Second"},
+                "Second": {
+                    "Type": "Pass",
+                    "Parameters": {"state.$": "$", "execution.$": "$$.Execution.Input"},
+                    "End": True,
+                },
+            },
+        }
+    )
+    result = run_execution(
+        machine, {"at": "Second"}, start_at="Second", execution_input={"original": True}
+    )
+    assert result.output == {"state": {"at": "Second"}, "execution": {"original": True}}
+    plain = run_execution(machine, {"x": 1})
+    assert plain.output == {"state": {"x": 1}, "execution": {"x": 1}}

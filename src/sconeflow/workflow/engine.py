@@ -169,6 +169,9 @@ class _Run:
         return ctx
 
 
+_SAME = object()  # sentinel: `execution_input` defaults to `input`
+
+
 def run_execution(
     machine: StateMachine,
     input: Any = None,
@@ -178,6 +181,7 @@ def run_execution(
     listener: Listener | None = None,
     clock: Clock | None = None,
     start_at: str | None = None,
+    execution_input: Any = _SAME,
     role_arn: str = DEFAULT_ROLE_ARN,
     max_workers: int = 1,
 ) -> ExecutionResult:
@@ -187,7 +191,9 @@ def run_execution(
     function names to `lambda_handler(event, context)` callables. Events go to `listener`
     as they happen; without one they are collected into `ExecutionResult.events`.
     `start_at` starts from that state instead of StartAt (a redrive of a failed execution
-    from `ExecutionResult.failed_state`). Raises HandlerError for unusable arguments;
+    from `ExecutionResult.failed_state`); then `input` is that state's input and
+    `execution_input` the execution's original input, which `$$.Execution.Input` keeps
+    showing after a redrive, as on AWS. Raises HandlerError for unusable arguments;
     failures of the state machine itself are reported in the result, never raised.
     """
     handlers = handlers or {}
@@ -221,7 +227,7 @@ def run_execution(
     context = {
         "Execution": {
             "Id": arn,
-            "Input": data,
+            "Input": data if execution_input is _SAME else execution_input,
             "Name": name,
             "RoleArn": role_arn,
             "StartTime": iso_millis(started),

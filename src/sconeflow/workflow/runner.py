@@ -257,13 +257,14 @@ class WorkflowRunner:
             return self._run(conn, writer, execution_input, name, None)
 
     def _run(self, conn: sqlite3.Connection, writer: _HistoryWriter, data: Any, name: str,
-             start_at: str | None) -> ExecutionRecord:  # fmt: skip
+             start_at: str | None, original: Any = None) -> ExecutionRecord:  # fmt: skip
         from sconeflow.workflow import run_execution
 
         try:
             result = run_execution(
                 self.machine, data, self.handlers, name=name, listener=writer,
                 clock=self.clock, start_at=start_at, max_workers=self.max_workers,
+                execution_input=data if original is None else original,
             )  # fmt: skip
         except BaseException as err:
             # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
@@ -453,7 +454,8 @@ def redrive_execution(
             raise WorkflowError(f"ExecutionNotRedrivable: {record.arn} changed while redriving")
         writer = _HistoryWriter(conn, record.arn, offset=events[-1]["id"] if events else 0,
                                 redrive_count=record.redrive_count + 1)  # fmt: skip
-        return runner._run(conn, writer, state_input, record.name, state)
+        return runner._run(conn, writer, state_input, record.name, state,
+                           json.loads(record.input))  # fmt: skip
 
 
 def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str, Any]:
