@@ -22,6 +22,7 @@ from sconeflow.errors import ConfigError, DataError
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.staging import MANIFEST_KEY
 from sconeflow.store import Store
+from sconeflow.training.hyperparameters import Hyperparameters, parse_hyperparameters
 
 JOB_PREFIX = "image-classification"
 LogFn = Callable[[str], None]
@@ -66,19 +67,25 @@ def artifact_key(job: str) -> str:
     return f"models/{job}/output/model.tar.gz"
 
 
-def class_names(store: Store, bucket: str, num_classes: int) -> list[str]:
-    """Class names in label order, from the staging manifest (generic names without one)."""
-    try:
-        doc = json.loads(store.get(bucket, MANIFEST_KEY))
-        names = [str(c) for c in doc["classes"]]
-    except Exception:
-        return [f"class_{i}" for i in range(num_classes)]
-    if len(names) != num_classes:
+def resolve_hyperparameters(
+    store: Store, bucket: str, hyperparameters: Mapping[str, object]
+) -> tuple[Hyperparameters, list[str]]:
+    """Parse SageMaker-style hyperparameters, taking `num_classes` from the staged classes
+    when it is not given; returns them with the class names in label order (generic names
+    when nothing was staged with a manifest)."""
+    raw = {str(k): v for k, v in hyperparameters.items()}
+    staged = _staged_classes(store, bucket)
+    if "num_classes" not in raw and staged:
+        raw["num_classes"] = str(len(staged))
+    hp = parse_hyperparameters(raw)
+    if not staged:
+        return hp, [f"class_{i}" for i in range(hp.num_classes)]
+    if len(staged) != hp.num_classes:
         raise ConfigError(
-            f"num_classes: {num_classes} does not match the {len(names)} staged classes "
-            f"({', '.join(names)}); leave num_classes out or stage other --classes"
+            f"num_classes: {hp.num_classes} does not match the {len(staged)} staged classes "
+            f"({', '.join(staged)}); leave num_classes out or stage other --classes"
         )
-    return names
+    return hp, staged
 
 
 def run_training_job(
@@ -97,15 +104,10 @@ def run_training_job(
     names another staged split. The test split is only ever used when asked for by name.
     """
     from sconeflow.training.artifact import write_artifact
-    from sconeflow.training.hyperparameters import parse_hyperparameters
     from sconeflow.training.train import train
 
-    raw = {str(k): v for k, v in hyperparameters.items()}
-    staged = _staged_classes(store, settings.bucket)
-    if "num_classes" not in raw and staged:
-        raw["num_classes"] = str(len(staged))
-    hp = parse_hyperparameters(raw)  # errors before any record is made
-    names = class_names(store, settings.bucket, hp.num_classes)
+    # errors before any record is made
+    hp, names = resolve_hyperparameters(store, settings.bucket, hyperparameters)
     name = job_name or new_job_name()
     now = _now()
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -177,13 +179,8 @@ def find_current_job(
 ) -> str | None:
     """The newest Completed job trained with these hyperparameters on the staged data as
     it is now (same `train` channel sha256), or None."""
-    from sconeflow.training.hyperparameters import parse_hyperparameters
-
-    raw = {str(k): v for k, v in hyperparameters.items()}
-    staged = _staged_classes(store, settings.bucket)
-    if "num_classes" not in raw and staged:
-        raw["num_classes"] = str(len(staged))
-    wanted = parse_hyperparameters(raw).to_strings()
+    hp, _ = resolve_hyperparameters(store, settings.bucket, hyperparameters)
+    wanted = hp.to_strings()
     candidates = [
         j for j in list_jobs(settings) if j.status == "Completed" and j.hyperparameters == wanted
     ]
