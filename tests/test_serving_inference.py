@@ -18,7 +18,9 @@ from sconeflow.serving.inference import (
     InvalidImageError,
     MicroBatcher,
     Predictor,
+    decode,
     load_predictor,
+    normalize,
     predict,
     predict_batch,
     preprocess,
@@ -56,6 +58,16 @@ def test_preprocess_follows_training_exactly() -> None:
     std = np.array(META["normalization"]["std"], np.float32)
     expected = ((rgb.astype(np.float32) / np.float32(255) - mean) / std).transpose(2, 0, 1)
     np.testing.assert_array_equal(x[0], expected)
+
+
+def test_batch_normalisation_equals_one_at_a_time() -> None:
+    # The endpoint decodes per request and normalises per micro-batch; evaluate goes one
+    # image at a time. Both must give the model the same bits.
+    images = [png_bytes(i) for i in range(9)]
+    batch = normalize(np.stack([decode(b, META_OBJ) for b in images]), META_OBJ)
+    singles = np.concatenate([preprocess(b, META_OBJ) for b in images])
+    assert batch.flags.c_contiguous and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, singles)
 
 
 def test_other_modes_and_jpeg_become_rgb() -> None:
@@ -125,10 +137,11 @@ def test_batcher_runs_a_lone_request_at_once_and_batches_under_load(
             done.set()
 
     batcher = MicroBatcher(predictor, deliver, max_batch=16)
+    pixels = decode(png_bytes(7), predictor.meta)
     x = preprocess(png_bytes(7), predictor.meta)
     # A lone request: no timer to wait for.
     start = time.perf_counter()
-    batcher.submit(x, -1)
+    batcher.submit(pixels, -1)
     while -1 not in results:
         time.sleep(0.0001)
     assert time.perf_counter() - start < 0.1
@@ -136,7 +149,7 @@ def test_batcher_runs_a_lone_request_at_once_and_batches_under_load(
     # A burst: later requests queue while a batch runs and are taken together.
     results.clear()
     for i in range(total):
-        batcher.submit(x, i)
+        batcher.submit(pixels, i)
     assert done.wait(30)
     batcher.close()
     assert max(sizes[1:]) > 1 and max(sizes) <= 16

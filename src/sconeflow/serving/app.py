@@ -34,7 +34,7 @@ import numpy as np
 from sconeflow.config import ServingSettings
 from sconeflow.errors import ModelError
 from sconeflow.serving.capture import CaptureWriter
-from sconeflow.serving.inference import InvalidImageError, MicroBatcher, Predictor, preprocess
+from sconeflow.serving.inference import InvalidImageError, MicroBatcher, Predictor, decode
 from sconeflow.serving.metrics import SharedMetrics
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,8 @@ class App:
             if self.batcher is None or self.predictor is None:
                 raise HttpError(503, "ServiceUnavailable", "the model is still loading; retry")
             model_start = time.perf_counter()
-            x = preprocess(body, self.predictor.meta)
-            probs = await self._predict(x)
+            pixels = decode(body, self.predictor.meta)
+            probs = await self._predict(pixels)
             model_seconds = time.perf_counter() - model_start
             values = probs.tolist()
             payload = (
@@ -328,13 +328,13 @@ class App:
             )
         return response_type
 
-    async def _predict(self, x: np.ndarray) -> np.ndarray:
+    async def _predict(self, pixels: np.ndarray) -> np.ndarray:
         assert self._loop is not None and self.batcher is not None  # set by startup()
         future: asyncio.Future[np.ndarray] = self._loop.create_future()
         timer = self._loop.call_later(
             self.serving.timeout_s, _expire, future, self.serving.timeout_s
         )
-        self.batcher.submit(x, future)
+        self.batcher.submit(pixels, future)
         try:
             return await future
         finally:

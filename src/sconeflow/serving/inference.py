@@ -1,9 +1,13 @@
 """Inference on the CPU with onnxruntime: decode, normalise, predict, micro-batch.
 
 `preprocess` is the one definition of "image bytes -> model input" in sconeflow: the
-endpoint and `sconeflow evaluate` both call it, so an endpoint's answer for a PNG equals
+endpoint and `sconeflow evaluate` both use it, so an endpoint's answer for a PNG equals
 evaluate's bit for bit. It follows training: decode -> RGB uint8 (H, W, 3) -> /255 ->
-(x - mean) / std per channel -> (1, 3, H, W) float32.
+(x - mean) / std per channel -> (1, 3, H, W) float32. It is two steps, `decode` (bytes ->
+uint8 pixels, per request, on the event loop) and `normalize` (uint8 batch -> float32
+NCHW): the endpoint normalises a whole micro-batch in one numpy pass on the batcher
+thread, which costs a tenth of normalising request by request. The arithmetic is
+elementwise, so the result is the same bit for bit either way.
 
 Wrong-size images are rejected (InvalidImageError -> HTTP 400), not resized. SageMaker's
 built-in algorithm resizes, but a silent resize feeds the model images unlike anything it
@@ -53,8 +57,8 @@ def _norm_arrays(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[Any, 
     )
 
 
-def preprocess(data: bytes, meta: ModelMeta) -> np.ndarray:
-    """Decode PNG/JPEG bytes into the model's input: float32 (1, C, H, W), normalised.
+def decode(data: bytes, meta: ModelMeta) -> np.ndarray:
+    """Decode PNG/JPEG bytes into the model's pixels: uint8 (H, W, C).
 
     Raises InvalidImageError naming the problem: empty body, not a PNG/JPEG, wrong size
     (checked from the header, before decoding), truncated or corrupt data.
@@ -73,15 +77,27 @@ def preprocess(data: bytes, meta: ModelMeta) -> np.ndarray:
             f"the image is {img.size[0]}x{img.size[1]} pixels; this model takes "
             f"{width}x{height} (resize it before invoking)"
         )
+    mode = "RGB" if channels == 3 else "L"
     try:
-        pixels = np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
+        img.load()  # decodes; truncated or corrupt data fails here
+        pixels = np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         # Truncated streams, bad CRCs, corrupt JPEG markers, unconvertible modes.
         raise InvalidImageError(f"the image data is truncated or corrupt: {err}") from err
-    chw = pixels.reshape(height, width, channels).transpose(2, 0, 1)  # (H,W,C) -> (C,H,W)
+    return pixels.reshape(height, width, channels)
+
+
+def normalize(pixels: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """uint8 (N, H, W, C) -> the model's float32 input (N, C, H, W), normalised."""
     mean, std = _norm_arrays(meta.mean, meta.std)
-    x = (chw.astype(np.float32) / np.float32(255.0) - mean) / std
-    return x[np.newaxis]  # (1, C, H, W)
+    nchw = pixels.transpose(0, 3, 1, 2)  # (N,H,W,C) -> (N,C,H,W)
+    x = (nchw.astype(np.float32) / np.float32(255.0) - mean) / std
+    return np.ascontiguousarray(x)
+
+
+def preprocess(data: bytes, meta: ModelMeta) -> np.ndarray:
+    """Decode and normalise one image: bytes -> float32 (1, C, H, W). See `decode`."""
+    return normalize(decode(data, meta)[np.newaxis], meta)
 
 
 class Predictor:
@@ -122,6 +138,10 @@ class Predictor:
         # Fail at load, not on the first request, if the graph does not run or disagrees
         # with model.json about the number of classes.
         self.predict_batch(np.zeros((1, *self.meta.image_shape), dtype=np.float32))
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) decoded images -> (N, num_classes) class probabilities."""
+        return self.predict_batch(normalize(pixels, self.meta))
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 -> (N, num_classes) float32 class probabilities."""
@@ -173,7 +193,7 @@ _STOP = object()
 class MicroBatcher:
     """Greedy micro-batching on one thread (see the module docstring).
 
-    `submit(x, ticket)` queues one (1, C, H, W) input; the thread calls
+    `submit(pixels, ticket)` queues one decoded image, uint8 (H, W, C); the thread calls
     `deliver(tickets, result, seconds)` once per batch, in submission order. `deliver` runs
     on the batcher thread: an asyncio caller hands results over with call_soon_threadsafe.
     """
@@ -186,8 +206,8 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, x: np.ndarray, ticket: Any) -> None:
-        self._queue.put((x, ticket))
+    def submit(self, pixels: np.ndarray, ticket: Any) -> None:
+        self._queue.put((pixels, ticket))
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the thread."""
@@ -219,8 +239,7 @@ class MicroBatcher:
         start = time.perf_counter()
         result: np.ndarray | Exception
         try:
-            x = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
-            result = self.predictor.predict_batch(x)
+            result = self.predictor.predict_pixels(np.stack([pixels for pixels, _ in items]))
         except Exception as err:  # handed to every caller in the batch, never lost
             result = err
         try:
