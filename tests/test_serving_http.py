@@ -334,3 +334,54 @@ def test_container_environment_and_a_tarball_model(tmp_path: Path) -> None:
 def test_probabilities_are_a_distribution(server: ServerProcess) -> None:
     probs = np.array(json.loads(post(server.url, png_bytes(9))[2]))
     assert probs.shape == (2,) and abs(probs.sum() - 1) < 1e-5 and (probs >= 0).all()
+
+
+def test_workers_share_the_load(tmp_path: Path, model_dir: Path) -> None:
+    # 64 keep-alive connections opened at once, as wrk does: with one socket shared by the
+    # workers, the worker waiting in accept took all of them. SO_REUSEPORT spreads them.
+    srv = ServerProcess(tmp_path / "home", model_dir, "--workers", "2", "--threads", "1")
+    body = png_bytes(1)
+
+    def client(_: int) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.connect()
+        try:
+            for _ in range(4):
+                conn.request("POST", "/invocations", body, {"Content-Type": "image/png"})
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200
+        finally:
+            conn.close()
+        return 4
+
+    try:
+        with ThreadPoolExecutor(64) as pool:
+            total = sum(pool.map(client, range(64)))
+        with urllib.request.urlopen(f"{srv.url}/metrics") as resp:
+            text = resp.read().decode()
+    finally:
+        assert srv.stop() == 0
+    served = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^WorkerInvocations_total\{.*worker="(\d)"\} (\S+)$', text, re.M)
+    }
+    assert sum(served.values()) == total == 256
+    # Binomial(64 connections, 1/2): a worker with under a quarter happens ~3e-5 of the time.
+    assert min(served.values()) >= total / 4, served
+
+
+def test_a_second_server_cannot_join_the_port() -> None:
+    from sconeflow.errors import EndpointError
+    from sconeflow.serving.server import bind_sockets
+
+    socks = bind_sockets("127.0.0.1", 0, 2)
+    port = socks[0].getsockname()[1]
+    try:
+        assert all(s.getsockname()[1] == port for s in socks)
+        for count in (1, 2):  # neither a plain nor a SO_REUSEPORT server may share it
+            with pytest.raises(EndpointError, match=f"cannot listen on 127.0.0.1:{port}"):
+                bind_sockets("127.0.0.1", port, count)
+    finally:
+        for s in socks:
+            s.close()

@@ -137,7 +137,8 @@ class ServingSettings:
     """How a model server runs, from the container's SAGEMAKER_* variables.
 
     port:             SAGEMAKER_BIND_TO_PORT (8080).
-    workers:          SAGEMAKER_MODEL_SERVER_WORKERS (1): server processes sharing the port.
+    workers:          SAGEMAKER_MODEL_SERVER_WORKERS (the machine's cores, as SageMaker's
+                      inference toolkit defaults): server processes sharing the port.
     timeout_s:        SAGEMAKER_MODEL_SERVER_TIMEOUT (60): seconds one invocation may take.
     default_accept:   SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT (application/json), used when the
                       caller sends no Accept or `*/*`.
@@ -146,11 +147,16 @@ class ServingSettings:
     """
 
     port: int = 8080
-    workers: int = 1
+    workers: int = field(default_factory=lambda: default_workers())
     timeout_s: float = 60.0
     default_accept: str = "application/json"
     max_payload_bytes: int = 6 * _MIB
     model_dir: Path = Path(DEFAULT_MODEL_DIR)
+
+
+def default_workers() -> int:
+    """One server worker per core, each with one onnxruntime thread (server.py measures it)."""
+    return max(1, min(64, os.cpu_count() or 1))
 
 
 def serving_settings(env: Mapping[str, str] | None = None) -> ServingSettings:
@@ -173,7 +179,7 @@ def serving_settings(env: Mapping[str, str] | None = None) -> ServingSettings:
         return value
 
     port = number("SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535)
-    workers = number("SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1, 64)
+    workers = number("SAGEMAKER_MODEL_SERVER_WORKERS", default_workers(), 1, 64)
     if port != int(port) or workers != int(workers):
         raise ConfigError(
             "SAGEMAKER_BIND_TO_PORT and SAGEMAKER_MODEL_SERVER_WORKERS must be "

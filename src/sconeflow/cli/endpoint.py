@@ -51,9 +51,7 @@ from sconeflow.errors import ConfigError, EndpointError
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Server worker processes.",
+    help="Server worker processes (default: one per core).",
 )
 @click.option(
     "--threads",
@@ -70,14 +68,13 @@ def deploy(
     capture_sampling: int,
     capture_options: str,
     capture_destination: str | None,
-    workers: int,
+    workers: int | None,
     threads: int | None,
     as_json: bool,
 ) -> None:
     """Create an endpoint: start its server in the background and wait until it is healthy."""
     from sconeflow.serving.capture import capture_config
     from sconeflow.serving.endpoints import deploy as deploy_endpoint
-    from sconeflow.serving.server import default_threads
 
     settings = ctx.settings
     capture = capture_config(
@@ -85,8 +82,7 @@ def deploy(
     )
     with console.status("Starting the endpoint..."):
         ep = deploy_endpoint(
-            settings, model, capture, name=name, port=port, workers=workers,
-            threads=threads or default_threads(workers),
+            settings, model, capture, name=name, port=port, workers=workers, threads=threads
         )  # fmt: skip
     if as_json:
         print_json(ep.describe(settings))
@@ -185,7 +181,7 @@ def delete(ctx: Context, name: str, timeout: float) -> None:
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    help="Worker processes (default: $SAGEMAKER_MODEL_SERVER_WORKERS or 1).",
+    help="Worker processes (default: $SAGEMAKER_MODEL_SERVER_WORKERS or one per core).",
 )
 @click.option(
     "--threads",

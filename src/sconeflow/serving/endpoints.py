@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sconeflow import db
-from sconeflow.config import Settings
+from sconeflow.config import Settings, default_workers
 from sconeflow.errors import EndpointError, ModelError, ObjectNotFoundError
 from sconeflow.serving.capture import CaptureConfig, parse_capture_config
 from sconeflow.serving.model import prepare_model_dir
@@ -214,13 +214,14 @@ def deploy(
     capture: CaptureConfig,
     name: str | None = None,
     port: int | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     threads: int | None = None,
     wait_seconds: float = 120.0,
 ) -> Endpoint:
     """Create an endpoint: resolve the model, record the row, start the server, wait for
     /ping. On failure the row is marked Failed and the error carries the log tail."""
     name = validate_name(name or default_name(model))
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise EndpointError(f"workers: {workers} must be at least 1")
     with _db(settings) as conn:

@@ -9,10 +9,11 @@ it needs an environment variable set before import and writes mmap files per pro
 
 Metrics: Invocations, Invocation4XXErrors, Invocation5XXErrors, InvocationModelErrors
 (counters, `_total` in the text format) and ModelLatency, OverheadLatency (histograms in
-microseconds, as CloudWatch reports them). ModelLatency is the time from the request body
-being read to the probabilities being ready (decode, queue wait, batch inference);
-OverheadLatency is the rest of the time the server spent on the request (HTTP, headers,
-encoding the answer, queuing capture).
+microseconds, as CloudWatch reports them). WorkerInvocations (ours, labelled by worker)
+shows how the kernel spreads the load over the worker processes. ModelLatency is the
+time from the request body being read to the probabilities being ready (decode, queue
+wait, batch inference); OverheadLatency is the rest of the time the server spent on the
+request (HTTP, headers, encoding the answer, queuing capture).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class SharedMetrics:
         cells[at + 1] += 1
         cells[at + 2 + bisect.bisect_left(BUCKETS_US, micros)] += 1
 
+    def per_worker(self, index: int) -> list[float]:
+        """One cell (e.g. 0 = Invocations) of every worker's row."""
+        return [self._cells[w * ROW + index] for w in range(self.workers)]
+
     def totals(self) -> list[float]:
         """Sums over all workers' rows."""
         cells = self._cells
@@ -103,6 +108,12 @@ class _Collector:
             family = CounterMetricFamily(name, f"SageMaker {name}", labels=names)
             family.add_metric(values, totals[i])
             yield family
+        workers = CounterMetricFamily(
+            "WorkerInvocations", "invocations per worker process", labels=[*names, "worker"]
+        )
+        for w, n in enumerate(self.metrics.per_worker(0)):
+            workers.add_metric([*values, str(w)], n)
+        yield workers
         for h, name in enumerate(HISTOGRAMS):
             at = _HIST_BASE + h * _HIST_SLOTS
             total, running, buckets = totals[at], 0.0, []
