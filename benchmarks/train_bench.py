@@ -21,12 +21,9 @@ Measured on the 2-core AMD EPYC VM (other jobs running), torch 2.13.0 CPU, onnxr
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import pickle
 import platform
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +32,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from sconeflow.staging import read_cifar
 from sconeflow.training.artifact import export_onnx
 from sconeflow.training.calibration import (
     DEFAULT_THRESHOLDS,
+    ece_sampling_floor,
+    errors_among_most_confident,
     expected_calibration_error,
     softmax,
     threshold_table,
@@ -67,35 +67,13 @@ REFERENCE = {
 }
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Admit only what a CIFAR batch holds (a pickle can otherwise run code)."""
-
-    ALLOWED = frozenset(
-        {
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("_codecs", "encode"),
-        }
-    )
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused {module}.{name}")
-        return super().find_class(module, name)
-
-
 def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 (N, 32, 32, 3), labels 0=bicycle 1=motorcycle) for 'train' or 'test'."""
-    with tarfile.open(TARBALL) as tar:
-        stream = tar.extractfile(f"cifar-100-python/{split}")
-        assert stream is not None
-        batch = _CifarUnpickler(io.BytesIO(stream.read()), encoding="bytes").load()
-    fine = np.asarray(batch[b"fine_labels"])
+    """(uint8 (N, 32, 32, 3), labels 0=bicycle 1=motorcycle) for 'train' or 'test', read
+    with staging's checked reader (restricted unpickler, member checks)."""
+    data = read_cifar(TARBALL).splits[split]
+    fine = np.asarray(data.fine_labels)
     keep = (fine == BICYCLE) | (fine == MOTORCYCLE)
-    images = np.asarray(batch[b"data"], dtype=np.uint8)[keep].reshape(-1, 3, 32, 32)
-    return np.ascontiguousarray(images.transpose(0, 2, 3, 1)), (fine[keep] == MOTORCYCLE) * 1
+    return np.ascontiguousarray(data.images[keep]), (fine[keep] == MOTORCYCLE).astype(np.int64)
 
 
 def latency_ms(onnx_bytes: bytes, runs: int = 2000) -> dict[str, float]:
@@ -136,6 +114,8 @@ def run(raw_hp: dict[str, str], seed: int, data: dict[str, tuple[np.ndarray, np.
         "accuracy": float(np.mean(probs.argmax(1) == y_test)),
         "ece": expected_calibration_error(probs, y_test),
         "ece_uncalibrated": expected_calibration_error(raw, y_test),
+        "ece_floor": ece_sampling_floor(probs).__dict__,
+        "errors_in_top_80pct": errors_among_most_confident(probs, y_test, 0.8),
         "onnx_max_abs_diff": float(np.abs(onnx_probs - probs).max()),
         "thresholds": [r.__dict__ for r in threshold_table(probs, y_test, DEFAULT_THRESHOLDS)],
         "thresholds_uncalibrated": [r.__dict__ for r in threshold_table(raw, y_test)],
@@ -156,6 +136,12 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, float]:
             f"@0.93 pass {at['pass_share']:.3f} acc {at['accuracy_on_passed']:.4f}  "
             f"train {r['train_seconds']:.1f} s  latency {r['latency_ms']['median']:.3f} ms "
             f"(p90 {r['latency_ms']['p90']:.3f})  onnx diff {r['onnx_max_abs_diff']:.1e}"
+        )
+        floor = r["ece_floor"]
+        print(
+            f"   if perfectly calibrated, ECE on this test set would be {floor['mean']:.4f} "
+            f"+- {floor['std']:.4f} (<= 0.03 in {floor['p_at_most'][0.03]:.0%} of draws); "
+            f"errors among the 80% most confident: {r['errors_in_top_80pct']}"
         )
         print("   threshold  pass_share  acc_on_passed")
         for row in r["thresholds"]:

@@ -28,6 +28,8 @@ from sconeflow.training.artifact import (  # noqa: E402
     write_artifact,
 )
 from sconeflow.training.calibration import (  # noqa: E402
+    ece_sampling_floor,
+    errors_among_most_confident,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
@@ -192,6 +194,27 @@ def test_threshold_table_counts_passes_and_accuracy() -> None:
     assert rows[0.5].passed == 4 and rows[0.5].accuracy_on_passed == pytest.approx(0.75)
     assert rows[0.93].passed == 2 and rows[0.93].accuracy_on_passed == pytest.approx(0.5)
     assert rows[0.999].passed == 0 and np.isnan(rows[0.999].accuracy_on_passed)
+
+
+def test_ece_sampling_floor_shrinks_with_more_images_and_vanishes_when_certain() -> None:
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(0.55, 1.0, 2000)
+    probs = np.stack([p1, 1 - p1], axis=1)
+    small = ece_sampling_floor(probs[:200], levels=(0.03,), simulations=300)
+    large = ece_sampling_floor(probs, levels=(0.03,), simulations=300)
+    assert 0.02 < small.mean < 0.08 and small.std > 0
+    assert large.mean < small.mean / 2  # the bias is a small-sample effect
+    assert large.p_at_most[0.03] > small.p_at_most[0.03]
+    certain = ece_sampling_floor(np.tile([[1.0, 0.0]], (50, 1)), simulations=20)
+    assert certain.mean == 0.0 and certain.p_at_most[0.03] == 1.0
+
+
+def test_errors_among_most_confident_counts_the_top_share() -> None:
+    probs = np.array([[0.99, 0.01], [0.02, 0.98], [0.9, 0.1], [0.6, 0.4], [0.45, 0.55]])
+    labels = np.array([1, 1, 0, 1, 1])  # the most confident one is wrong
+    assert errors_among_most_confident(probs, labels, 0.4) == 1
+    assert errors_among_most_confident(probs, labels, 0.8) == 2
+    assert errors_among_most_confident(probs, labels, 1.0) == 2
 
 
 # ---------------------------------------------------------------- training
