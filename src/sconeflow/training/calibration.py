@@ -194,5 +194,5 @@ def errors_among_most_confident(probs: np.ndarray, labels: np.ndarray, share: fl
     (temperature scaling keeps the order of two-class confidences, so it cannot move an
     error below the line; only a better-ranking model can)."""
     probs = np.asarray(probs, dtype=np.float64)
-    order = np.argsort(-probs.max(axis=1), kind="stable")[: int(round(share * len(probs)))]
+    order = np.argsort(-probs.max(axis=1), kind="stable")[: round(share * len(probs))]
     return int((probs[order].argmax(axis=1) != np.asarray(labels)[order]).sum())
