@@ -30,12 +30,15 @@ def test_evaluate_prints_metrics_and_writes_plots(
     assert cm.sum() == 200 and cm.sum(axis=1).tolist() == [100, 100]
     assert abs(doc["accuracy"] - np.trace(cm) / 200) < 1e-12
     assert 0 <= doc["ece"] <= 1
+    floor = doc["ece_if_perfectly_calibrated"]
+    assert 0 <= floor["mean"] < 0.2 and floor["std"] > 0
     assert [r["threshold"] for r in doc["thresholds"]] == [0.5, 0.8, 0.9, 0.93, 0.95, 0.99]
     for name in ("reliability.png", "confusion.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     main(["--home", str(trained_home.home), "evaluate", "--model", "test-job", "--out", str(out)])
     text = capsys.readouterr().out
     assert "Confusion matrix" in text and "0.93" in text
+    assert "a perfectly calibrated model would show ECE" in text
 
 
 def test_endpoint_answers_equal_evaluate(

@@ -9,6 +9,7 @@ plus a reliability diagram and a confusion-matrix plot as PNGs.
 
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ from sconeflow.staging import parse_lst
 from sconeflow.store import Store
 from sconeflow.training.calibration import (
     ECE_BINS,
+    EceFloor,
     ReliabilityBin,
     ThresholdRow,
+    ece_sampling_floor,
     expected_calibration_error,
     reliability_bins,
     threshold_table,
@@ -59,6 +62,11 @@ class Evaluation:
     def ece(self) -> float:
         return expected_calibration_error(self.probabilities, self.labels, ECE_BINS)
 
+    @functools.cached_property
+    def ece_floor(self) -> EceFloor:
+        """ECE a perfectly calibrated model would show on this many images (simulated)."""
+        return ece_sampling_floor(self.probabilities, levels=(0.03,), simulations=1000)
+
     def thresholds(self, thresholds: tuple[float, ...] = THRESHOLDS) -> list[ThresholdRow]:
         return threshold_table(self.probabilities, self.labels, thresholds)
 
@@ -74,6 +82,10 @@ class Evaluation:
             "accuracy": self.accuracy,
             "ece": self.ece,
             "ece_bins": ECE_BINS,
+            "ece_if_perfectly_calibrated": {
+                "mean": self.ece_floor.mean,
+                "std": self.ece_floor.std,
+            },
             "confusion_matrix": self.confusion.tolist(),
             "thresholds": [
                 {

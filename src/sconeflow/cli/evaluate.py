@@ -43,14 +43,19 @@ def evaluate(ctx: Context, model: str, split: str, out: Path | None, as_json: bo
         f"[bold]{model}[/] on {split} ({len(ev.labels)} images): accuracy "
         f"[bold]{ev.accuracy:.3f}[/], ECE {ev.ece:.3f} (15 bins)"
     )
-    cm = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
-    cm.add_column("")
+    floor = ev.ece_floor
+    console.print(
+        f"  a perfectly calibrated model would show ECE {floor.mean:.3f} +- {floor.std:.3f} "
+        f"on {len(ev.labels)} images (binned ECE is biased up on small sets)"
+    )
+    cm = Table(title="Confusion matrix", title_justify="left")
+    cm.add_column("true \\ predicted")
     for c in ev.classes:
         cm.add_column(c, justify="right")
     for name, row in zip(ev.classes, ev.confusion.tolist(), strict=True):
         cm.add_row(name, *map(str, row))
     console.print(cm)
-    th = Table(title="Confidence threshold (the workflow filters at 0.93)", title_justify="left")
+    th = Table(title="Confidence thresholds (workflow: 0.93)", title_justify="left")
     for col in ("threshold", "pass", "share", "accuracy of passed"):
         th.add_column(col, justify="right")
     for r in ev.thresholds():
