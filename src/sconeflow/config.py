@@ -132,6 +132,11 @@ DEFAULT_MODEL_DIR = "/opt/ml/model"
 _MIB = 1024 * 1024
 
 
+def default_workers() -> int:
+    """One server worker per core, each with one onnxruntime thread (server.py measures it)."""
+    return max(1, min(64, os.cpu_count() or 1))
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     """How a model server runs, from the container's SAGEMAKER_* variables.
@@ -147,16 +152,11 @@ class ServingSettings:
     """
 
     port: int = 8080
-    workers: int = field(default_factory=lambda: default_workers())
+    workers: int = field(default_factory=default_workers)
     timeout_s: float = 60.0
     default_accept: str = "application/json"
     max_payload_bytes: int = 6 * _MIB
     model_dir: Path = Path(DEFAULT_MODEL_DIR)
-
-
-def default_workers() -> int:
-    """One server worker per core, each with one onnxruntime thread (server.py measures it)."""
-    return max(1, min(64, os.cpu_count() or 1))
 
 
 def serving_settings(env: Mapping[str, str] | None = None) -> ServingSettings:

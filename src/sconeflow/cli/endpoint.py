@@ -19,6 +19,13 @@ from sconeflow.cli.common import (
 from sconeflow.config import ServingSettings, serving_settings
 from sconeflow.errors import ConfigError, EndpointError
 
+# Shared by `deploy` and `serve`.
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    help="onnxruntime threads per worker (default: the machine's cores / workers).",
+)
+
 
 @click.command()
 @click.option(
@@ -53,11 +60,7 @@ from sconeflow.errors import ConfigError, EndpointError
     type=click.IntRange(1, 64),
     help="Server worker processes (default: one per core).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 64),
-    help="onnxruntime threads per worker (default: the machine's cores / workers).",
-)
+@threads_option
 @json_option
 @pass_context
 def deploy(
@@ -183,11 +186,7 @@ def delete(ctx: Context, name: str, timeout: float) -> None:
     type=click.IntRange(1, 64),
     help="Worker processes (default: $SAGEMAKER_MODEL_SERVER_WORKERS or one per core).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 64),
-    help="onnxruntime threads per worker (default: the machine's cores / workers).",
-)
+@threads_option
 @click.option("--name", help="Endpoint name for /endpoints/{name}/invocations and capture keys.")
 @click.option("--capture-config", help="DataCaptureConfig as JSON (AWS's shape).")
 @pass_context

@@ -173,14 +173,15 @@ def predict_batch(predictor: Predictor, x: np.ndarray) -> np.ndarray:
 
 
 def predict(predictor: Predictor, images: Sequence[bytes], batch_size: int = 64) -> np.ndarray:
-    """Image bytes -> (N, num_classes) probabilities, exactly as the endpoint computes them."""
-    rows = [preprocess(data, predictor.meta) for data in images]
-    if not rows:
+    """Image bytes -> (N, num_classes) probabilities, exactly as the endpoint computes them
+    (the same decode, then the batcher's `predict_pixels`)."""
+    pixels = [decode(data, predictor.meta) for data in images]
+    if not pixels:
         return np.zeros((0, len(predictor.meta.classes)), dtype=np.float32)
     return np.concatenate(
         [
-            predictor.predict_batch(np.concatenate(rows[i : i + batch_size]))
-            for i in range(0, len(rows), batch_size)
+            predictor.predict_pixels(np.stack(pixels[i : i + batch_size]))
+            for i in range(0, len(pixels), batch_size)
         ]
     )
 
