@@ -269,9 +269,13 @@ def _capture_lines(home: Path, name: str) -> list[str]:
     return [ln for f in files for ln in f.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+# One worker with two onnxruntime threads runs the model on a batcher thread; two
+# single-threaded workers run it on their event loops (inference.py). Both must lose nothing.
+@pytest.mark.parametrize(
+    ("workers", "threads"), [("1", "2"), ("2", "1")], ids=["batcher-thread", "on-the-loop"]
+)
 def test_capture_holds_exactly_n_records_after_sigterm(
-    tmp_path: Path, model_dir: Path, workers: str
+    tmp_path: Path, model_dir: Path, workers: str, threads: str
 ) -> None:
     srv = ServerProcess(
         tmp_path / "home",
@@ -280,6 +284,8 @@ def test_capture_holds_exactly_n_records_after_sigterm(
         "cap-ep",
         "--workers",
         workers,
+        "--threads",
+        threads,
         "--capture-config",
         CAPTURE_100,
     )

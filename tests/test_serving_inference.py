@@ -1,7 +1,8 @@
-"""preprocess / predict / MicroBatcher: exact decoding, hostile images, greedy batching."""
+"""preprocess, predict and both micro-batchers: exact decoding, hostile images, batching."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import threading
@@ -16,6 +17,7 @@ from PIL import Image
 from sconeflow.errors import ModelError
 from sconeflow.serving.inference import (
     InvalidImageError,
+    LoopBatcher,
     MicroBatcher,
     Predictor,
     decode,
@@ -155,3 +157,47 @@ def test_batcher_runs_a_lone_request_at_once_and_batches_under_load(
     assert max(sizes[1:]) > 1 and max(sizes) <= 16
     assert sorted(results) == list(range(total))
     np.testing.assert_allclose(results[0], predictor.predict_batch(x)[0], rtol=1e-6)
+
+
+def test_loop_batcher_batches_what_one_loop_pass_parsed_and_yields_between_batches(
+    predictor: Predictor,
+) -> None:
+    events: list[str] = []
+    results: dict[int, np.ndarray | Exception] = {}
+
+    def deliver(tickets: list[int], result: np.ndarray | Exception, seconds: float) -> None:
+        events.append(f"batch {len(tickets)}")
+        for i, t in enumerate(tickets):
+            results[t] = result if isinstance(result, Exception) else result[i]
+
+    pixels = decode(png_bytes(7), predictor.meta)
+    expected = predictor.predict_batch(preprocess(png_bytes(7), predictor.meta))[0]
+
+    async def scenario() -> None:
+        batcher = LoopBatcher(predictor, deliver, asyncio.get_running_loop(), max_batch=16)
+        # A lone request runs in the next loop pass: no timer.
+        batcher.submit(pixels, -1)
+        await asyncio.sleep(0)
+        assert events == ["batch 1"]
+        # 40 requests parsed in one pass: batches of at most 16, in order, and other
+        # callbacks (the loop's I/O) get a turn between two batches.
+        events.clear()
+        for i in range(40):
+            batcher.submit(pixels, i)
+        asyncio.get_running_loop().call_soon(events.append, "other work")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert events == ["batch 16", "other work", "batch 16", "batch 8"]
+        # A batch that fails hands the error to each of its requests.
+        events.clear()
+        batcher.submit(np.zeros((8, 8, 3), np.uint8), "bad")
+        await asyncio.sleep(0)
+        assert isinstance(results["bad"], ModelError)
+        # close() finishes what is queued, even with no loop pass left.
+        batcher.submit(pixels, 99)
+        batcher.close()
+        assert 99 in results
+
+    asyncio.run(scenario())
+    assert sorted(k for k in results if isinstance(k, int)) == [-1, *range(40), 99]
+    np.testing.assert_allclose(results[0], expected, rtol=1e-6)  # type: ignore[arg-type]

@@ -34,7 +34,13 @@ import numpy as np
 from sconeflow.config import ServingSettings
 from sconeflow.errors import ModelError
 from sconeflow.serving.capture import CaptureWriter
-from sconeflow.serving.inference import InvalidImageError, MicroBatcher, Predictor, decode
+from sconeflow.serving.inference import (
+    InvalidImageError,
+    LoopBatcher,
+    MicroBatcher,
+    Predictor,
+    decode,
+)
 from sconeflow.serving.metrics import SharedMetrics
 
 log = logging.getLogger(__name__)
@@ -99,7 +105,7 @@ class App:
         self.capture = capture
         self.max_batch = max_batch
         self.predictor: Predictor | None = None
-        self.batcher: MicroBatcher | None = None
+        self.batcher: LoopBatcher | MicroBatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ping_body = b'{"status":"Healthy"}'
 
@@ -108,7 +114,17 @@ class App:
     def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.predictor = self._load()
-        self.batcher = MicroBatcher(self.predictor, self._deliver, max_batch=self.max_batch)
+        # A one-thread session runs on this loop's thread; a multi-threaded one gets its
+        # own thread so that the loop keeps serving while it uses the other cores
+        # (inference.py's docstring has the measurements).
+        if self.predictor.threads == 1:
+            self.batcher = LoopBatcher(
+                self.predictor, self._deliver_here, self._loop, max_batch=self.max_batch
+            )
+        else:
+            self.batcher = MicroBatcher(
+                self.predictor, self._deliver_across, max_batch=self.max_batch
+            )
         # Clients (`sconeflow invoke`) learn the class names from /ping.
         self._ping_body = json.dumps(
             {"status": "Healthy", "classes": list(self.predictor.meta.classes)}
@@ -121,8 +137,15 @@ class App:
         if self.capture is not None:
             self.capture.close()
 
-    def _deliver(self, futures: list[Any], result: np.ndarray | Exception, seconds: float) -> None:
-        # Runs on the batcher thread: hand the whole batch to the loop in one call.
+    def _deliver_here(
+        self, futures: list[Any], result: np.ndarray | Exception, seconds: float
+    ) -> None:
+        _resolve(futures, result)  # LoopBatcher: already on the loop's thread
+
+    def _deliver_across(
+        self, futures: list[Any], result: np.ndarray | Exception, seconds: float
+    ) -> None:
+        # MicroBatcher: runs on the batcher thread; hand the whole batch over in one call.
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_resolve, futures, result)
 

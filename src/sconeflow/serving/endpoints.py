@@ -35,7 +35,7 @@ from sconeflow.config import Settings, default_workers
 from sconeflow.errors import EndpointError, ModelError, ObjectNotFoundError
 from sconeflow.serving.capture import CaptureConfig, parse_capture_config
 from sconeflow.serving.model import prepare_model_dir
-from sconeflow.serving.server import default_threads
+from sconeflow.serving.server import DEFAULT_MAX_BATCH, default_threads
 from sconeflow.store import open_store
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
@@ -216,6 +216,7 @@ def deploy(
     port: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
+    max_batch: int | None = None,
     wait_seconds: float = 120.0,
 ) -> Endpoint:
     """Create an endpoint: resolve the model, record the row, start the server, wait for
@@ -264,6 +265,8 @@ def deploy(
         str(workers),
         "--threads",
         str(threads or default_threads(workers)),
+        "--max-batch",
+        str(max_batch or DEFAULT_MAX_BATCH),
         "--name",
         name,
         "--capture-config",
