@@ -25,13 +25,13 @@ pays. They differ in where the model runs:
   single-threaded session (the default: one worker per core, one onnxruntime thread each).
   A worker is then one thread: no GIL handoff, no cross-thread wake-up, no second thread
   competing for the worker's core. Measured on the 2-core machine with the trained model,
-  2 workers, in alternation against `MicroBatcher`: c=1 p50 0.68-0.70 ms against
-  0.72-0.77 ms, c=64 +2-4 % requests/s; with a zero-cost model the per-request overhead
+  2 workers, in alternation against `MicroBatcher`: c=1 p50 0.67-0.70 ms against
+  0.70-0.77 ms, c=64 +0-4 % requests/s; with a zero-cost model the per-request overhead
   drops from 111 to 87 us of machine CPU.
 - `MicroBatcher` runs it on a thread of its own, which blocks on the queue while it is
   empty. This is for a session with several threads (e.g. one worker using every core):
   the loop keeps reading requests while the batch uses the other cores. On the loop, the
-  same setup lost 6 % requests/s and its p99 grew from 34 to 136 ms.
+  same setup lost 6 % requests/s and its p99 grew from 31-41 ms to 118-137 ms.
 """
 
 from __future__ import annotations
