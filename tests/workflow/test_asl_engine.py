@@ -8,6 +8,7 @@ import json
 import random
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from sconeflow.workflow import (
     retry_delay,
     run_execution,
 )
+from sconeflow.workflow.clock import SystemClock
 from sconeflow.workflow.machine import Retrier
 
 FN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
@@ -451,6 +453,36 @@ def test_timeout_seconds_path() -> None:
     m = machine(("T", invoke_state("fn", TimeoutSecondsPath="$.limit")))
     assert run_execution(m, {"limit": 2}, {"fn": slow}, clock=clock).error == "States.Timeout"
     assert run_execution(m, {"limit": 10}, {"fn": slow}, clock=clock).status == "SUCCEEDED"
+
+
+def test_a_hung_handler_times_out_at_its_deadline_on_the_system_clock() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hung(event: Any, context: Any) -> Any:
+        calls.append(context.function_name)
+        release.wait(30)  # never returns on its own within the test
+        return event
+
+    def fails(event: Any, context: Any) -> Any:
+        raise KeyError("no such key")
+
+    m = machine(("T", invoke_state("fn", TimeoutSeconds=1)))
+    started = time.monotonic()
+    result = run_execution(m, {}, {"fn": hung}, clock=SystemClock())
+    waited = time.monotonic() - started
+    release.set()
+    assert result.status == "FAILED" and result.error == "States.Timeout"
+    assert "did not return by its deadline" in (result.cause or "")
+    assert 1.0 <= waited < 5.0 and calls == ["fn"]
+    assert "TaskTimedOut" in [e["type"] for e in result.events]
+    # With a deadline, a handler's own error still comes through, named after its class,
+    # with only the handler's frames in the stack trace.
+    failed = run_execution(m, {}, {"fn": fails}, clock=SystemClock())
+    assert failed.error == "KeyError"
+    cause = json.loads(failed.cause or "{}")
+    assert cause["errorType"] == "KeyError" and len(cause["stackTrace"]) == 1
+    assert "fails" in cause["stackTrace"][0]
 
 
 def test_execution_timeout_during_wait() -> None:

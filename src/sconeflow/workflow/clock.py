@@ -7,6 +7,7 @@ so tests pass a `FakeClock` and never sleep.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Protocol
 
@@ -22,6 +23,10 @@ class Clock(Protocol):
         """Block for `seconds` (the engine never passes a negative value)."""
         ...
 
+    def wait(self, done: threading.Event, seconds: float) -> bool:
+        """Block until `done` is set or `seconds` have passed; True if it was set."""
+        ...
+
 
 class SystemClock:
     """Wall-clock time and real sleeping."""
@@ -32,13 +37,22 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    def wait(self, done: threading.Event, seconds: float) -> bool:
+        return done.wait(max(0.0, seconds))
+
 
 class FakeClock:
-    """A clock for tests: `sleep` advances `now` instantly and records each call."""
+    """A clock for tests: `sleep` advances `now` instantly and records each call.
 
-    def __init__(self, start: dt.datetime | None = None) -> None:
+    `wait` cannot let fake time pass while a handler runs, so it waits for real, up to
+    `real_wait_limit` seconds; a handler still running then counts as past its deadline.
+    A slow handler is simulated with `advance` instead, and judged when it returns.
+    """
+
+    def __init__(self, start: dt.datetime | None = None, real_wait_limit: float = 10.0) -> None:
         self.current = start or dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
         self.sleeps: list[float] = []
+        self.real_wait_limit = real_wait_limit
 
     def now(self) -> dt.datetime:
         return self.current
@@ -46,6 +60,12 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.current += dt.timedelta(seconds=seconds)
+
+    def wait(self, done: threading.Event, seconds: float) -> bool:
+        if done.wait(self.real_wait_limit):
+            return True
+        self.current += dt.timedelta(seconds=max(0.0, seconds))
+        return False
 
     def advance(self, seconds: float) -> None:
         """Move time forward without recording a sleep (e.g. a slow handler)."""

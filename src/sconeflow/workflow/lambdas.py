@@ -8,6 +8,12 @@ A handler's exception becomes the error named after its class, with the cause th
 Lambda runtime reports: `{"errorMessage": ..., "errorType": ..., "requestId": ...,
 "stackTrace": [...]}`. Step Functions passes it on as compact JSON in both the
 `lambda:invoke` (TaskFailed) and plain-ARN (LambdaFunctionFailed) forms.
+
+A Task with TimeoutSeconds runs its handler on a thread of its own and stops waiting at
+the deadline with States.Timeout, even if the handler hangs. A Python thread cannot be
+stopped safely, so the handler runs on to its end and its result is dropped: as on AWS,
+where Step Functions stops waiting but the Lambda invocation runs until its own timeout.
+Without TimeoutSeconds the handler runs on the caller's thread.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,7 +30,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from .clock import Clock
-from .errors import StatesFailure
+from .errors import TIMEOUT, StatesFailure
 
 Handler = Callable[[Any, Any], Any]
 
@@ -87,7 +94,12 @@ def call_handler(
         )
     context = LambdaContext(name, invoked_arn, request_id, deadline, clock)
     try:
-        result = handler(event, context)
+        if deadline is None:
+            result = handler(event, context)
+        else:
+            result = _call_by(deadline, clock, handler, event, context)
+    except StatesFailure:
+        raise  # the deadline passed
     except Exception as exc:  # a handler's failure is data for Retry/Catch, not a crash
         raise StatesFailure(type(exc).__name__, error_cause(exc, request_id)) from exc
     try:
@@ -106,9 +118,41 @@ def call_handler(
     return result, result_json, request_id
 
 
+def _call_by(
+    deadline: dt.datetime, clock: Clock, handler: Handler, event: Any, context: LambdaContext
+) -> Any:
+    """handler(event, context) on its own thread; States.Timeout if it is not done by the
+    deadline (module docstring). Its exception, if any, is raised here."""
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, handler(event, context)))
+        except Exception as exc:
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run, name=f"lambda-{context.function_name}", daemon=True)
+    thread.start()
+    if not clock.wait(done, (deadline - clock.now()).total_seconds()):
+        raise StatesFailure(
+            TIMEOUT,
+            f"The function {context.function_name} did not return by its deadline "
+            f"({deadline.isoformat()}); the task's TimeoutSeconds has elapsed",
+        )
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def error_cause(exc: BaseException, request_id: str) -> str:
     """The Lambda runtime's error document for an exception, as compact JSON."""
-    frames = traceback.extract_tb(exc.__traceback__)[1:]  # drop call_handler's own frame
+    # The handler's frames only: drop the caller that caught it (call_handler) and any
+    # other frame of this module (the deadline thread's).
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:] if f.filename != __file__]
     return _dumps(
         {
             "errorMessage": str(exc),
