@@ -271,6 +271,13 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(times.get(p, 0.0) for p in tree)
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all, steal) jiffies of the machine from /proc/stat. Steal is time the hypervisor
+    gave our vCPUs to someone else: on a shared VM it moves every figure here."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7]
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -293,7 +300,7 @@ def run_wrk(
     subprocess.run(
         [*base, "-c", str(conc), "-d", "1s", url], env=env, check=True, capture_output=True
     )  # warm-up: connections, caches, batch sizes
-    cpu0 = tree_cpu_seconds(server_pid)
+    cpu0, (all0, steal0) = tree_cpu_seconds(server_pid), cpu_times()
     out = subprocess.run(
         [*base, "-c", str(conc), "-d", f"{seconds}s", url],
         env=env,
@@ -302,10 +309,12 @@ def run_wrk(
         text=True,
     ).stdout
     cpu = tree_cpu_seconds(server_pid) - cpu0
+    all1, steal1 = cpu_times()
     line = next(ln for ln in out.splitlines() if ln.startswith("BENCH "))
     r = json.loads(line[6:])
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["cpu_ms_per_req"] = cpu * 1e3 / max(1, r["requests"])
+    r["steal"] = (steal1 - steal0) / max(1, all1 - all0)
     return r
 
 
@@ -401,7 +410,7 @@ def main() -> None:
         print(
             f"  {label:<18} c={c:<3} {r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1e3:6.2f}"
             f" ms  p99 {r['p99_us'] / 1e3:7.2f} ms  cpu {r['cpu_ms_per_req']:.3f} "
-            f"ms/req  non-2xx {r['non2xx']} errors {r['errors']}",
+            f"ms/req  non-2xx {r['non2xx']} errors {r['errors']}  steal {r['steal']:.1%}",
             flush=True,
         )
 
