@@ -167,6 +167,8 @@ def test_routes_methods_and_metrics(server: ServerProcess) -> None:
         "Invocation4XXErrors_total",
         "Invocation5XXErrors_total",
         "InvocationModelErrors_total",
+        "InferenceBatches_total",
+        "InferenceBatchImages_total",
         "ModelLatency_bucket",
         "OverheadLatency_sum",
     ):
@@ -292,7 +294,12 @@ def test_capture_holds_exactly_n_records_after_sigterm(
     n = 500
     assert _load(srv.url, n) == [200] * n
     with urllib.request.urlopen(f"{srv.url}/metrics") as resp:  # summed over workers
-        assert re.search(rf"^Invocations_total\{{.*\}} {n}\.0$", resp.read().decode(), re.M)
+        text = resp.read().decode()
+    assert re.search(rf"^Invocations_total\{{.*\}} {n}\.0$", text, re.M)
+    # Every image went through exactly one model call, in batches of at most 8.
+    assert re.search(rf"^InferenceBatchImages_total\{{.*\}} {n}\.0$", text, re.M)
+    found = re.search(r"^InferenceBatches_total\{.*\} (\d+)\.0$", text, re.M)
+    assert found and n / 8 <= int(found.group(1)) <= n
     assert srv.stop() == 0
     lines = _capture_lines(tmp_path / "home", "cap-ep")
     assert len(lines) == n

@@ -140,14 +140,19 @@ class App:
     def _deliver_here(
         self, futures: list[Any], result: np.ndarray | Exception, seconds: float
     ) -> None:
-        _resolve(futures, result)  # LoopBatcher: already on the loop's thread
+        self._resolve(futures, result)  # LoopBatcher: already on the loop's thread
 
     def _deliver_across(
         self, futures: list[Any], result: np.ndarray | Exception, seconds: float
     ) -> None:
         # MicroBatcher: runs on the batcher thread; hand the whole batch over in one call.
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(_resolve, futures, result)
+        self._loop.call_soon_threadsafe(self._resolve, futures, result)
+
+    def _resolve(self, futures: list[Any], result: np.ndarray | Exception) -> None:
+        # On the loop's thread in both modes: the metrics row has one writer (metrics.py).
+        self.metrics.batch(len(futures))
+        _resolve(futures, result)
 
     # -- ASGI -------------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ it needs an environment variable set before import and writes mmap files per pro
 Metrics: Invocations, Invocation4XXErrors, Invocation5XXErrors, InvocationModelErrors
 (counters, `_total` in the text format) and ModelLatency, OverheadLatency (histograms in
 microseconds, as CloudWatch reports them). WorkerInvocations (ours, labelled by worker)
-shows how the kernel spreads the load over the worker processes. ModelLatency is the
+shows how the kernel spreads the load over the worker processes. InferenceBatches and
+InferenceBatchImages (ours) count model calls and the images they carried: their ratio is
+the mean micro-batch size. ModelLatency is the
 time from the request body being read to the probabilities being ready (decode, queue
 wait, batch inference); OverheadLatency is the rest of the time the server spent on the
 request (HTTP, headers, encoding the answer, queuing capture).
@@ -42,7 +44,15 @@ BUCKETS_US = (
     1_000_000,
     10_000_000,
 )
-COUNTERS = ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "InvocationModelErrors")
+COUNTERS = (
+    "Invocations",
+    "Invocation4XXErrors",
+    "Invocation5XXErrors",
+    "InvocationModelErrors",
+    "InferenceBatches",
+    "InferenceBatchImages",
+)
+_BATCHES = COUNTERS.index("InferenceBatches")
 HISTOGRAMS = ("ModelLatency", "OverheadLatency")
 _NB = len(BUCKETS_US) + 1  # + the +Inf bucket
 # Row layout: counters, then per histogram: sum, count, buckets (not cumulative).
@@ -72,6 +82,12 @@ class SharedMetrics:
             cells[base + 2] += 1
         if model_error:
             cells[base + 3] += 1
+
+    def batch(self, images: int) -> None:
+        """One model call that carried `images` images."""
+        cells, at = self._cells, self.row * ROW + _BATCHES
+        cells[at] += 1
+        cells[at + 1] += images
 
     def observe(self, histogram: int, micros: float) -> None:
         """Add one observation (microseconds) to histogram 0 (Model) or 1 (Overhead)."""
@@ -105,7 +121,8 @@ class _Collector:
         totals = self.metrics.totals()
         names, values = list(self.metrics.labels), list(self.metrics.labels.values())
         for i, name in enumerate(COUNTERS):
-            family = CounterMetricFamily(name, f"SageMaker {name}", labels=names)
+            origin = "sconeflow" if name.startswith("Inference") else "SageMaker"
+            family = CounterMetricFamily(name, f"{origin} {name}", labels=names)
             family.add_metric(values, totals[i])
             yield family
         workers = CounterMetricFamily(
