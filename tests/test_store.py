@@ -35,7 +35,7 @@ def test_put_get_exists_list_delete(store: Store) -> None:
     ]
     assert store.list("bkt") == sorted(store.list("bkt", "data/"))
     assert store.list("bkt", "nothing/") == []
-    store.put("bkt", "data/train/a.png", b"overwritten")
+    store.put("bkt", "data/train/a.png", bytearray(b"overwritten"))  # as capture writes
     assert store.get("bkt", "data/train/a.png") == b"overwritten"
     store.delete("bkt", "data/train/a.png")
     store.delete("bkt", "data/train/a.png")  # deleting a missing object is fine, as in S3

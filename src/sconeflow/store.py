@@ -54,7 +54,7 @@ def validate_key(key: str) -> str:
 class Store(Protocol):
     """What both backends offer. `uri()` names an object for people and logs."""
 
-    def put(self, bucket: str, key: str, data: bytes) -> None: ...
+    def put(self, bucket: str, key: str, data: bytes | bytearray) -> None: ...
     def get(self, bucket: str, key: str) -> bytes: ...
     def exists(self, bucket: str, key: str) -> bool: ...
     def delete(self, bucket: str, key: str) -> None: ...
@@ -71,7 +71,7 @@ class LocalStore:
     def _path(self, bucket: str, key: str) -> Path:
         return self.root / _checked_bucket(bucket) / validate_key(key)
 
-    def put(self, bucket: str, key: str, data: bytes) -> None:
+    def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
         target = self._path(bucket, key)
         tmp_dir = self.root / ".tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ class S3Store:
             self.client.create_bucket(Bucket=bucket)
         self._known_buckets.add(bucket)
 
-    def put(self, bucket: str, key: str, data: bytes) -> None:
+    def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
         validate_key(key)
         self._ensure_bucket(_checked_bucket(bucket))
         try:
