@@ -485,6 +485,17 @@ def test_a_hung_handler_times_out_at_its_deadline_on_the_system_clock() -> None:
     assert "fails" in cause["stackTrace"][0]
 
 
+def test_a_hung_handler_on_a_fake_clock_times_out_after_its_real_wait_limit() -> None:
+    release = threading.Event()
+    clock = FakeClock(real_wait_limit=0.2)
+    m = machine(("T", invoke_state("fn", TimeoutSeconds=7)))
+    start = clock.now()
+    result = run_execution(m, {}, {"fn": lambda e, c: release.wait(30)}, clock=clock)
+    release.set()
+    assert result.error == "States.Timeout"
+    assert (clock.now() - start).total_seconds() >= 7  # the fake deadline passed too
+
+
 def test_execution_timeout_during_wait() -> None:
     clock = FakeClock()
     m = machine(("W", {"Type": "Wait", "Seconds": 100, "End": True}), TimeoutSeconds=10)

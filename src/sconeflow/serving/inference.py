@@ -53,6 +53,8 @@ from PIL import Image, UnidentifiedImageError
 from sconeflow.errors import DataError, ModelError
 from sconeflow.serving.model import ONNX_NAME, ModelMeta, read_meta
 
+log = logging.getLogger(__name__)
+
 # Decoders we admit: the formats of the SageMaker image content types. Limiting Pillow's
 # format probing keeps exotic (and less hardened) decoders off the request path.
 _FORMATS = ("PNG", "JPEG")
@@ -218,7 +220,7 @@ def _run_batch(predictor: Predictor, items: list[tuple[np.ndarray, Any]], delive
     try:
         deliver(tickets, result, time.perf_counter() - start)
     except Exception:  # a broken deliver must not stop the batcher
-        logging.getLogger(__name__).exception("delivering a batch of %d failed", len(items))
+        log.exception("delivering a batch of %d failed", len(items))
 
 
 class MicroBatcher:
@@ -297,13 +299,15 @@ class LoopBatcher:
     def close(self) -> None:
         """Finish what is queued; safe once the loop has stopped (shutdown)."""
         while self._pending:
-            items = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            _run_batch(self.predictor, items, self._deliver)
+            _run_batch(self.predictor, self._take(), self._deliver)
 
-    def _run(self) -> None:
+    def _take(self) -> list[tuple[np.ndarray, Any]]:
         items = self._pending[: self.max_batch]
         del self._pending[: self.max_batch]
+        return items
+
+    def _run(self) -> None:
+        items = self._take()
         # Anything beyond max_batch waits one loop pass, so I/O is not starved.
         self._scheduled = bool(self._pending)
         if self._scheduled:

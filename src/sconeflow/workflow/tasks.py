@@ -116,7 +116,8 @@ def _invoke_function(
 
 
 def _check_timeout(run: _Run, started: dt.datetime, timeout: int | None) -> None:
-    # A Python call cannot be interrupted safely, so the timeout is judged when it returns.
+    # A hung handler is given up on at the deadline in lambdas.call_handler; this judges
+    # one that returned just after it, or whose time passed on a FakeClock (`advance`).
     if timeout and (run.clock.now() - started).total_seconds() > timeout:
         raise StatesFailure(
             TIMEOUT, f"The task did not complete within its TimeoutSeconds of {timeout} s"
