@@ -16,16 +16,13 @@ from sconeflow.cli.common import (
     pass_context,
     print_json,
 )
+from sconeflow.cli.stage import source_option
 from sconeflow.cli.train import _read_hyperparameters
 from sconeflow.progress import RichProgress
 
 
 @click.command()
-@click.option(
-    "--source",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A local cifar-100-python.tar.gz (default: download the official one).",
-)
+@source_option
 @click.option(
     "--classes", default=",".join(staging.DEFAULT_CLASSES), show_default=True,
     help="CIFAR-100 fine label names to stage and classify.",

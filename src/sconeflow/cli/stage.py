@@ -11,13 +11,16 @@ from sconeflow.cli.common import Context, console, json_option, pass_context, pr
 from sconeflow.progress import RichProgress
 from sconeflow.store import open_store
 
-
-@click.command()
-@click.option(
+# Shared by `stage` and `pipeline`.
+source_option = click.option(
     "--source",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A local cifar-100-python.tar.gz instead of downloading the official one.",
 )
+
+
+@click.command()
+@source_option
 @click.option(
     "--classes",
     default=",".join(staging.DEFAULT_CLASSES),
