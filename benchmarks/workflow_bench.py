@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import sqlite3
 import sys
 import tempfile
 import time
@@ -35,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workflow
 
 from asl_moto_harness import MotoMachine
 
-from sconeflow.workflow import InMemoryHistory, SqliteHistory, parse_definition, run_execution
-from sconeflow.workflow.runner import load_definition
+from sconeflow import db
+from sconeflow.executions.definitions import load_definition
+from sconeflow.executions.records import HistoryWriter
+from sconeflow.workflow import InMemoryHistory, parse_definition, run_execution
 
 FN = "arn:aws:lambda:us-east-1:123456789012:function:{}:$LATEST"
 RETRY = [
@@ -141,9 +142,7 @@ def main() -> None:
 
     rows: list[tuple[str, str, float, float, float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        conn = sqlite3.connect(Path(tmp) / "history.db", check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn = db.connect(Path(tmp) / "history.db")
         for label, definition, event, calls in (
             ("3-task", THREE_TASKS, EVENT, 3),
             ("map-100", MAP_100, MAP_EVENT, 100),
@@ -160,7 +159,7 @@ def main() -> None:
             ) -> None:
                 name = f"{label}-{next(counter)}"
                 arn = f"{m.arn.replace(':stateMachine:', ':execution:')}:{name}"
-                listener = SqliteHistory(conn, arn, commit_every=1_000_000)
+                listener = HistoryWriter(conn, arn, commit_every=1_000_000, keep=False)
                 result = run_execution(m, e, HANDLERS, name=name, listener=listener)
                 assert result.status == "SUCCEEDED", result.cause
 

@@ -52,7 +52,8 @@ def report(staged_home: Settings, tmp_path_factory: pytest.TempPathFactory) -> R
               b'{"captureData": "garbage"}\nnot json at all\n')
     rng = np.random.default_rng(0)
     outcomes = [WorkflowOutcome(T0 + timedelta(seconds=30 * i),
-                                "SUCCEEDED" if rng.random() < 0.7 else "FAILED", f"x{i}")
+                                "SUCCEEDED" if rng.random() < 0.7 else "FAILED", f"x{i}",
+                                threshold=0.88)
                 for i in range(100)]
     record, analysis = run_monitoring(
         store, settings.bucket, connect(settings.db_path), endpoint="ep",
@@ -76,6 +77,7 @@ def test_report_is_self_contained_and_actionable(report: Report) -> None:
     assert "brightness" in html and "What to do: Images are darker" in html
     assert "predicted_class" in html and "Skipped capture lines (2)" in html
     assert "est. accuracy (mean confidence)" in html
+    assert "below threshold 0.88" in html  # the executions' recorded threshold
 
 
 def test_advice_names_the_direction() -> None:

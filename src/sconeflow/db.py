@@ -47,7 +47,10 @@ CREATE TABLE IF NOT EXISTS executions (
     definition TEXT NOT NULL,           -- the ASL JSON it ran
     started_at TEXT NOT NULL,
     stopped_at TEXT,
-    redrive_of TEXT
+    redrive_of TEXT,
+    threshold REAL,                     -- filterLowConfidence's THRESHOLD for this run
+    owner_pid INTEGER,                  -- the process running it, while RUNNING
+    owner_start TEXT                    -- that process's start time (a reused pid differs)
 );
 CREATE TABLE IF NOT EXISTS history_events (
     execution_arn TEXT NOT NULL,
@@ -71,6 +74,14 @@ CREATE TABLE IF NOT EXISTS monitoring_runs (
     failure_reason TEXT
 );
 """
+
+# Columns added after a table's first version: (table, column, declaration). `CREATE TABLE
+# IF NOT EXISTS` leaves an older workspace's table as it was, so these are added to it.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("executions", "threshold", "REAL"),
+    ("executions", "owner_pid", "INTEGER"),
+    ("executions", "owner_start", "TEXT"),
+)
 
 
 _init_lock = threading.Lock()
@@ -103,8 +114,20 @@ def _initialise(conn: sqlite3.Connection) -> None:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            _add_columns(conn)
             return
         except sqlite3.OperationalError as err:
             if "locked" not in str(err) or attempt == 49:
                 raise
             time.sleep(0.05)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            except sqlite3.OperationalError as err:  # another process added it just now
+                if "duplicate column" not in str(err):
+                    raise

@@ -26,11 +26,11 @@ from typing import Any
 from sconeflow import db, staging
 from sconeflow.config import Settings
 from sconeflow.evaluation import evaluate_model
+from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.store import Store, open_store
 
 ENDPOINT_NAME = "scones-endpoint"
-THRESHOLD = 0.93
 LogFn = Callable[[str], None]
 
 
@@ -40,7 +40,7 @@ class PipelineOptions:
     classes: tuple[str, ...] = staging.DEFAULT_CLASSES
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     endpoint: str = ENDPOINT_NAME
-    threshold: float = THRESHOLD
+    threshold: float = DEFAULT_THRESHOLD
     keep_endpoint: bool = False
     concurrency: int = 4
     port: int | None = None
@@ -226,19 +226,21 @@ def _workflow(
     summary: PipelineSummary,
     progress: ProgressFn,
 ) -> tuple[str, str]:
-    from sconeflow.workflow import runner
+    from sconeflow.executions import runner
+    from sconeflow.executions.definitions import load_definition
+    from sconeflow.executions.records import ExecutionRecord
 
     keys = [k for k in store.list(settings.bucket, "data/test/") if k.endswith(".png")]
     inputs = [
         {"image_data": "", "s3_bucket": settings.bucket, "s3_key": k, "inferences": []}
         for k in keys
     ]
-    definition = runner.load_definition(None)
+    definition = load_definition(None)
     handlers = runner.local_handlers(settings, summary.endpoint, options.threshold)
-    wf = runner.WorkflowRunner(settings, definition, handlers)
+    wf = runner.WorkflowRunner(settings, definition, handlers, threshold=options.threshold)
     done = [0]
 
-    def on_done(record: runner.ExecutionRecord) -> None:
+    def on_done(record: ExecutionRecord) -> None:
         done[0] += 1
         progress("workflow executions", done[0], len(inputs))
 

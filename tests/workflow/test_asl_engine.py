@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -18,9 +17,7 @@ from sconeflow.workflow import (
     FakeClock,
     HandlerError,
     InMemoryHistory,
-    SqliteHistory,
     error_matches,
-    load_history,
     parse_definition,
     retry_delay,
     run_execution,
@@ -658,23 +655,6 @@ def test_endless_loop_stops_at_25000_history_events() -> None:
     assert result.status == "FAILED" and result.error == "States.Runtime"
     assert "25000" in (result.cause or "") and len(history.events) == 25_000
     assert result.events == []  # a listener was given, so nothing is collected twice
-
-
-def test_history_persisted_to_sqlite(tmp_path: Any) -> None:
-    conn = sqlite3.connect(tmp_path / "h.db")
-    arn = "arn:aws:states:us-east-1:123456789012:execution:sconeflow:sql"
-    result = run_execution(
-        parse_definition(REFERENCE),
-        {"k": 1},
-        reference_handlers(),
-        name="sql",
-        listener=SqliteHistory(conn, arn),
-    )
-    stored = load_history(sqlite3.connect(tmp_path / "h.db"), result.execution_arn)
-    assert next(e["type"] for e in stored) == "ExecutionStarted" and len(stored) == 17
-    assert stored[-1]["executionSucceededEventDetails"]["output"] == json.dumps(
-        result.output, separators=(",", ":")
-    )
 
 
 def test_listener_errors_propagate() -> None:

@@ -28,7 +28,7 @@ from sconeflow.monitoring.capture_reader import (
 from sconeflow.monitoring.checks import DEFAULT_ALPHA
 from sconeflow.monitoring.features import compute_features
 from sconeflow.monitoring.outcomes import read_workflow_outcomes
-from sconeflow.monitoring.report import DEFAULT_THRESHOLD, render_report, write_report
+from sconeflow.monitoring.report import render_report, write_report
 from sconeflow.monitoring.runner import (
     RunRecord,
     WindowAnalysis,
@@ -174,7 +174,7 @@ def _print_run(record: RunRecord, analysis: WindowAnalysis, store: Store, bucket
 def _monitor_once(settings: Settings, endpoint: str, name: str, variant: str,
                   classes: Sequence[str] | None, since: datetime | None,
                   until: datetime | None, ground_truth: str | None, alpha: float,
-                  report: bool, threshold: float) -> tuple[RunRecord, WindowAnalysis]:
+                  report: bool, threshold: float | None) -> tuple[RunRecord, WindowAnalysis]:
     store = open_store(settings)
     conn = connect(settings.db_path)
     record, analysis = run_monitoring(
@@ -195,8 +195,9 @@ run_options = [
                  help="Family-wise false alarm rate of the drift tests (Holm)."),
     click.option("--report/--no-report", default=True, show_default=True,
                  help="Also write report.html and the plots into the run's folder."),
-    click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
-                 help="Confidence threshold drawn in the report (the workflow's)."),
+    click.option("--threshold", type=float, default=None,
+                 help="Confidence threshold drawn in the report (default: the one the "
+                 "window's workflow executions ran with)."),
 ]
 
 
@@ -221,7 +222,7 @@ def _with_run_options(fn: _F) -> _F:
 @pass_context
 def run(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes: str | None,
         since: str | None, until: str | None, ground_truth: str | None, alpha: float,
-        report: bool, threshold: float, as_json: bool) -> None:
+        report: bool, threshold: float | None, as_json: bool) -> None:
     """One monitoring execution over [since, until) of captured data."""
     now = datetime.now(UTC).replace(microsecond=0)
     end = _when(until, now) or now
@@ -239,12 +240,14 @@ def run(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes
 @variant_option
 @classes_option
 @click.option("--run-id", help="Run to report on (default: the latest of the schedule).")
-@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True)
+@click.option("--threshold", type=float, default=None,
+              help="Confidence threshold drawn in the report (default: the one the window's "
+              "workflow executions ran with).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy report.html and the plots into this folder.")
 @pass_context
 def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes: str | None,
-           run_id: str | None, threshold: float, out: Path | None) -> None:
+           run_id: str | None, threshold: float | None, out: Path | None) -> None:
     """Write report.html (self-contained) and PNG plots for a monitoring run."""
     settings = ctx.settings
     store = open_store(settings)
@@ -289,7 +292,7 @@ def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, clas
 def schedule_cmd(ctx: Context, endpoint: str, schedule: str | None, variant: str,
                  classes: str | None, every: str, max_runs: int | None,
                  ground_truth: str | None, alpha: float, report: bool,
-                 threshold: float) -> None:
+                 threshold: float | None) -> None:
     """Run monitoring every period over the period just ended, in the foreground."""
     settings = ctx.settings
     name = _schedule(endpoint, schedule)

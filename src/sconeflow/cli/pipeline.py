@@ -18,6 +18,7 @@ from sconeflow.cli.common import (
 )
 from sconeflow.cli.stage import source_option
 from sconeflow.cli.train import _read_hyperparameters
+from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.progress import RichProgress
 
 
@@ -33,7 +34,7 @@ from sconeflow.progress import RichProgress
               help="One training hyperparameter, e.g. -p epochs=5.")  # fmt: skip
 @click.option("--endpoint", default="scones-endpoint", show_default=True, help="Endpoint name.")
 @click.option("--port", type=int, help="Endpoint port (default: 8080 if free, else any).")
-@click.option("--threshold", type=float, default=0.93, show_default=True,
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Confidence below which the workflow fails an image.")  # fmt: skip
 @click.option("--keep-endpoint", is_flag=True, help="Leave the endpoint running at the end.")
 @json_option

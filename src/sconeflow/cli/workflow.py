@@ -19,11 +19,19 @@ from sconeflow.cli.common import (
 )
 from sconeflow.config import Settings
 from sconeflow.errors import WorkflowError
+from sconeflow.executions import runner, traffic
+from sconeflow.executions.definitions import load_definition
+from sconeflow.executions.notify import Notifier
+from sconeflow.executions.records import (
+    ExecutionRecord,
+    definition_of,
+    find_execution,
+    get_history,
+    list_executions,
+)
+from sconeflow.executions.summary import SummaryRow, class_names, summarize
 from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.store import open_store
-from sconeflow.workflow import runner, traffic
-from sconeflow.workflow.notify import Notifier
-from sconeflow.workflow.runner import ExecutionRecord, SummaryRow
 
 definition_option = click.option(
     "--definition",
@@ -117,18 +125,18 @@ def run(
         inputs = [{"images": cases}] if batch else list(cases)
     if name is not None and len(inputs) != 1:
         raise click.UsageError("--name names one execution; leave it out with --count")
-    loaded = runner.load_definition(definition, name=state_machine)
+    loaded = load_definition(definition, name=state_machine)
     handlers = runner.local_handlers(settings, endpoint, threshold)
     wf = runner.WorkflowRunner(
         settings, loaded, handlers, notifier=_notifier(settings, notify_url, notify_command),
-        max_workers=concurrency,
+        max_workers=concurrency, threshold=threshold,
     )  # fmt: skip
     names = [name] if name is not None else None
-    names_of_classes = runner.class_names(store, settings.bucket)
+    names_of_classes = class_names(store, settings.bucket)
 
     def progress(record: ExecutionRecord) -> None:
         if not as_json and len(inputs) > 1:
-            row = runner.summarize(record, names_of_classes)[0]
+            row = summarize(record, names_of_classes)[0]
             console.print(f"{record.status:<9} {record.name} {row.error or ''}", highlight=False)
 
     offsets = traffic.arrival_offsets(len(inputs), rate, pattern, burst)
@@ -154,10 +162,10 @@ def _read_input(text: str) -> Any:
 
 
 def _print_summary(records: list[ExecutionRecord], names: list[str], as_json: bool) -> None:
-    rows: list[SummaryRow] = [row for r in records for row in runner.summarize(r, names)]
+    rows: list[SummaryRow] = [row for r in records for row in summarize(r, names)]
     if as_json:
         print_json([
-            {**r.describe(), "summary": [row.__dict__ for row in runner.summarize(r, names)],
+            {**r.describe(), "summary": [row.__dict__ for row in summarize(r, names)],
              **({"notificationError": r.notification_error} if r.notification_error else {})}
             for r in records
         ])  # fmt: skip
@@ -185,7 +193,7 @@ def _print_summary(records: list[ExecutionRecord], names: list[str], as_json: bo
 @pass_context
 def list_(ctx: Context, status: str | None, as_json: bool) -> None:
     """List executions, newest first (ListExecutions)."""
-    records = runner.list_executions(ctx.settings, status=status)
+    records = list_executions(ctx.settings, status=status)
     if as_json:
         print_json({"executions": [r.describe() for r in records]})
         return
@@ -203,7 +211,7 @@ def list_(ctx: Context, status: str | None, as_json: bool) -> None:
 @pass_context
 def describe(ctx: Context, execution: str, as_json: bool) -> None:
     """Describe an execution by ARN or name (DescribeExecution)."""
-    info = runner.find_execution(ctx.settings, execution).describe()
+    info = find_execution(ctx.settings, execution).describe()
     if as_json:
         print_json(info)
         return
@@ -217,7 +225,7 @@ def describe(ctx: Context, execution: str, as_json: bool) -> None:
 @pass_context
 def history(ctx: Context, execution: str, as_json: bool) -> None:
     """Show an execution's events (GetExecutionHistory)."""
-    events = runner.get_history(ctx.settings, execution)
+    events = get_history(ctx.settings, execution)
     if as_json:
         print_json({"events": events})
         return
@@ -252,7 +260,7 @@ def redrive(
         settings, execution, handlers, max_workers=concurrency,
         notifier=_notifier(settings, notify_url, notify_command),
     )  # fmt: skip
-    _print_summary([record], runner.class_names(open_store(settings), settings.bucket), as_json)
+    _print_summary([record], class_names(open_store(settings), settings.bucket), as_json)
 
 
 @workflow.command()
@@ -263,20 +271,20 @@ def redrive(
 @pass_context
 def graph(ctx: Context, definition: str | None, execution: str | None, out: Path) -> None:
     """Draw a definition, or an execution coloured by outcome, as SVG and PNG."""
-    from sconeflow.workflow.graph import outcomes_from_history, render_graph
+    from sconeflow.executions.graph import outcomes_from_history, render_graph
 
     if (definition is None) == (execution is None):
         raise click.UsageError("give exactly one of --definition or --execution")
     if execution is not None:
-        record = runner.find_execution(ctx.settings, execution)
-        spec = runner.definition_of(ctx.settings, record.arn)
-        events = runner.get_history(ctx.settings, record.arn)
+        record = find_execution(ctx.settings, execution)
+        spec = definition_of(ctx.settings, record.arn)
+        events = get_history(ctx.settings, record.arn)
         outcomes = outcomes_from_history(spec, events, finished=record.status != "RUNNING")
         title = f"{record.state_machine}:{record.name} — {record.status}"
         paths = render_graph(spec, out, outcomes=outcomes, title=title)
     else:
         assert definition is not None
-        loaded = runner.load_definition(definition)
+        loaded = load_definition(definition)
         paths = render_graph(json.loads(loaded.text), out, title=loaded.name)
     for path in paths:
         console.print(f"wrote {path}", highlight=False)

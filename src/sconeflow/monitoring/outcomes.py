@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.monitoring.capture_reader import CaptureProblem, CaptureRecord, parse_time
 from sconeflow.store import Store
 
@@ -32,6 +33,7 @@ class WorkflowOutcome:
     status: str  # SUCCEEDED | FAILED | TIMED_OUT | ABORTED | RUNNING
     name: str = ""
     s3_key: str = ""
+    threshold: float | None = None  # filterLowConfidence's THRESHOLD the execution ran with
 
 
 @dataclass
@@ -45,7 +47,8 @@ def read_workflow_outcomes(
 ) -> list[WorkflowOutcome]:
     """Executions started in [since, until), oldest first; rows with bad times are skipped."""
     out = []
-    for row in conn.execute("SELECT name, arn, status, input, started_at FROM executions"):
+    rows = conn.execute("SELECT name, arn, status, input, started_at, threshold FROM executions")
+    for row in rows:
         try:
             when = parse_time(str(row["started_at"]))
         except ValueError:
@@ -57,8 +60,20 @@ def read_workflow_outcomes(
         except json.JSONDecodeError:
             doc = {}
         key = doc.get("s3_key", "") if isinstance(doc, dict) else ""
-        out.append(WorkflowOutcome(when, str(row["status"]), str(row["name"]), str(key or "")))
+        threshold = None if row["threshold"] is None else float(row["threshold"])
+        out.append(
+            WorkflowOutcome(when, str(row["status"]), str(row["name"]), str(key or ""), threshold)
+        )
     return sorted(out, key=lambda o: o.time)
+
+
+def workflow_threshold(outcomes: Sequence[WorkflowOutcome]) -> float:
+    """The confidence threshold the window's workflow ran with: the latest execution's that
+    recorded one, else filterLowConfidence's default."""
+    for outcome in reversed(outcomes):
+        if outcome.threshold is not None:
+            return outcome.threshold
+    return DEFAULT_THRESHOLD
 
 
 def outcome_index(outcomes: Iterable[WorkflowOutcome]) -> dict[str, str]:

@@ -19,10 +19,10 @@ import numpy as np
 
 from sconeflow.monitoring import plots
 from sconeflow.monitoring.capture_reader import format_time, parse_time
+from sconeflow.monitoring.outcomes import workflow_threshold
 from sconeflow.monitoring.runner import RunRecord, WindowAnalysis
 from sconeflow.store import Store
 
-DEFAULT_THRESHOLD = 0.93  # the reference workflow's filterLowConfidence threshold
 GALLERY_SIZE = 12
 MAX_PROBLEM_ROWS = 50
 
@@ -109,10 +109,13 @@ def render_report(
     analysis: WindowAnalysis,
     *,
     run: RunRecord | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     gallery_size: int = GALLERY_SIZE,
 ) -> Report:
-    """Plots and the HTML page for one analysed window."""
+    """Plots and the HTML page for one analysed window. `threshold` (drawn on the confidence
+    plots) defaults to the one the window's executions recorded."""
+    if threshold is None:
+        threshold = workflow_threshold(analysis.outcomes)
     table = analysis.table
     times = [parse_time(t) for t in table.times]
     conf = table.numeric.get("confidence", np.zeros(0))

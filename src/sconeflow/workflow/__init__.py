@@ -1,5 +1,8 @@
 """A local Amazon States Language engine (JSONPath mode), faithful to AWS Step Functions.
 
+A pure engine: it depends on nothing of sconeflow but `sconeflow.errors` (the execution
+service that keeps executions in the workspace is `sconeflow.executions`).
+
     from sconeflow.workflow import parse_definition, run_execution
 
     machine = parse_definition(open("stepfunction.json").read(), name="scones")
@@ -17,7 +20,8 @@ The API:
   start_date, stop_date, failed_state, events)`. Task resources
   `arn:aws:states:::lambda:invoke` and `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:q]`
   resolve by function name to `handlers[name](event, context)`. `listener(event)` gets each
-  GetExecutionHistory-shaped event as it happens (`InMemoryHistory`, `SqliteHistory`);
+  GetExecutionHistory-shaped event as it happens (`InMemoryHistory` here; the workspace's
+  db writer is `sconeflow.executions.records.HistoryWriter`);
   `clock` (`SystemClock`, `FakeClock`) serves Wait, retry back-off and timeouts;
   `start_at=result.failed_state` re-runs ("redrives") from the state that failed.
 
@@ -29,23 +33,22 @@ ever eval'ed; only registered handlers run.
 from .clock import Clock, FakeClock, SystemClock
 from .engine import ExecutionResult, error_matches, retry_delay, run_execution
 from .errors import DefinitionError, HandlerError
-from .history import InMemoryHistory, SqliteHistory, load_history
+from .history import Event, InMemoryHistory
 from .lambdas import LambdaContext
 from .machine import StateMachine, parse_definition
 
 __all__ = [
     "Clock",
     "DefinitionError",
+    "Event",
     "ExecutionResult",
     "FakeClock",
     "HandlerError",
     "InMemoryHistory",
     "LambdaContext",
-    "SqliteHistory",
     "StateMachine",
     "SystemClock",
     "error_matches",
-    "load_history",
     "parse_definition",
     "retry_delay",
     "run_execution",

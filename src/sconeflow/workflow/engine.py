@@ -40,14 +40,10 @@ from .history import Event, InMemoryHistory
 from .lambdas import Handler, new_request_id
 from .machine import Retrier, State, StateMachine
 from .paths import PathNotFound, bracket_notation, parse_reference_path, set_path
+from .run import ExecutionTimedOut, Frame, Listener, Run
 from .tasks import invoke
 
-MAX_HISTORY_EVENTS = 25_000  # AWS's quota on one execution's history
 DEFAULT_ROLE_ARN = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
-
-Listener = Callable[[Event], None]
-_NOTHING = object()
-_RNG = random.Random()  # retry jitter; seeding one per execution cost 0.1 ms in profiles
 _ABORTED = "States.Aborted"  # marks Map iterations skipped after another one failed
 
 
@@ -65,108 +61,6 @@ class ExecutionResult:
     stop_date: dt.datetime
     failed_state: str | None = None  # where a failure happened: the `start_at` for a redrive
     events: list[Event] = field(default_factory=list)  # filled when no listener was given
-
-
-class _ExecutionTimedOut(Exception):
-    """The execution's own TimeoutSeconds ran out."""
-
-
-class _Frame:
-    """One line of history: the top level, a Parallel branch or a Map iteration."""
-
-    __slots__ = ("cached", "cached_json", "entered", "last")
-
-    def __init__(self, last: int) -> None:
-        self.last = last  # id of the previous event in this line (previousEventId)
-        self.entered = 0  # id of the current state's Entered event
-        # The last value serialised in this line and its JSON: a state's output is the next
-        # state's input, and a Task's OutputPath often selects the handler's result, so the
-        # same object is written to history two or three times. Values are never mutated
-        # in place, so identity is a safe cache key.
-        self.cached: Any = _NOTHING
-        self.cached_json = ""
-
-    def json_of(self, value: Any) -> str:
-        if value is not self.cached:
-            self.cached, self.cached_json = value, dumps(value)
-        return self.cached_json
-
-    def remember(self, value: Any, text: str) -> None:
-        self.cached, self.cached_json = value, text
-
-
-class _Run:
-    """Everything one execution shares across its states."""
-
-    def __init__(
-        self,
-        machine: StateMachine,
-        handlers: Mapping[str, Handler],
-        clock: Clock,
-        listener: Listener,
-        context: dict[str, Any],
-        max_workers: int,
-        deadline: dt.datetime | None,
-    ) -> None:
-        self.machine = machine
-        self.handlers = handlers
-        self.clock = clock
-        self.listener = listener
-        self.context = context
-        self.uses_context = machine.uses_context
-        self.max_workers = max_workers
-        self.deadline = deadline
-        self.count = 0
-        self.lock = threading.Lock() if max_workers > 1 else None
-        self.rng = _RNG
-
-    def emit(self, frame: _Frame, kind: str, key: str | None = None, details: Any = None) -> int:
-        """Record one history event; fails the execution at AWS's 25,000-event quota."""
-        if self.lock is not None:
-            with self.lock:
-                return self._emit(frame, kind, key, details)
-        return self._emit(frame, kind, key, details)
-
-    def _emit(self, frame: _Frame, kind: str, key: str | None, details: Any) -> int:
-        if self.count >= MAX_HISTORY_EVENTS - 1 and not kind.startswith("Execution"):
-            raise StatesFailure(
-                RUNTIME, f"The execution reached the limit of {MAX_HISTORY_EVENTS} history events"
-            )
-        self.count += 1
-        event: Event = {
-            "timestamp": self.clock.now(),
-            "type": kind,
-            "id": self.count,
-            "previousEventId": frame.last,
-        }
-        if key is not None:
-            event[key] = details
-        frame.last = self.count
-        self.listener(event)
-        return self.count
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep on the clock, but never past the execution's deadline."""
-        if self.deadline is not None:
-            left = (self.deadline - self.clock.now()).total_seconds()
-            if seconds >= left:
-                self.clock.sleep(max(left, 0.0))
-                raise _ExecutionTimedOut
-        if seconds > 0:
-            self.clock.sleep(seconds)
-
-    def state_context(self, state: State, retry_count: int | None = None) -> dict[str, Any] | None:
-        """The context object `$$` for a state (built only if the definition reads it).
-
-        `$$.State.RetryCount` exists only in the states that can retry (Task, Parallel, Map).
-        """
-        if not self.uses_context:
-            return None
-        ctx = dict(self.context)
-        ctx["State"] = {"EnteredTime": iso_millis(self.clock.now()), "Name": state.name}
-        if retry_count is not None:
-            ctx["State"]["RetryCount"] = retry_count
-        return ctx
 
 
 _SAME = object()  # sentinel: `execution_input` defaults to `input`
@@ -237,8 +131,8 @@ def run_execution(
     deadline = (
         started + dt.timedelta(seconds=machine.timeout_seconds) if machine.timeout_seconds else None
     )
-    run = _Run(machine, handlers, clock, emit_to, context, max_workers, deadline)
-    top = _Frame(0)
+    run = Run(machine, handlers, clock, emit_to, context, max_workers, deadline)
+    top = Frame(0)
     run.emit(
         top,
         "ExecutionStarted",
@@ -264,7 +158,7 @@ def run_execution(
             )
         details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
         run.emit(top, "ExecutionFailed", "executionFailedEventDetails", details)
-    except _ExecutionTimedOut:
+    except ExecutionTimedOut:
         status, error = "TIMED_OUT", TIMEOUT
         run.emit(top, "ExecutionTimedOut", "executionTimedOutEventDetails", {"error": TIMEOUT})
     return ExecutionResult(
@@ -282,14 +176,14 @@ def run_execution(
 
 
 def _run_states(
-    run: _Run, machine: StateMachine, data: Any, frame: _Frame, start: str | None = None
+    run: Run, machine: StateMachine, data: Any, frame: Frame, start: str | None = None
 ) -> Any:
     """The state loop of one (sub-)machine; returns its final output."""
     name: str | None = start or machine.start_at
     states = machine.states
     while name is not None:
         if run.deadline is not None and run.clock.now() >= run.deadline:
-            raise _ExecutionTimedOut
+            raise ExecutionTimedOut
         state = states[name]
         try:
             data, name = _RUNNERS[state.type](run, state, data, frame)
@@ -303,7 +197,7 @@ def _run_states(
 # --- the shared data pipeline -------------------------------------------------------------
 
 
-def _enter(run: _Run, state: State, data: Any, frame: _Frame) -> None:
+def _enter(run: Run, state: State, data: Any, frame: Frame) -> None:
     frame.entered = run.emit(
         frame,
         state.type + "StateEntered",
@@ -312,7 +206,7 @@ def _enter(run: _Run, state: State, data: Any, frame: _Frame) -> None:
     )
 
 
-def _exit(run: _Run, state: State, output: Any, frame: _Frame) -> None:
+def _exit(run: Run, state: State, output: Any, frame: Frame) -> None:
     output_json = frame.json_of(output)
     if not within_quota(output_json):
         raise StatesFailure(
@@ -416,7 +310,7 @@ def retry_delay(retrier: Retrier, attempt: int, rng: random.Random) -> float:
 
 
 def _guarded(
-    run: _Run, state: State, data: Any, frame: _Frame, attempt: Callable[[int], Any]
+    run: Run, state: State, data: Any, frame: Frame, attempt: Callable[[int], Any]
 ) -> tuple[Any, str | None]:
     """Run `attempt(retry_count)` under the state's Retry and Catch; returns (output, next)."""
     counts = [0] * len(state.retry)
@@ -454,7 +348,7 @@ def _guarded(
 # --- the states ----------------------------------------------------------------------------
 
 
-def _run_pass(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_pass(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Pass (spec: "Pass State"): Result, or the effective input, goes to ResultPath."""
     _enter(run, state, data, frame)
     ctx = run.state_context(state)
@@ -465,7 +359,7 @@ def _run_pass(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
     return output, state.next
 
 
-def _run_task(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Task (spec: "Task State") for Lambda resources, under Retry/Catch."""
     _enter(run, state, data, frame)
 
@@ -493,7 +387,7 @@ def _task_timeout(state: State, data: Any) -> int | None:
     return timeout
 
 
-def _run_choice(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_choice(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Choice (spec: "Choice State"): the first matching rule's Next, else Default."""
     _enter(run, state, data, frame)
     ctx = run.state_context(state)
@@ -511,7 +405,7 @@ def _run_choice(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any,
     return output, nxt
 
 
-def _run_wait(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Wait (spec: "Wait State"): Seconds, Timestamp, or either read from the input."""
     _enter(run, state, data, frame)
     effective = _effective_input(state, data, None)
@@ -548,7 +442,7 @@ def _run_wait(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
     return output, state.next
 
 
-def _run_succeed(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_succeed(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Succeed (spec: "Succeed State"): ends this (sub-)machine successfully."""
     _enter(run, state, data, frame)
     effective = _effective_input(state, data, None)
@@ -557,7 +451,7 @@ def _run_succeed(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any
     return output, None
 
 
-def _run_fail(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_fail(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Fail (spec: "Fail State"): Error/Cause, or ErrorPath/CausePath read from the input."""
     _enter(run, state, data, frame)
     ctx = run.state_context(state)
@@ -582,7 +476,7 @@ def _run_fail(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, s
     raise StatesFailure(error, cause)
 
 
-def _run_parallel(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Parallel (spec: "Parallel State"): every branch gets the effective input; the result
     is the array of branch outputs in branch order. The first failing branch fails the state."""
     _enter(run, state, data, frame)
@@ -605,7 +499,7 @@ def _run_parallel(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[An
     return output, nxt
 
 
-def _run_map(run: _Run, state: State, data: Any, frame: _Frame) -> tuple[Any, str | None]:
+def _run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Map (spec: "Map State"): run the ItemProcessor on each item of ItemsPath; the result
     is the array of outputs in item order. ToleratedFailureCount/Percentage let some
     iterations fail (their entries hold the error); past that, the state fails."""
@@ -677,9 +571,9 @@ def _exceeds_tolerance(state: State, failed: int, total: int) -> bool:
 
 
 def _fan_out(
-    run: _Run,
+    run: Run,
     jobs: list[tuple[StateMachine, Any]],
-    frame: _Frame,
+    frame: Frame,
     *,
     limit: int,
     map_name: str | None = None,
@@ -690,7 +584,7 @@ def _fan_out(
 
     def one(index: int) -> Any:
         machine, value = jobs[index]
-        sub = _Frame(frame.last)
+        sub = Frame(frame.last)
         if map_name is not None:
             if stop.is_set():
                 run.emit(
@@ -741,7 +635,7 @@ def _fan_out(
         return list(pool.map(one, range(len(jobs))))
 
 
-_RUNNERS: dict[str, Callable[[_Run, State, Any, _Frame], tuple[Any, str | None]]] = {
+_RUNNERS: dict[str, Callable[[Run, State, Any, Frame], tuple[Any, str | None]]] = {
     "Pass": _run_pass,
     "Task": _run_task,
     "Choice": _run_choice,

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .data import TRUNCATED, dumps, within_quota
 from .errors import DATA_LIMIT_EXCEEDED, RUNTIME, TIMEOUT, StatesFailure
 from .lambdas import call_handler, executed_version, function_arn, invoke_result
 from .machine import State, function_name_of
-
-if TYPE_CHECKING:
-    from .engine import _Frame, _Run
+from .run import Frame, Run
 
 
-def invoke(run: _Run, state: State, effective: Any, frame: _Frame, timeout: int | None) -> Any:
+def invoke(run: Run, state: State, effective: Any, frame: Frame, timeout: int | None) -> Any:
     """Run the Task's Lambda on its effective input; returns the Task's result."""
     started = run.clock.now()
     deadline = started + dt.timedelta(seconds=timeout) if timeout else None
@@ -73,10 +71,10 @@ def invoke(run: _Run, state: State, effective: Any, frame: _Frame, timeout: int 
 
 
 def _invoke_function(
-    run: _Run,
+    run: Run,
     state: State,
     effective: Any,
-    frame: _Frame,
+    frame: Frame,
     timeout: int | None,
     started: dt.datetime,
     deadline: dt.datetime | None,
@@ -115,7 +113,7 @@ def _invoke_function(
     return payload
 
 
-def _check_timeout(run: _Run, started: dt.datetime, timeout: int | None) -> None:
+def _check_timeout(run: Run, started: dt.datetime, timeout: int | None) -> None:
     # A hung handler is given up on at the deadline in lambdas.call_handler; this judges
     # one that returned just after it, or whose time passed on a FakeClock (`advance`).
     if timeout and (run.clock.now() - started).total_seconds() > timeout:

@@ -18,16 +18,13 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sconeflow.errors import WorkflowError
-
-if TYPE_CHECKING:
-    from sconeflow.workflow.runner import ExecutionRecord
+from sconeflow.executions.records import FAILED_STATUSES, ExecutionRecord
 
 log = logging.getLogger(__name__)
 
-FAILED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 
 
 @dataclass

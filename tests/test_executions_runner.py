@@ -11,6 +11,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ import pytest
 from sconeflow import db
 from sconeflow.config import Settings
 from sconeflow.errors import EndpointError, WorkflowError
+from sconeflow.executions import records as execution_records
+from sconeflow.executions import runner, summary, traffic
+from sconeflow.executions.definitions import load_definition
+from sconeflow.executions.notify import Notifier
+from sconeflow.executions.runner import WorkflowRunner
 from sconeflow.functions import EndpointInvocationError, ThresholdConfidenceNotMet
 from sconeflow.store import LocalStore
-from sconeflow.workflow import runner, traffic
-from sconeflow.workflow.notify import Notifier
-from sconeflow.workflow.runner import WorkflowRunner
 from test_functions import PNG, FakeEndpoint
 
 ARN_PREFIX = "arn:aws:states:us-east-1:123456789012:execution:stepfunction:"
@@ -97,13 +100,13 @@ def test_history_rows_are_written_as_the_events_happen(settings: Settings) -> No
         seen.append((status, count))
 
     fns.on_classify = peek
-    wf = WorkflowRunner(settings, runner.load_definition(), fns.table())
+    wf = WorkflowRunner(settings, load_definition(), fns.table())
     record = wf.start(EVENT, "run-1")
     assert seen == [("RUNNING", 9)]  # started, serialize (5 events), classify entered + 2
     assert record.arn == ARN_PREFIX + "run-1" and record.status == "SUCCEEDED"
     assert json.loads(record.output or "{}")["inferences"] == [0.02, 0.98]
     rows = _rows(settings, record.arn)
-    stored = runner.get_history(settings, record.arn)
+    stored = execution_records.get_history(settings, record.arn)
     assert [(r["id"], r["previous_id"], r["type"]) for r in rows] == [
         (e["id"], e["previousEventId"], e["type"]) for e in record.events
     ]
@@ -114,21 +117,36 @@ def test_history_rows_are_written_as_the_events_happen(settings: Settings) -> No
         e["stateEnteredEventDetails"]["name"] for e in stored if "stateEnteredEventDetails" in e
     ]
     assert entered == ["serializeImageData", "classify", "filterLowConfidence"]
-    info = runner.find_execution(settings, "run-1").describe()
+    info = execution_records.find_execution(settings, "run-1").describe()
     assert info["executionArn"] == record.arn and info["redriveStatus"] == "NOT_REDRIVABLE"
     assert info["stateMachineArn"].endswith(":stateMachine:stepfunction")
 
 
 def test_low_confidence_fails_with_the_error_name_and_cause(settings: Settings) -> None:
     fns = Functions([0.4, 0.6])
-    record = WorkflowRunner(settings, runner.load_definition(), fns.table()).start(EVENT, "low")
+    record = WorkflowRunner(settings, load_definition(), fns.table()).start(EVENT, "low")
     assert record.status == "FAILED" and record.error == "ThresholdConfidenceNotMet"
     cause = json.loads(record.cause or "{}")
     assert cause["errorType"] == "ThresholdConfidenceNotMet"
     assert "0.6000 is below the threshold 0.9300" in cause["errorMessage"]
-    (row,) = runner.summarize(record, ["bicycle", "motorcycle"])
+    (row,) = summary.summarize(record, ["bicycle", "motorcycle"])
     assert (row.status, row.predicted, row.confidence) == ("FAILED", "motorcycle", 0.6)
-    assert runner.find_execution(settings, record.arn).describe()["redriveStatus"] == "REDRIVABLE"
+    described = execution_records.find_execution(settings, record.arn).describe()
+    assert described["redriveStatus"] == "REDRIVABLE"
+
+
+def test_threshold_is_recorded_for_monitoring(settings: Settings) -> None:
+    """The threshold an execution ran with is on its row, where the monitor report reads it."""
+    from sconeflow.monitoring.outcomes import read_workflow_outcomes, workflow_threshold
+
+    fns = Functions([0.1, 0.9], threshold=0.85)
+    wf = WorkflowRunner(settings, load_definition(), fns.table(), threshold=0.85)
+    assert wf.start(EVENT, "th").threshold == 0.85
+    with closing(db.connect(settings.db_path)) as conn:
+        outcomes = read_workflow_outcomes(conn)
+    assert [(o.name, o.threshold) for o in outcomes] == [("th", 0.85)]
+    assert workflow_threshold(outcomes) == 0.85
+    assert workflow_threshold([]) == 0.93  # filterLowConfidence's default, from one place
 
 
 def test_redrive_restarts_at_the_failed_state_and_continues_the_history(
@@ -136,16 +154,16 @@ def test_redrive_restarts_at_the_failed_state_and_continues_the_history(
 ) -> None:
     fns = Functions([0.99, 0.01])
     fns.classify_error = EndpointInvocationError("endpoint 'scones' is down")
-    first = WorkflowRunner(settings, runner.load_definition(), fns.table()).start(EVENT, "rd")
+    first = WorkflowRunner(settings, load_definition(), fns.table()).start(EVENT, "rd")
     assert first.status == "FAILED" and first.error == "EndpointInvocationError"
-    before = runner.get_history(settings, first.arn)
+    before = execution_records.get_history(settings, first.arn)
     fns.classify_error = None
     again = runner.redrive_execution(settings, first.arn, fns.table())
     assert again.arn == first.arn and again.status == "SUCCEEDED" and again.redrive_count == 1
     assert again.error is None and again.redrive_date is not None
     # Serialize ran once: the redrive started at classify, with the input classify had.
     assert fns.calls == {"serializeImageData": 1, "classifyImage": 2, "filterLowConfidence": 1}
-    after = runner.get_history(settings, first.arn)
+    after = execution_records.get_history(settings, first.arn)
     assert after[: len(before)] == before
     redriven = after[len(before)]
     assert redriven["type"] == "ExecutionRedriven"
@@ -153,7 +171,7 @@ def test_redrive_restarts_at_the_failed_state_and_continues_the_history(
     assert redriven["previousEventId"] == before[-1]["id"]
     _assert_chain(after)
     assert after[len(before) + 1]["stateEnteredEventDetails"]["name"] == "classify"
-    assert len(runner.list_executions(settings)) == 1  # same execution, not a new one
+    assert len(execution_records.list_executions(settings)) == 1  # same execution, not a new one
     with pytest.raises(WorkflowError, match="ExecutionNotRedrivable"):
         runner.redrive_execution(settings, first.arn, fns.table())
 
@@ -161,12 +179,12 @@ def test_redrive_restarts_at_the_failed_state_and_continues_the_history(
 def test_an_interrupted_execution_is_recorded_as_aborted(settings: Settings) -> None:
     fns = Functions([0.99, 0.01])
     fns.classify_error = KeyboardInterrupt()
-    wf = WorkflowRunner(settings, runner.load_definition(), fns.table())
+    wf = WorkflowRunner(settings, load_definition(), fns.table())
     with pytest.raises(KeyboardInterrupt):
         wf.start(EVENT, "stopped")
-    record = runner.find_execution(settings, "stopped")
+    record = execution_records.find_execution(settings, "stopped")
     assert record.status == "ABORTED" and record.stopped_at is not None
-    events = runner.get_history(settings, "stopped")
+    events = execution_records.get_history(settings, "stopped")
     assert events[-1]["type"] == "ExecutionAborted"
     _assert_chain(events)
 
@@ -174,7 +192,7 @@ def test_an_interrupted_execution_is_recorded_as_aborted(settings: Settings) -> 
 def test_duplicate_names_and_unknown_placeholders_are_refused(
     settings: Settings, tmp_path: Path
 ) -> None:
-    wf = WorkflowRunner(settings, runner.load_definition(), Functions([1.0, 0.0]).table())
+    wf = WorkflowRunner(settings, load_definition(), Functions([1.0, 0.0]).table())
     wf.start(EVENT, "same")
     with pytest.raises(WorkflowError, match="ExecutionAlreadyExists"):
         wf.start(EVENT, "same")
@@ -184,9 +202,9 @@ def test_duplicate_names_and_unknown_placeholders_are_refused(
     bad.write_text('{"StartAt": "a", "States": {"a": {"Type": "Pass", "Result": "${Nope}", '
                    '"End": true}}}')  # fmt: skip
     with pytest.raises(WorkflowError, match=r"\$\{Nope\}"):
-        runner.load_definition(bad)
+        load_definition(bad)
     with pytest.raises(WorkflowError, match="ExecutionDoesNotExist"):
-        runner.find_execution(settings, "missing")
+        execution_records.find_execution(settings, "missing")
 
 
 class Webhook:
@@ -224,7 +242,7 @@ def webhook() -> Iterator[Webhook]:
 
 def test_failed_executions_post_an_eventbridge_event(settings: Settings, webhook: Webhook) -> None:
     fns = Functions([0.5, 0.5])
-    wf = WorkflowRunner(settings, runner.load_definition(), fns.table(),
+    wf = WorkflowRunner(settings, load_definition(), fns.table(),
                         notifier=Notifier(url=webhook.url))  # fmt: skip
     failed = wf.start(EVENT, "will-fail")
     fns.probabilities = [0.99, 0.01]
@@ -245,7 +263,7 @@ def test_notification_problems_never_fail_the_run(settings: Settings, tmp_path: 
     command = [sys.executable, "-c",
                f"import sys; open({str(out)!r}, 'wb').write(sys.stdin.buffer.read())"]  # fmt: skip
     notifier = Notifier(url=f"http://127.0.0.1:{free_port()}/nobody", command=command)
-    wf = WorkflowRunner(settings, runner.load_definition(), Functions([0.5, 0.5]).table(),
+    wf = WorkflowRunner(settings, load_definition(), Functions([0.5, 0.5]).table(),
                         notifier=notifier)  # fmt: skip
     record = wf.start(EVENT, "unheard")
     assert record.status == "FAILED"
@@ -275,7 +293,7 @@ def test_generated_cases_stream_at_the_requested_rate(
         waits.append(seconds)
         now[0] += seconds
 
-    wf = WorkflowRunner(settings, runner.load_definition(), Functions([0.99, 0.01]).table())
+    wf = WorkflowRunner(settings, load_definition(), Functions([0.99, 0.01]).table())
     done: list[str] = []
     records = wf.stream(cases, offsets=[0.0, 5.0, 10.0, 10.0], concurrency=2,
                         sleep=sleep, monotonic=lambda: now[0],
@@ -298,13 +316,13 @@ def test_fanout_tolerates_low_confidence_items_and_reports_each(settings: Settin
 
     handlers = {**fns.table(), "classifyImage": classify}
     images = [{**EVENT, "s3_key": f"data/test/img{i}.png"} for i in range(4)]
-    wf = WorkflowRunner(settings, runner.load_definition("fanout"), handlers, max_workers=2)
+    wf = WorkflowRunner(settings, load_definition("fanout"), handlers, max_workers=2)
     record = wf.start({"images": images}, "batch")
     assert record.status == "SUCCEEDED"
-    rows = runner.summarize(record, ["bicycle", "motorcycle"])
+    rows = summary.summarize(record, ["bicycle", "motorcycle"])
     assert [r.status for r in rows] == ["SUCCEEDED", "FAILED", "SUCCEEDED", "SUCCEEDED"]
     assert rows[1].error == "ThresholdConfidenceNotMet" and rows[0].predicted == "bicycle"
-    _assert_chain(runner.get_history(settings, "batch"))
+    _assert_chain(execution_records.get_history(settings, "batch"))
 
 
 def test_resolve_endpoint_picks_the_newest_in_service(settings: Settings) -> None:
@@ -434,7 +452,7 @@ def test_acceptance_reference_workflow_over_every_test_image(
             i = min(gaps, key=lambda j: abs(j - mid))  # a clear gap near the median
             threshold = (ranked[i] + ranked[i + 1]) / 2
         handlers = runner.local_handlers(settings, None, threshold)  # newest InService
-        wf = WorkflowRunner(settings, runner.load_definition(), handlers)
+        wf = WorkflowRunner(settings, load_definition(), handlers)
         cases = [{"image_data": "", "s3_bucket": bucket, "s3_key": k, "inferences": []}
                  for k in keys]  # fmt: skip
         records = wf.stream(cases, concurrency=4)
@@ -452,7 +470,7 @@ def test_acceptance_reference_workflow_over_every_test_image(
                 message = json.loads(record.cause or "{}")["errorMessage"]
                 assert f"{top[key]:.4f} is below the threshold {threshold:.4f}" in message
         assert trained or (outcomes["SUCCEEDED"] and outcomes["FAILED"])
-        statuses = [r.status for r in runner.list_executions(settings)]
+        statuses = [r.status for r in execution_records.list_executions(settings)]
         assert len(statuses) == len(keys) and "RUNNING" not in statuses
         print(
             f"acceptance: {len(keys)} images, threshold {threshold:.4f}, {outcomes},",

@@ -13,10 +13,10 @@ import pytest
 
 from sconeflow.config import Settings
 from sconeflow.errors import WorkflowError
-from sconeflow.workflow import runner
-from sconeflow.workflow.graph import StateOutcome, outcomes_from_history, render_graph
-from sconeflow.workflow.runner import WorkflowRunner
-from test_workflow_runner import EVENT, Functions
+from sconeflow.executions import definitions, records, runner
+from sconeflow.executions.graph import StateOutcome, outcomes_from_history, render_graph
+from sconeflow.executions.runner import WorkflowRunner
+from test_executions_runner import EVENT, Functions
 
 TASK = {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
         "Parameters": {"FunctionName": "${ClassifyImageArn}", "Payload.$": "$"},
@@ -59,7 +59,7 @@ def _check_files(paths: list[Path], names: list[str]) -> str:
 
 
 def test_reference_definition_renders_svg_and_png(tmp_path: Path) -> None:
-    spec = json.loads(runner.load_definition().text)
+    spec = json.loads(definitions.load_definition().text)
     paths = render_graph(spec, tmp_path / "ref.png", title="stepfunction")
     assert paths == [tmp_path / "ref.svg", tmp_path / "ref.png"]
     _check_files(paths, ["serializeImageData", "classify", "filterLowConfidence"])
@@ -75,13 +75,13 @@ def test_choice_parallel_map_and_loops_render_with_labels(tmp_path: Path) -> Non
         render_graph({"StartAt": "x"}, tmp_path / "bad")
 
 
-def _run(settings: Settings, probabilities: list[float], name: str) -> runner.ExecutionRecord:
+def _run(settings: Settings, probabilities: list[float], name: str) -> records.ExecutionRecord:
     fns = Functions(probabilities)
-    return WorkflowRunner(settings, runner.load_definition(), fns.table()).start(EVENT, name)
+    return WorkflowRunner(settings, definitions.load_definition(), fns.table()).start(EVENT, name)
 
 
 def test_outcomes_follow_the_history(settings: Settings) -> None:
-    spec = json.loads(runner.load_definition().text)
+    spec = json.loads(definitions.load_definition().text)
     ok = _run(settings, [0.99, 0.01], "ok")
     tallies = outcomes_from_history(spec, ok.events)
     assert {n: t.outcome for n, t in tallies.items()} == {
@@ -106,8 +106,8 @@ def test_caught_errors_and_redrives_are_shown_as_such(settings: Settings) -> Non
         "never": {"Type": "Pass", "End": True}}}  # fmt: skip
     fns = Functions([0.9, 0.1])
     fns.classify_error = RuntimeError("endpoint down")
-    definition = runner.Definition("caught", runner.substitute(json.dumps(spec),
-                                   runner.function_arns()), "test")  # fmt: skip
+    definition = definitions.Definition("caught", definitions.substitute(json.dumps(spec),
+                                   definitions.function_arns()), "test")  # fmt: skip
     handlers = {"classifyImage": fns.classify}
     record = WorkflowRunner(settings, definition, handlers).start({"x": 1}, "c")
     assert record.status == "SUCCEEDED"
@@ -119,14 +119,14 @@ def test_caught_errors_and_redrives_are_shown_as_such(settings: Settings) -> Non
     assert failed.status == "FAILED"
     lenient = Functions([0.6, 0.4], threshold=0.5)
     runner.redrive_execution(settings, failed.arn, lenient.table())
-    reference = json.loads(runner.load_definition().text)
-    tally = outcomes_from_history(reference, runner.get_history(settings, failed.arn))
+    reference = json.loads(definitions.load_definition().text)
+    tally = outcomes_from_history(reference, records.get_history(settings, failed.arn))
     assert tally["filterLowConfidence"] == StateOutcome(entered=1, succeeded=1)
     assert tally["classify"].outcome == "succeeded"
 
 
 def test_cli_graph_of_a_definition_and_of_an_execution(settings: Settings, tmp_path: Path) -> None:
-    from test_workflow_runner import _cli
+    from test_executions_runner import _cli
 
     code, out = _cli(settings, "graph", "--definition", "fanout", "--out", str(tmp_path / "f"))
     assert code == 0, out

@@ -1,0 +1,323 @@
+"""Execution records and their history in the workspace db: the one reader and the one writer.
+
+An execution is a row of `executions` and its history the rows of `history_events`
+(schema in sconeflow.db). Everything that reads or writes those rows goes through this
+module, so the row shapes live in one place. Shapes follow Step Functions: ARNs
+`arn:aws:states:us-east-1:123456789012:execution:<machine>:<name>`, DescribeExecution's
+fields, GetExecutionHistory's events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from sconeflow import db
+from sconeflow.config import Settings
+from sconeflow.errors import WorkflowError
+from sconeflow.workflow.history import details_of
+
+log = logging.getLogger(__name__)
+
+FAILED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")  # the ones RedriveExecution accepts
+
+
+@dataclass
+class ExecutionRecord:
+    """One execution as DescribeExecution reports it; `events` when this process ran it."""
+
+    arn: str
+    name: str
+    state_machine: str
+    status: str
+    input: str
+    started_at: str
+    output: str | None = None
+    error: str | None = None
+    cause: str | None = None
+    stopped_at: str | None = None
+    redrive_count: int = 0
+    redrive_date: str | None = None
+    threshold: float | None = None  # filterLowConfidence's THRESHOLD for this run
+    notification_error: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def state_machine_arn(self) -> str:
+        region, account = self.arn.split(":")[3:5]
+        return f"arn:aws:states:{region}:{account}:stateMachine:{self.state_machine}"
+
+    def describe(self) -> dict[str, Any]:
+        """DescribeExecution's response fields."""
+        out: dict[str, Any] = {
+            "executionArn": self.arn,
+            "stateMachineArn": self.state_machine_arn,
+            "name": self.name,
+            "status": self.status,
+            "startDate": self.started_at,
+            "input": self.input,
+            "inputDetails": {"included": True},
+        }
+        if self.stopped_at:
+            out["stopDate"] = self.stopped_at
+        if self.output is not None:
+            out["output"] = self.output
+            out["outputDetails"] = {"included": True}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.cause is not None:
+            out["cause"] = self.cause
+        out["redriveCount"] = self.redrive_count
+        if self.redrive_date:
+            out["redriveDate"] = self.redrive_date
+        out["redriveStatus"] = "REDRIVABLE" if self.status in FAILED_STATUSES else "NOT_REDRIVABLE"
+        return out
+
+
+# --- the writer ----------------------------------------------------------------------------
+
+
+class HistoryWriter:
+    """The engine's listener: writes each event as one `history_events` row as it happens.
+
+    `offset` shifts event ids so that a redrive's events continue the execution's history
+    (its ExecutionStarted becomes AWS's ExecutionRedriven). `commit_every=1` commits every
+    event (what a crash may lose: nothing); a larger value groups events into one
+    transaction, committed at that count and always at the execution's end.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        arn: str,
+        *,
+        offset: int = 0,
+        redrive_count: int = 0,
+        commit_every: int = 1,
+        keep: bool = True,
+    ) -> None:
+        self.conn, self.arn = conn, arn
+        self.offset, self.redrive_count = offset, redrive_count
+        self.commit_every = commit_every
+        self.keep = keep  # keep the events in `events` (what the caller summarises)
+        self.events: list[dict[str, Any]] = []
+        self.last_id = offset
+        self._pending = 0
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        event = dict(event)
+        if self.offset and event["type"] == "ExecutionStarted":
+            # A redrive does not start the execution again; AWS records this instead.
+            event = {k: v for k, v in event.items() if not k.endswith("EventDetails")}
+            event["type"] = "ExecutionRedriven"
+            event["executionRedrivenEventDetails"] = {"redriveCount": self.redrive_count}
+        event["id"] += self.offset
+        event["previousEventId"] += self.offset
+        stamp = event["timestamp"]
+        event["timestamp"] = stamp.isoformat() if isinstance(stamp, dt.datetime) else str(stamp)
+        if self.commit_every > 1 and not self.conn.in_transaction:
+            self.conn.execute("BEGIN")
+        _insert_event(self.conn, self.arn, event)
+        self.last_id = event["id"]
+        if self.keep:
+            self.events.append(event)
+        if self.commit_every > 1:
+            self._pending += 1
+            ended = event["type"].startswith("Execution") and event["type"] != "ExecutionStarted"
+            if self._pending >= self.commit_every or ended:
+                self.flush()
+
+    def flush(self) -> None:
+        """Commit what is pending (a grouped writer only; a per-event one has nothing)."""
+        if self.conn.in_transaction:
+            self.conn.commit()
+        self._pending = 0
+
+
+def _insert_event(conn: sqlite3.Connection, arn: str, event: Mapping[str, Any]) -> None:
+    key, details = details_of(dict(event))
+    conn.execute(
+        "INSERT INTO history_events (execution_arn, id, previous_id, timestamp, type, details) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            arn,
+            event["id"],
+            event["previousEventId"],
+            str(event["timestamp"]),
+            event["type"],
+            "{}" if key is None else json.dumps({key: details}, separators=(",", ":")),
+        ),
+    )
+
+
+def create_execution(
+    conn: sqlite3.Connection,
+    *,
+    arn: str,
+    name: str,
+    state_machine: str,
+    execution_input: Any,
+    definition: str,
+    started_at: dt.datetime,
+    threshold: float | None = None,
+) -> None:
+    """The RUNNING row of a new execution; ExecutionAlreadyExists when the ARN ran before."""
+    try:
+        conn.execute(
+            "INSERT INTO executions (arn, name, state_machine, status, input, definition,"
+            " started_at, threshold) VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?)",
+            (arn, name, state_machine, json.dumps(execution_input), definition,
+             started_at.isoformat(), threshold),
+        )  # fmt: skip
+    except sqlite3.IntegrityError as err:
+        raise WorkflowError(
+            f"ExecutionAlreadyExists: {arn} already ran; choose another name"
+        ) from err
+
+
+def finish_execution(
+    conn: sqlite3.Connection,
+    arn: str,
+    *,
+    status: str,
+    output: Any,
+    error: str | None,
+    cause: str | None,
+    stopped_at: dt.datetime,
+) -> None:
+    """Record how an execution ended."""
+    conn.execute(
+        "UPDATE executions SET status = ?, output = ?, error = ?, cause = ?, stopped_at = ? "
+        "WHERE arn = ?",
+        (status, None if output is None else json.dumps(output), error, cause,
+         stopped_at.isoformat(), arn),
+    )  # fmt: skip
+
+
+def reopen_execution(conn: sqlite3.Connection, arn: str, status: str) -> bool:
+    """Set a FAILED/TIMED_OUT/ABORTED execution RUNNING again for a redrive; False when it
+    was no longer in `status` (another process redrove it first)."""
+    updated = conn.execute(
+        "UPDATE executions SET status = 'RUNNING', output = NULL, error = NULL, cause = NULL,"
+        " stopped_at = NULL WHERE arn = ? AND status = ?",
+        (arn, status),
+    ).rowcount
+    return updated == 1
+
+
+def abort_execution(
+    conn: sqlite3.Connection, arn: str, cause: str, last_id: int | None = None
+) -> None:
+    """End a RUNNING execution as ABORTED with an `ExecutionAborted` event (as StopExecution
+    does); problems recording it are logged, since the caller's error matters more."""
+    if conn.in_transaction:
+        conn.commit()  # keep the events a grouped writer had not committed yet
+    last = last_id if last_id is not None else last_event_id(conn, arn)
+    now = dt.datetime.now(dt.UTC).isoformat()
+    try:
+        conn.execute(
+            "INSERT INTO history_events VALUES (?, ?, ?, ?, 'ExecutionAborted', ?)",
+            (arn, last + 1, last, now,
+             json.dumps({"executionAbortedEventDetails": {"cause": cause}})),
+        )  # fmt: skip
+        conn.execute(
+            "UPDATE executions SET status = 'ABORTED', cause = ?, stopped_at = ? WHERE arn = ?",
+            (cause, now, arn),
+        )
+    except sqlite3.Error as err:
+        log.warning("could not record the abort of %s: %s", arn, err)
+
+
+# --- the reader ----------------------------------------------------------------------------
+
+
+def last_event_id(conn: sqlite3.Connection, arn: str) -> int:
+    row = conn.execute(
+        "SELECT MAX(id) FROM history_events WHERE execution_arn = ?", (arn,)
+    ).fetchone()
+    return int(row[0] or 0)
+
+
+def read_record(conn: sqlite3.Connection, arn: str) -> ExecutionRecord:
+    """The execution with this exact ARN (it must exist)."""
+    row = conn.execute("SELECT * FROM executions WHERE arn = ?", (arn,)).fetchone()
+    redrives = conn.execute(
+        "SELECT COUNT(*), MAX(timestamp) FROM history_events WHERE execution_arn = ? "
+        "AND type = 'ExecutionRedriven'",
+        (arn,),
+    ).fetchone()
+    return ExecutionRecord(
+        arn=row["arn"], name=row["name"], state_machine=row["state_machine"],
+        status=row["status"], input=row["input"], started_at=row["started_at"],
+        output=row["output"], error=row["error"], cause=row["cause"],
+        stopped_at=row["stopped_at"], redrive_count=int(redrives[0]), redrive_date=redrives[1],
+        threshold=row["threshold"],
+    )  # fmt: skip
+
+
+def read_history(conn: sqlite3.Connection, arn: str) -> list[dict[str, Any]]:
+    """GetExecutionHistory's events of one execution, oldest first, timestamps as text."""
+    rows = conn.execute(
+        "SELECT id, previous_id, timestamp, type, details FROM history_events "
+        "WHERE execution_arn = ? ORDER BY id",
+        (arn,),
+    ).fetchall()
+    events = []
+    for event_id, previous, stamp, kind, details in rows:
+        event: dict[str, Any] = {"timestamp": stamp, "type": kind, "id": event_id,
+                                 "previousEventId": previous}  # fmt: skip
+        if details:
+            event.update(json.loads(details))
+        events.append(event)
+    return events
+
+
+def read_definition(conn: sqlite3.Connection, arn: str) -> dict[str, Any]:
+    row = conn.execute("SELECT definition FROM executions WHERE arn = ?", (arn,)).fetchone()
+    parsed: dict[str, Any] = json.loads(row["definition"])
+    return parsed
+
+
+def find_execution(settings: Settings, arn_or_name: str) -> ExecutionRecord:
+    """An execution by ARN, or by name (the newest of that name)."""
+    with closing(db.connect(settings.db_path)) as conn:
+        row = conn.execute(
+            "SELECT arn FROM executions WHERE arn = ? OR name = ? ORDER BY started_at DESC LIMIT 1",
+            (arn_or_name, arn_or_name),
+        ).fetchone()
+        if row is None:
+            raise WorkflowError(
+                f"ExecutionDoesNotExist: no execution {arn_or_name!r}; see "
+                "`sconeflow workflow list`"
+            )
+        return read_record(conn, row["arn"])
+
+
+def list_executions(settings: Settings, *, status: str | None = None) -> list[ExecutionRecord]:
+    """Every recorded execution, newest first (ListExecutions)."""
+    with closing(db.connect(settings.db_path)) as conn:
+        arns = conn.execute(
+            "SELECT arn FROM executions WHERE ? IS NULL OR status = ? ORDER BY started_at DESC",
+            (status, status),
+        ).fetchall()
+        return [read_record(conn, r["arn"]) for r in arns]
+
+
+def get_history(settings: Settings, arn_or_name: str) -> list[dict[str, Any]]:
+    """GetExecutionHistory's events, oldest first, as stored."""
+    arn = find_execution(settings, arn_or_name).arn
+    with closing(db.connect(settings.db_path)) as conn:
+        return read_history(conn, arn)
+
+
+def definition_of(settings: Settings, arn_or_name: str) -> dict[str, Any]:
+    """The ASL definition (placeholders filled) that an execution ran."""
+    arn = find_execution(settings, arn_or_name).arn
+    with closing(db.connect(settings.db_path)) as conn:
+        return read_definition(conn, arn)

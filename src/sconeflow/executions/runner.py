@@ -1,0 +1,237 @@
+"""Running executions: start (StartExecution and wait), stream many, redrive a failed one.
+
+Each execution is recorded as it runs, event by event, through records.py, so an execution
+that is interrupted (Ctrl-C, a crash) leaves a true record of how far it got.
+RedriveExecution keeps the ARN, continues the history after an `ExecutionRedriven` event
+and runs again from the top-level state that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from sconeflow import db
+from sconeflow.config import Settings
+from sconeflow.errors import EndpointError, WorkflowError
+from sconeflow.executions import records
+from sconeflow.executions.definitions import Definition
+from sconeflow.executions.notify import Notifier
+from sconeflow.executions.records import FAILED_STATUSES, ExecutionRecord, HistoryWriter
+from sconeflow.functions import FunctionConfig, Handler, make_handlers
+from sconeflow.functions.config import DEFAULT_THRESHOLD
+
+_EXECUTION_NAME = re.compile(r"^[0-9A-Za-z_-]{1,80}$")  # StartExecution's name rule
+
+
+def resolve_endpoint(settings: Settings, name: str | None = None) -> tuple[str, str]:
+    """(name, url) of the named endpoint, or of the newest InService one."""
+    with closing(db.connect(settings.db_path)) as conn:
+        if name:
+            row = conn.execute("SELECT name, url FROM endpoints WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise EndpointError(
+                    f"endpoint {name!r} not found; see `sconeflow endpoint list` or deploy one "
+                    "with `sconeflow deploy`"
+                )
+        else:
+            row = conn.execute(
+                "SELECT name, url FROM endpoints WHERE status = 'InService' "
+                "ORDER BY created_at DESC, name LIMIT 1"
+            ).fetchone()
+            if row is None:
+                raise EndpointError(
+                    "no endpoint is InService; deploy one with `sconeflow deploy` or pass "
+                    "--endpoint NAME"
+                )
+    return str(row["name"]), str(row["url"])
+
+
+def local_handlers(
+    settings: Settings, endpoint: str | None = None, threshold: float = DEFAULT_THRESHOLD
+) -> dict[str, Handler]:
+    """The three functions wired to this workspace's store and an endpoint in service."""
+    name, url = resolve_endpoint(settings, endpoint)
+    config = FunctionConfig(threshold=threshold, endpoint_name=name, endpoint_url=url,
+                            settings=settings)  # fmt: skip
+    return make_handlers(config)
+
+
+
+class WorkflowRunner:
+    """Runs executions of one definition with one handler table, recording each in the db."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        definition: Definition,
+        handlers: Mapping[str, Handler],
+        *,
+        notifier: Notifier | None = None,
+        clock: Any = None,
+        max_workers: int = 1,
+        threshold: float | None = None,
+    ) -> None:
+        from sconeflow.workflow import parse_definition
+
+        self.settings, self.definition, self.handlers = settings, definition, handlers
+        self.machine = parse_definition(definition.text, name=definition.name)
+        self.notifier = notifier or Notifier()
+        self.clock, self.max_workers = clock, max_workers
+        self.threshold = threshold  # recorded on each execution row (what monitoring reads)
+
+    def start(self, execution_input: Any, name: str | None = None) -> ExecutionRecord:
+        """Run one execution to its end (StartExecution + wait); the record as it ended."""
+        from sconeflow.workflow import SystemClock
+
+        name = name or str(uuid.uuid4())
+        if not _EXECUTION_NAME.fullmatch(name):
+            raise WorkflowError(
+                f"execution name {name!r} is invalid; expected 1-80 letters, digits, '-' or '_'"
+            )
+        arn = f"{self.machine.arn.replace(':stateMachine:', ':execution:')}:{name}"
+        clock = self.clock or SystemClock()
+        with closing(db.connect(self.settings.db_path)) as conn:
+            records.create_execution(
+                conn, arn=arn, name=name, state_machine=self.machine.name,
+                execution_input=execution_input, definition=self.definition.text,
+                started_at=clock.now(), threshold=self.threshold,
+            )  # fmt: skip
+            writer = HistoryWriter(conn, arn)
+            return self._run(conn, writer, execution_input, name, None)
+
+    def _run(self, conn: sqlite3.Connection, writer: HistoryWriter, data: Any, name: str,
+             start_at: str | None, original: Any = None) -> ExecutionRecord:  # fmt: skip
+        from sconeflow.workflow import run_execution
+
+        try:
+            result = run_execution(
+                self.machine, data, self.handlers, name=name, listener=writer,
+                clock=self.clock, start_at=start_at, max_workers=self.max_workers,
+                execution_input=data if original is None else original,
+            )  # fmt: skip
+        except BaseException as err:
+            # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
+            # staying RUNNING forever; AWS's StopExecution leaves the same trace.
+            records.abort_execution(conn, writer.arn, f"{type(err).__name__}: {err}",
+                                    writer.last_id or None)  # fmt: skip
+            raise
+        records.finish_execution(
+            conn, writer.arn, status=result.status, output=result.output, error=result.error,
+            cause=result.cause, stopped_at=result.stop_date,
+        )  # fmt: skip
+        record = records.read_record(conn, writer.arn)
+        record.events = writer.events
+        record.notification_error = self.notifier.notify(record)
+        return record
+
+    def stream(
+        self,
+        inputs: Sequence[Any],
+        *,
+        offsets: Sequence[float] | None = None,
+        concurrency: int = 1,
+        names: Sequence[str] | None = None,
+        on_done: Callable[[ExecutionRecord], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> list[ExecutionRecord]:
+        """Start one execution per input at its offset (seconds from now), at most
+        `concurrency` at once; records in input order. `sleep`/`monotonic` are seams for
+        tests."""
+        if concurrency < 1:
+            raise WorkflowError(f"concurrency: {concurrency} must be at least 1")
+        offsets = offsets if offsets is not None else [0.0] * len(inputs)
+        names = names if names is not None else [_case_name(i) for i in inputs]
+        lock = threading.Lock()
+
+        def one(i: int) -> ExecutionRecord:
+            record = self.start(inputs[i], names[i])
+            if on_done is not None:
+                with lock:
+                    on_done(record)
+            return record
+
+        begin = monotonic()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            futures = []
+            try:
+                for i, offset in enumerate(offsets):
+                    wait = begin + offset - monotonic()
+                    if wait > 0:
+                        sleep(wait)
+                    futures.append(pool.submit(one, i))
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()  # not yet started: never recorded; running ones finish
+                raise
+
+
+def _case_name(event: Any) -> str:
+    """A readable unique name: the image's file stem plus a short random suffix."""
+    key = event.get("s3_key", "") if isinstance(event, dict) else ""
+    stem = re.sub(r"[^0-9A-Za-z_-]+", "-", Path(str(key)).stem)[:60] if key else "execution"
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def redrive_execution(
+    settings: Settings,
+    arn_or_name: str,
+    handlers: Mapping[str, Handler],
+    *,
+    notifier: Notifier | None = None,
+    clock: Any = None,
+    max_workers: int = 1,
+) -> ExecutionRecord:
+    """RedriveExecution: run a failed execution again from the top-level state that failed,
+    with the input that state had; same ARN, history continues, redriveCount + 1."""
+    record = records.find_execution(settings, arn_or_name)
+    if record.status not in FAILED_STATUSES:
+        raise WorkflowError(
+            f"ExecutionNotRedrivable: {record.arn} is {record.status}; only FAILED, TIMED_OUT "
+            "or ABORTED executions can be redriven"
+        )
+    with closing(db.connect(settings.db_path)) as conn:
+        events = records.read_history(conn, record.arn)
+        spec = records.read_definition(conn, record.arn)
+    state, state_input = _failed_state(events)
+    definition = Definition(record.state_machine, json.dumps(spec), record.arn)
+    runner = WorkflowRunner(settings, definition, handlers, notifier=notifier, clock=clock,
+                            max_workers=max_workers)  # fmt: skip
+    with closing(db.connect(settings.db_path)) as conn:
+        if not records.reopen_execution(conn, record.arn, record.status):
+            # another process redrove it first
+            raise WorkflowError(f"ExecutionNotRedrivable: {record.arn} changed while redriving")
+        writer = HistoryWriter(conn, record.arn, offset=events[-1]["id"] if events else 0,
+                               redrive_count=record.redrive_count + 1)  # fmt: skip
+        return runner._run(conn, writer, state_input, record.name, state,
+                           json.loads(record.input))  # fmt: skip
+
+
+def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str, Any]:
+    """The top-level state an execution failed in, and its input, from its history.
+
+    Events of the top level chain through previousEventId (branches and Map iterations
+    hang off that chain), so walking back from the last event finds the top-level state
+    that was running when the execution failed.
+    """
+    by_id = {e["id"]: e for e in events}
+    event = events[-1] if events else None
+    while event is not None:
+        if str(event["type"]).endswith("StateEntered"):
+            details = event["stateEnteredEventDetails"]
+            return str(details["name"]), json.loads(details.get("input") or "{}")
+        event = by_id.get(event["previousEventId"])
+    raise WorkflowError("ExecutionNotRedrivable: the execution failed before entering a state")
+
+

@@ -1,0 +1,127 @@
+"""The run state of one execution, shared by the engine (engine.py) and the Task work
+(tasks.py): `Run` holds what every state of the execution sees (the machine, the handlers,
+the clock, the history listener, the context object), and `Frame` one line of history (the
+top level, a Parallel branch or a Map iteration)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .clock import Clock, iso_millis
+from .data import dumps
+from .errors import RUNTIME, StatesFailure
+from .history import Event
+from .lambdas import Handler
+from .machine import State, StateMachine
+
+MAX_HISTORY_EVENTS = 25_000  # AWS's quota on one execution's history
+
+Listener = Callable[[Event], None]
+_NOTHING = object()
+_RNG = random.Random()  # retry jitter; seeding one per execution cost 0.1 ms in profiles
+
+
+class ExecutionTimedOut(Exception):
+    """The execution's own TimeoutSeconds ran out."""
+
+
+class Frame:
+    """One line of history: the top level, a Parallel branch or a Map iteration."""
+
+    __slots__ = ("cached", "cached_json", "entered", "last")
+
+    def __init__(self, last: int) -> None:
+        self.last = last  # id of the previous event in this line (previousEventId)
+        self.entered = 0  # id of the current state's Entered event
+        # The last value serialised in this line and its JSON: a state's output is the next
+        # state's input, and a Task's OutputPath often selects the handler's result, so the
+        # same object is written to history two or three times. Values are never mutated
+        # in place, so identity is a safe cache key.
+        self.cached: Any = _NOTHING
+        self.cached_json = ""
+
+    def json_of(self, value: Any) -> str:
+        if value is not self.cached:
+            self.cached, self.cached_json = value, dumps(value)
+        return self.cached_json
+
+    def remember(self, value: Any, text: str) -> None:
+        self.cached, self.cached_json = value, text
+
+
+class Run:
+    """Everything one execution shares across its states."""
+
+    def __init__(
+        self,
+        machine: StateMachine,
+        handlers: Mapping[str, Handler],
+        clock: Clock,
+        listener: Listener,
+        context: dict[str, Any],
+        max_workers: int,
+        deadline: dt.datetime | None,
+    ) -> None:
+        self.machine = machine
+        self.handlers = handlers
+        self.clock = clock
+        self.listener = listener
+        self.context = context
+        self.uses_context = machine.uses_context
+        self.max_workers = max_workers
+        self.deadline = deadline
+        self.count = 0
+        self.lock = threading.Lock() if max_workers > 1 else None
+        self.rng = _RNG
+
+    def emit(self, frame: Frame, kind: str, key: str | None = None, details: Any = None) -> int:
+        """Record one history event; fails the execution at AWS's 25,000-event quota."""
+        if self.lock is not None:
+            with self.lock:
+                return self._emit(frame, kind, key, details)
+        return self._emit(frame, kind, key, details)
+
+    def _emit(self, frame: Frame, kind: str, key: str | None, details: Any) -> int:
+        if self.count >= MAX_HISTORY_EVENTS - 1 and not kind.startswith("Execution"):
+            raise StatesFailure(
+                RUNTIME, f"The execution reached the limit of {MAX_HISTORY_EVENTS} history events"
+            )
+        self.count += 1
+        event: Event = {
+            "timestamp": self.clock.now(),
+            "type": kind,
+            "id": self.count,
+            "previousEventId": frame.last,
+        }
+        if key is not None:
+            event[key] = details
+        frame.last = self.count
+        self.listener(event)
+        return self.count
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep on the clock, but never past the execution's deadline."""
+        if self.deadline is not None:
+            left = (self.deadline - self.clock.now()).total_seconds()
+            if seconds >= left:
+                self.clock.sleep(max(left, 0.0))
+                raise ExecutionTimedOut
+        if seconds > 0:
+            self.clock.sleep(seconds)
+
+    def state_context(self, state: State, retry_count: int | None = None) -> dict[str, Any] | None:
+        """The context object `$$` for a state (built only if the definition reads it).
+
+        `$$.State.RetryCount` exists only in the states that can retry (Task, Parallel, Map).
+        """
+        if not self.uses_context:
+            return None
+        ctx = dict(self.context)
+        ctx["State"] = {"EnteredTime": iso_millis(self.clock.now()), "Name": state.name}
+        if retry_count is not None:
+            ctx["State"]["RetryCount"] = retry_count
+        return ctx
