@@ -1,7 +1,10 @@
-"""The run state of one execution, shared by the engine (engine.py) and the Task work
-(tasks.py): `Run` holds what every state of the execution sees (the machine, the handlers,
-the clock, the history listener, the context object), and `Frame` one line of history (the
-top level, a Parallel branch or a Map iteration)."""
+"""The run state of one execution and the state loop, shared by every module that runs a
+state: `Run` holds what every state of the execution sees (the machine, the handlers, the
+clock, the history listener, the context object, the runner of each state type), `Frame`
+one line of history (the top level, a Parallel branch or a Map iteration), and
+`run_states` walks a (sub-)machine from state to state. The state runners are handed in
+by engine.py (`RUNNERS`), so that Parallel and Map can run sub-machines without an import
+cycle."""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from .machine import State, StateMachine
 MAX_HISTORY_EVENTS = 25_000  # AWS's quota on one execution's history
 
 Listener = Callable[[Event], None]
+# (run, state, raw input, frame) -> (output, next state or None)
+StateRunner = Callable[["Run", State, Any, "Frame"], tuple[Any, str | None]]
 _NOTHING = object()
 _RNG = random.Random()  # retry jitter; seeding one per execution cost 0.1 ms in profiles
 
@@ -65,6 +70,7 @@ class Run:
         context: dict[str, Any],
         max_workers: int,
         deadline: dt.datetime | None,
+        runners: Mapping[str, StateRunner],
     ) -> None:
         self.machine = machine
         self.handlers = handlers
@@ -77,6 +83,7 @@ class Run:
         self.count = 0
         self.lock = threading.Lock() if max_workers > 1 else None
         self.rng = _RNG
+        self.runners = runners  # state type -> its runner (engine.RUNNERS)
 
     def emit(self, frame: Frame, kind: str, key: str | None = None, details: Any = None) -> int:
         """Record one history event; fails the execution at AWS's 25,000-event quota."""
@@ -125,3 +132,22 @@ class Run:
         if retry_count is not None:
             ctx["State"]["RetryCount"] = retry_count
         return ctx
+
+
+def run_states(
+    run: Run, machine: StateMachine, data: Any, frame: Frame, start: str | None = None
+) -> Any:
+    """The state loop of one (sub-)machine; returns its final output."""
+    name: str | None = start or machine.start_at
+    states = machine.states
+    while name is not None:
+        if run.deadline is not None and run.clock.now() >= run.deadline:
+            raise ExecutionTimedOut
+        state = states[name]
+        try:
+            data, name = run.runners[state.type](run, state, data, frame)
+        except StatesFailure as failure:
+            if failure.state is None:
+                failure.state, failure.entered_id = state.name, frame.entered
+            raise
+    return data

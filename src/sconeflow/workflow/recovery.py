@@ -1,0 +1,83 @@
+"""Retry and Catch (spec: "Error Handling"): which errors a list matches, how long to wait
+before a retry, and `guarded`, which runs a state's work under its Retry and Catch."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from .errors import (
+    ALL,
+    DATA_LIMIT_EXCEEDED,
+    RESULT_PATH_MATCH_FAILURE,
+    RUNTIME,
+    TASK_FAILED,
+    TIMEOUT,
+    StatesFailure,
+)
+from .machine import Retrier, State
+from .paths import set_path
+from .run import Frame, Run
+
+
+def error_matches(names: tuple[str, ...], error: str | None) -> bool:
+    """Whether an ErrorEquals list matches an error name, with AWS's wildcard rules.
+
+    States.ALL matches everything but the terminal States.Runtime and
+    States.DataLimitExceeded; States.TaskFailed matches the same minus States.Timeout.
+    """
+    for name in names:
+        if name == error:
+            return True
+        wildcard = name in (ALL, TASK_FAILED) and error not in (RUNTIME, DATA_LIMIT_EXCEEDED)
+        if wildcard and (name == ALL or error != TIMEOUT):
+            return True
+    return False
+
+
+def retry_delay(retrier: Retrier, attempt: int, rng: random.Random) -> float:
+    """Seconds before retry number `attempt + 1`: IntervalSeconds * BackoffRate**attempt,
+    capped by MaxDelaySeconds, and drawn uniformly below that with JitterStrategy FULL."""
+    delay = retrier.interval * retrier.backoff**attempt
+    if retrier.max_delay is not None:
+        delay = min(delay, retrier.max_delay)
+    if retrier.jitter == "FULL":
+        delay = rng.uniform(0, delay)
+    return delay
+
+
+def guarded(
+    run: Run, state: State, data: Any, frame: Frame, attempt: Callable[[int], Any]
+) -> tuple[Any, str | None]:
+    """Run `attempt(retry_count)` under the state's Retry and Catch; returns (output, next)."""
+    counts = [0] * len(state.retry)
+    retries = 0
+    while True:
+        try:
+            return attempt(retries), state.next
+        except StatesFailure as failure:
+            if failure.error == RUNTIME:
+                raise  # never retried nor caught (AWS)
+            # Only the first retrier whose ErrorEquals matches applies (spec: "Retry").
+            matching = (
+                k for k, r in enumerate(state.retry) if error_matches(r.errors, failure.error)
+            )
+            i = next(matching, -1)
+            if i >= 0 and counts[i] < state.retry[i].max_attempts:
+                run.sleep(retry_delay(state.retry[i], counts[i], run.rng))
+                counts[i] += 1
+                retries += 1
+                continue
+            for catcher in state.catch:
+                if error_matches(catcher.errors, failure.error):
+                    error_output = {"Error": failure.error, "Cause": failure.cause}
+                    if catcher.result_path is None:
+                        output = data
+                    else:
+                        try:
+                            output = set_path(data, catcher.result_path, error_output)
+                        except ValueError as err:
+                            raise StatesFailure(RESULT_PATH_MATCH_FAILURE, str(err)) from err
+                    return output, catcher.next
+            raise
