@@ -1,8 +1,11 @@
-"""The reference workflow's three Lambda functions, each a plain `lambda_handler(event, context)`.
+"""The reference workflow's three Lambda functions and the routing step after them, each a
+plain `lambda_handler(event, context)`.
 
     serializeImageData   serialize_image_data.py   s3_bucket/s3_key -> image_data (base64)
     classifyImage        classify_image.py         image_data -> inferences (endpoint call)
     filterLowConfidence  filter_low_confidence.py  passes if max(inferences) >= THRESHOLD
+    assignOrders         assign_orders.py          records the routing (nearby / farther
+                                                   orders) that the state machine chose
 
 On AWS each file is a Lambda handler configured by environment (functions.config); locally
 `make_handlers` binds the same `handle` functions to a config built from sconeflow Settings,
@@ -14,7 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sconeflow.functions import classify_image, filter_low_confidence, serialize_image_data
+from sconeflow.functions import (
+    assign_orders,
+    classify_image,
+    filter_low_confidence,
+    serialize_image_data,
+)
 from sconeflow.functions.config import FunctionConfig
 from sconeflow.functions.errors import (
     EndpointInvocationError,
@@ -32,11 +40,12 @@ FUNCTION_MODULES = {
     "serializeImageData": "sconeflow.functions.serialize_image_data",
     "classifyImage": "sconeflow.functions.classify_image",
     "filterLowConfidence": "sconeflow.functions.filter_low_confidence",
+    "assignOrders": "sconeflow.functions.assign_orders",
 }
 
 
 def make_handlers(config: FunctionConfig) -> dict[str, Handler]:
-    """The three handlers by function name, sharing one Services (clients built once)."""
+    """The handlers by function name, sharing one Services (clients built once)."""
     services = Services(config)
 
     def serialize(event: Any, context: Any = None) -> Any:
@@ -48,10 +57,14 @@ def make_handlers(config: FunctionConfig) -> dict[str, Handler]:
     def filter_(event: Any, context: Any = None) -> Any:
         return filter_low_confidence.handle(event, config.threshold)
 
+    def assign(event: Any, context: Any = None) -> Any:
+        return assign_orders.handle(event, services)
+
     return {
         "serializeImageData": serialize,
         "classifyImage": classify,
         "filterLowConfidence": filter_,
+        "assignOrders": assign,
     }
 
 

@@ -17,12 +17,13 @@ HANDLERS = {
     "serializeImageData": "sconeflow.functions.serialize_image_data.lambda_handler",
     "classifyImage": "sconeflow.functions.classify_image.lambda_handler",
     "filterLowConfidence": "sconeflow.functions.filter_low_confidence.lambda_handler",
+    "assignOrders": "sconeflow.functions.assign_orders.lambda_handler",
 }
 _PACKAGE_FILES = ("__init__.py", "errors.py", "config.py", "store.py", "py.typed")
 
 
 def build_lambda_zip() -> bytes:
-    """A zip for `aws lambda create-function --zip-file` (same zip for all three functions)."""
+    """A zip for `aws lambda create-function --zip-file` (one zip for every function)."""
     root = Path(sconeflow.__file__).parent
     files = [root / name for name in _PACKAGE_FILES]
     files += sorted((root / "functions").glob("*.py"))
