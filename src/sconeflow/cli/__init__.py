@@ -7,6 +7,7 @@ A SconeflowError prints `ErrorName: message` on stderr and exits 1, without a tr
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -76,14 +77,30 @@ def cli(ctx: click.Context, home: str | None, store_uri: str | None, bucket: str
 
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that work in
+    progress ends the same way: recorded as stopped (executions ABORTED), never left
+    running in the workspace."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning SconeflowError into `ErrorName: message`, exit 1."""
+    """Entry point: run the CLI, turning SconeflowError into `ErrorName: message`, exit 1;
+    Ctrl-C exits 130 and SIGTERM 143, after the command has recorded what it stopped."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         # standalone_mode=False returns --help's and ctx.exit()'s code instead of exiting.
         code = cli.main(args=argv, prog_name="sconeflow", standalone_mode=False)
         if isinstance(code, int):
             sys.exit(code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as err:
+        # click turns KeyboardInterrupt (and so Terminated) into Abort.
+        if isinstance(err.__cause__, Terminated):
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as err:
@@ -94,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     except SconeflowError as err:
         click.echo(f"{type(err).__name__}: {err}", err=True)
         sys.exit(1)
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -126,10 +126,9 @@ def run(
     if name is not None and len(inputs) != 1:
         raise click.UsageError("--name names one execution; leave it out with --count")
     loaded = load_definition(definition, name=state_machine)
-    handlers = runner.local_handlers(settings, endpoint, threshold)
-    wf = runner.WorkflowRunner(
-        settings, loaded, handlers, notifier=_notifier(settings, notify_url, notify_command),
-        max_workers=concurrency, threshold=threshold,
+    wf = runner.local_runner(
+        settings, loaded, endpoint=endpoint, threshold=threshold,
+        notifier=_notifier(settings, notify_url, notify_command), max_workers=concurrency,
     )  # fmt: skip
     names = [name] if name is not None else None
     names_of_classes = class_names(store, settings.bucket)
@@ -244,20 +243,20 @@ def history(ctx: Context, execution: str, as_json: bool) -> None:
 @workflow.command()
 @click.argument("execution")
 @endpoint_option
-@threshold_option
+@click.option("--threshold", type=float, default=None,
+              help="filterLowConfidence's THRESHOLD (default: the one the execution ran with).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True)
 @_with_notify
 @json_option
 @pass_context
 def redrive(
-    ctx: Context, execution: str, endpoint: str | None, threshold: float, concurrency: int,
-    notify_url: str | None, notify_command: str | None, as_json: bool,
+    ctx: Context, execution: str, endpoint: str | None, threshold: float | None,
+    concurrency: int, notify_url: str | None, notify_command: str | None, as_json: bool,
 ) -> None:  # fmt: skip
-    """Restart a failed execution from the state that failed (RedriveExecution)."""
+    """Restart a failed or aborted execution from the state that failed (RedriveExecution)."""
     settings = ctx.settings
-    handlers = runner.local_handlers(settings, endpoint, threshold)
-    record = runner.redrive_execution(
-        settings, execution, handlers, max_workers=concurrency,
+    record = runner.redrive_local(
+        settings, execution, endpoint=endpoint, threshold=threshold, max_workers=concurrency,
         notifier=_notifier(settings, notify_url, notify_command),
     )  # fmt: skip
     _print_summary([record], class_names(open_store(settings), settings.bucket), as_json)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sconeflow import db
@@ -168,12 +170,14 @@ def create_execution(
     threshold: float | None = None,
 ) -> None:
     """The RUNNING row of a new execution; ExecutionAlreadyExists when the ARN ran before."""
+    pid, start = owner()
     try:
         conn.execute(
             "INSERT INTO executions (arn, name, state_machine, status, input, definition,"
-            " started_at, threshold) VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?)",
+            " started_at, threshold, owner_pid, owner_start)"
+            " VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
             (arn, name, state_machine, json.dumps(execution_input), definition,
-             started_at.isoformat(), threshold),
+             started_at.isoformat(), threshold, pid, start),
         )  # fmt: skip
     except sqlite3.IntegrityError as err:
         raise WorkflowError(
@@ -213,25 +217,80 @@ def reopen_execution(conn: sqlite3.Connection, arn: str, status: str) -> bool:
 
 def abort_execution(
     conn: sqlite3.Connection, arn: str, cause: str, last_id: int | None = None
-) -> None:
+) -> bool:
     """End a RUNNING execution as ABORTED with an `ExecutionAborted` event (as StopExecution
-    does); problems recording it are logged, since the caller's error matters more."""
+    does); False when it was not RUNNING (it ended, or another process aborted it first).
+    Problems recording it are logged, since the caller's own error matters more."""
     if conn.in_transaction:
         conn.commit()  # keep the events a grouped writer had not committed yet
-    last = last_id if last_id is not None else last_event_id(conn, arn)
     now = dt.datetime.now(dt.UTC).isoformat()
     try:
-        conn.execute(
-            "INSERT INTO history_events VALUES (?, ?, ?, ?, 'ExecutionAborted', ?)",
-            (arn, last + 1, last, now,
-             json.dumps({"executionAbortedEventDetails": {"cause": cause}})),
-        )  # fmt: skip
-        conn.execute(
-            "UPDATE executions SET status = 'ABORTED', cause = ?, stopped_at = ? WHERE arn = ?",
+        conn.execute("BEGIN IMMEDIATE")
+        updated = conn.execute(
+            "UPDATE executions SET status = 'ABORTED', cause = ?, stopped_at = ? "
+            "WHERE arn = ? AND status = 'RUNNING'",
             (cause, now, arn),
-        )
+        ).rowcount
+        if updated:
+            last = last_id if last_id is not None else last_event_id(conn, arn)
+            conn.execute(
+                "INSERT INTO history_events VALUES (?, ?, ?, ?, 'ExecutionAborted', ?)",
+                (arn, last + 1, last, now,
+                 json.dumps({"executionAbortedEventDetails": {"cause": cause}})),
+            )  # fmt: skip
+        conn.commit()
+        return bool(updated)
     except sqlite3.Error as err:
+        if conn.in_transaction:
+            conn.rollback()
         log.warning("could not record the abort of %s: %s", arn, err)
+        return False
+
+
+def owner() -> tuple[int, str | None]:
+    """This process as an execution's owner: (pid, start time). The start time tells a
+    live owner from a later process that was given the same pid."""
+    pid = os.getpid()
+    return pid, process_start(pid)
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux /proc), or None
+    where it cannot be read (another OS, or the process is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) is in parentheses and may hold spaces.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_alive(pid: int | None, start: str | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    return start is None or process_start(pid) in (start, None)
+
+
+def recover_orphans(conn: sqlite3.Connection) -> list[str]:
+    """End as ABORTED (and so redrivable) every RUNNING execution whose owner process is
+    gone, e.g. killed with SIGKILL; returns their ARNs. Run whenever a command opens the
+    workspace's executions, so that none stays RUNNING for ever."""
+    rows = conn.execute(
+        "SELECT arn, owner_pid, owner_start FROM executions WHERE status = 'RUNNING'"
+    ).fetchall()
+    orphans = [r["arn"] for r in rows if not owner_alive(r["owner_pid"], r["owner_start"])]
+    for arn, row in ((r["arn"], r) for r in rows if r["arn"] in orphans):
+        who = f"process {row['owner_pid']}" if row["owner_pid"] else "the process running it"
+        abort_execution(
+            conn, arn, f"{who} ended before the execution did; redrive it to finish it"
+        )
+    return orphans
 
 
 # --- the reader ----------------------------------------------------------------------------
@@ -287,6 +346,7 @@ def read_definition(conn: sqlite3.Connection, arn: str) -> dict[str, Any]:
 def find_execution(settings: Settings, arn_or_name: str) -> ExecutionRecord:
     """An execution by ARN, or by name (the newest of that name)."""
     with closing(db.connect(settings.db_path)) as conn:
+        recover_orphans(conn)
         row = conn.execute(
             "SELECT arn FROM executions WHERE arn = ? OR name = ? ORDER BY started_at DESC LIMIT 1",
             (arn_or_name, arn_or_name),
@@ -302,6 +362,7 @@ def find_execution(settings: Settings, arn_or_name: str) -> ExecutionRecord:
 def list_executions(settings: Settings, *, status: str | None = None) -> list[ExecutionRecord]:
     """Every recorded execution, newest first (ListExecutions)."""
     with closing(db.connect(settings.db_path)) as conn:
+        recover_orphans(conn)
         arns = conn.execute(
             "SELECT arn FROM executions WHERE ? IS NULL OR status = ? ORDER BY started_at DESC",
             (status, status),

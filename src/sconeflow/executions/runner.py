@@ -14,11 +14,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sconeflow import db
 from sconeflow.config import Settings
@@ -29,6 +29,9 @@ from sconeflow.executions.notify import Notifier
 from sconeflow.executions.records import FAILED_STATUSES, ExecutionRecord, HistoryWriter
 from sconeflow.functions import FunctionConfig, Handler, make_handlers
 from sconeflow.functions.config import DEFAULT_THRESHOLD
+
+if TYPE_CHECKING:
+    from sconeflow.workflow import StateMachine
 
 _EXECUTION_NAME = re.compile(r"^[0-9A-Za-z_-]{1,80}$")  # StartExecution's name rule
 
@@ -57,14 +60,41 @@ def resolve_endpoint(settings: Settings, name: str | None = None) -> tuple[str, 
 
 
 def local_handlers(
-    settings: Settings, endpoint: str | None = None, threshold: float = DEFAULT_THRESHOLD
+    settings: Settings,
+    endpoint: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    functions: Collection[str] | None = None,
 ) -> dict[str, Handler]:
-    """The three functions wired to this workspace's store and an endpoint in service."""
-    name, url = resolve_endpoint(settings, endpoint)
+    """The functions wired to this workspace's store and an endpoint in service. With
+    `functions` (the names a definition calls), an endpoint is looked up only when
+    classifyImage is among them, so a definition that never classifies needs none."""
+    name = url = None
+    if functions is None or "classifyImage" in functions:
+        name, url = resolve_endpoint(settings, endpoint)
     config = FunctionConfig(threshold=threshold, endpoint_name=name, endpoint_url=url,
                             settings=settings)  # fmt: skip
     return make_handlers(config)
 
+
+def local_runner(
+    settings: Settings,
+    definition: Definition,
+    *,
+    endpoint: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    notifier: Notifier | None = None,
+    max_workers: int = 1,
+) -> WorkflowRunner:
+    """A runner of `definition` with the workspace's own handlers for the functions it calls."""
+    from sconeflow.workflow import parse_definition
+
+    machine = parse_definition(definition.text, name=definition.name)
+    handlers = local_handlers(settings, endpoint, threshold, functions=machine.function_names)
+    return WorkflowRunner(
+        settings, definition, handlers, notifier=notifier, max_workers=max_workers,
+        threshold=threshold, machine=machine,
+    )  # fmt: skip
 
 
 class WorkflowRunner:
@@ -80,14 +110,24 @@ class WorkflowRunner:
         clock: Any = None,
         max_workers: int = 1,
         threshold: float | None = None,
+        machine: StateMachine | None = None,
     ) -> None:
         from sconeflow.workflow import parse_definition
 
         self.settings, self.definition, self.handlers = settings, definition, handlers
-        self.machine = parse_definition(definition.text, name=definition.name)
+        self.machine = machine or parse_definition(definition.text, name=definition.name)
         self.notifier = notifier or Notifier()
         self.clock, self.max_workers = clock, max_workers
         self.threshold = threshold  # recorded on each execution row (what monitoring reads)
+        # Set to end every running execution ABORTED at its next state (`stop_all`).
+        self.stop = threading.Event()
+        with closing(db.connect(settings.db_path)) as conn:
+            records.recover_orphans(conn)
+
+    def stop_all(self) -> None:
+        """End every execution this runner is running as ABORTED, before its next state;
+        executions started after this are aborted at once."""
+        self.stop.set()
 
     def start(self, execution_input: Any, name: str | None = None) -> ExecutionRecord:
         """Run one execution to its end (StartExecution + wait); the record as it ended."""
@@ -117,7 +157,7 @@ class WorkflowRunner:
             result = run_execution(
                 self.machine, data, self.handlers, name=name, listener=writer,
                 clock=self.clock, start_at=start_at, max_workers=self.max_workers,
-                execution_input=data if original is None else original,
+                execution_input=data if original is None else original, stop=self.stop,
             )  # fmt: skip
         except BaseException as err:
             # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
@@ -172,8 +212,11 @@ class WorkflowRunner:
                     futures.append(pool.submit(one, i))
                 return [f.result() for f in futures]
             except BaseException:
+                # Ctrl-C or SIGTERM: those not yet started are never recorded; the running
+                # ones end ABORTED at their next state, which the pool's exit waits for.
+                self.stop_all()
                 for f in futures:
-                    f.cancel()  # not yet started: never recorded; running ones finish
+                    f.cancel()
                 raise
 
 
@@ -216,6 +259,28 @@ def redrive_execution(
                                redrive_count=record.redrive_count + 1)  # fmt: skip
         return runner._run(conn, writer, state_input, record.name, state,
                            json.loads(record.input))  # fmt: skip
+
+
+def redrive_local(
+    settings: Settings,
+    arn_or_name: str,
+    *,
+    endpoint: str | None = None,
+    threshold: float | None = None,
+    notifier: Notifier | None = None,
+    max_workers: int = 1,
+) -> ExecutionRecord:
+    """RedriveExecution with the workspace's own handlers for the functions the execution's
+    definition calls, at the threshold it first ran with unless `threshold` is given."""
+    from sconeflow.workflow import parse_definition
+
+    record = records.find_execution(settings, arn_or_name)
+    machine = parse_definition(records.definition_of(settings, record.arn))
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD if record.threshold is None else record.threshold
+    handlers = local_handlers(settings, endpoint, threshold, functions=machine.function_names)
+    return redrive_execution(settings, record.arn, handlers, notifier=notifier,
+                             max_workers=max_workers)  # fmt: skip
 
 
 def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str, Any]:

@@ -21,7 +21,16 @@ from .history import Event, InMemoryHistory
 from .lambdas import Handler, new_request_id
 from .machine import StateMachine
 from .recovery import error_matches, retry_delay
-from .run import ExecutionTimedOut, Frame, Listener, Run, StateRunner, run_states
+from .run import (
+    ExecutionAborted,
+    ExecutionTimedOut,
+    Frame,
+    Listener,
+    Run,
+    StateRunner,
+    StopSignal,
+    run_states,
+)
 from .states import run_choice, run_fail, run_pass, run_succeed, run_task, run_wait
 
 __all__ = ["RUNNERS", "ExecutionResult", "error_matches", "retry_delay", "run_execution"]
@@ -33,7 +42,7 @@ DEFAULT_ROLE_ARN = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
 class ExecutionResult:
     """How an execution ended, as DescribeExecution reports it, plus its history."""
 
-    status: str  # SUCCEEDED | FAILED | TIMED_OUT
+    status: str  # SUCCEEDED | FAILED | TIMED_OUT | ABORTED
     output: Any
     error: str | None
     cause: str | None
@@ -60,6 +69,7 @@ def run_execution(
     execution_input: Any = _SAME,
     role_arn: str = DEFAULT_ROLE_ARN,
     max_workers: int = 1,
+    stop: StopSignal | None = None,
 ) -> ExecutionResult:
     """Run one execution to its end and report it.
 
@@ -69,7 +79,9 @@ def run_execution(
     `start_at` starts from that state instead of StartAt (a redrive of a failed execution
     from `ExecutionResult.failed_state`); then `input` is that state's input and
     `execution_input` the execution's original input, which `$$.Execution.Input` keeps
-    showing after a redrive, as on AWS. Raises HandlerError for unusable arguments;
+    showing after a redrive, as on AWS. `stop` (a threading.Event) ends the execution
+    ABORTED before its next state, and cuts short a Wait or retry back-off in progress (a
+    handler already running finishes first). Raises HandlerError for unusable arguments;
     failures of the state machine itself are reported in the result, never raised.
     """
     handlers = handlers or {}
@@ -113,7 +125,7 @@ def run_execution(
     deadline = (
         started + dt.timedelta(seconds=machine.timeout_seconds) if machine.timeout_seconds else None
     )
-    run = Run(machine, handlers, clock, emit_to, context, max_workers, deadline, RUNNERS)
+    run = Run(machine, handlers, clock, emit_to, context, max_workers, deadline, RUNNERS, stop)
     top = Frame(0)
     run.emit(
         top,
@@ -140,6 +152,10 @@ def run_execution(
             )
         details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
         run.emit(top, "ExecutionFailed", "executionFailedEventDetails", details)
+    except ExecutionAborted as aborted:
+        status, cause, failed = "ABORTED", aborted.cause, aborted.state
+        details = {"cause": aborted.cause} if aborted.cause else {}
+        run.emit(top, "ExecutionAborted", "executionAbortedEventDetails", details)
     except ExecutionTimedOut:
         status, error = "TIMED_OUT", TIMEOUT
         run.emit(top, "ExecutionTimedOut", "executionTimedOutEventDetails", {"error": TIMEOUT})

@@ -12,10 +12,10 @@ import datetime as dt
 import random
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .clock import Clock, iso_millis
-from .data import dumps
+from .data import TRUNCATED, dumps
 from .errors import RUNTIME, StatesFailure
 from .history import Event
 from .lambdas import Handler
@@ -27,7 +27,24 @@ Listener = Callable[[Event], None]
 # (run, state, raw input, frame) -> (output, next state or None)
 StateRunner = Callable[["Run", State, Any, "Frame"], tuple[Any, str | None]]
 _NOTHING = object()
+_STOP_POLL_SECONDS = 0.1
+
+
+class StopSignal(Protocol):
+    """What run_execution's `stop` needs: a threading.Event works."""
+
+    def is_set(self) -> bool: ...
+
 _RNG = random.Random()  # retry jitter; seeding one per execution cost 0.1 ms in profiles
+
+
+class ExecutionAborted(Exception):
+    """A stop was requested (StopExecution, a signal to the runner): the execution ends
+    ABORTED in the state it was about to run, never caught by Retry or Catch."""
+
+    def __init__(self, state: str | None, cause: str | None) -> None:
+        super().__init__(cause)
+        self.state, self.cause = state, cause
 
 
 class ExecutionTimedOut(Exception):
@@ -71,6 +88,7 @@ class Run:
         max_workers: int,
         deadline: dt.datetime | None,
         runners: Mapping[str, StateRunner],
+        stop: StopSignal | None = None,
     ) -> None:
         self.machine = machine
         self.handlers = handlers
@@ -84,6 +102,7 @@ class Run:
         self.lock = threading.Lock() if max_workers > 1 else None
         self.rng = _RNG
         self.runners = runners  # state type -> its runner (engine.RUNNERS)
+        self.stop = stop  # set from outside to end the execution ABORTED
 
     def emit(self, frame: Frame, kind: str, key: str | None = None, details: Any = None) -> int:
         """Record one history event; fails the execution at AWS's 25,000-event quota."""
@@ -117,8 +136,15 @@ class Run:
             if seconds >= left:
                 self.clock.sleep(max(left, 0.0))
                 raise ExecutionTimedOut
-        if seconds > 0:
+        stop = self.stop
+        if seconds > 0 and stop is None:
             self.clock.sleep(seconds)
+        elif seconds > 0 and stop is not None:
+            # In slices, so that a stop request ends a long Wait or retry back-off promptly.
+            while seconds > 0 and not stop.is_set():
+                step = min(seconds, _STOP_POLL_SECONDS)
+                self.clock.sleep(step)
+                seconds -= step
 
     def state_context(self, state: State, retry_count: int | None = None) -> dict[str, Any] | None:
         """The context object `$$` for a state (built only if the definition reads it).
@@ -144,6 +170,17 @@ def run_states(
         if run.deadline is not None and run.clock.now() >= run.deadline:
             raise ExecutionTimedOut
         state = states[name]
+        if run.stop is not None and run.stop.is_set():
+            # Stopped on the way into `state`: record it as entered, as AWS's history shows
+            # the state that was in progress when StopExecution came, so that a redrive
+            # runs it again with this input.
+            frame.entered = run.emit(
+                frame,
+                state.type + "StateEntered",
+                "stateEnteredEventDetails",
+                {"name": state.name, "input": frame.json_of(data), "inputDetails": TRUNCATED},
+            )
+            raise ExecutionAborted(state.name, "the execution was stopped")
         try:
             data, name = run.runners[state.type](run, state, data, frame)
         except StatesFailure as failure:
