@@ -148,7 +148,8 @@ class ServingSettings:
     default_accept:   SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT (application/json), used when the
                       caller sends no Accept or `*/*`.
     max_payload_bytes: SAGEMAKER_MAX_PAYLOAD_IN_MB (6) in bytes: 6 MiB = 6,291,456.
-    model_dir:        where the unpacked model lives (/opt/ml/model).
+    model_dir:        where the unpacked model lives: SM_MODEL_DIR, the SageMaker toolkits'
+                      name for it, else /opt/ml/model (the container contract's path).
     """
 
     port: int = 8080
@@ -192,4 +193,5 @@ def serving_settings(env: Mapping[str, str] | None = None) -> ServingSettings:
         default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip()
         or "application/json",
         max_payload_bytes=int(number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 0.001, 1024) * _MIB),
+        model_dir=Path(env.get("SM_MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR),
     )

@@ -11,7 +11,8 @@
     ├── ModelError                   a model artifact is missing, invalid or fails to run
     ├── EndpointError                an endpoint could not be created, reached or stopped
     ├── WorkflowError                a state machine definition or execution problem
-    └── MonitoringError              monitoring could not run
+    ├── MonitoringError              monitoring could not run
+    └── AwsError                     building or deploying the AWS bundle failed
 
 Messages say what was expected, what came, and how to fix it. The CLI prints
 `ErrorName: message` and exits 1 for every SconeflowError; anything else is a bug.
@@ -66,3 +67,7 @@ class WorkflowError(SconeflowError):
 
 class MonitoringError(SconeflowError):
     """A monitoring job could not run."""
+
+
+class AwsError(SconeflowError):
+    """Building, deploying or inspecting the AWS bundle failed (`sconeflow aws ...`)."""

@@ -31,6 +31,7 @@ COMMANDS = {
     "monitor": "monitor:monitor",
     "pipeline": "pipeline:pipeline",
     "cleanup": "pipeline:cleanup",
+    "aws": "aws:aws",
 }
 
 

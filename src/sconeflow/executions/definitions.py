@@ -35,7 +35,7 @@ def load_definition(
     with `${<Function>Arn}` placeholders replaced by local Lambda ARNs."""
     source = source or "stepfunction"
     if str(source) in PACKAGED:
-        text = resources.files("sconeflow.definitions").joinpath(f"{source}.json").read_text()
+        text = packaged_text(str(source))
         stem, where = str(source), f"packaged definition {source!r}"
     else:
         path = Path(source)
@@ -54,6 +54,14 @@ def load_definition(
         stem, where = path.stem, str(path)
     machine_name = name or re.sub(r"[^0-9A-Za-z_-]+", "-", stem)[:80]
     return Definition(machine_name, substitute(text, function_arns(region, account), where), where)
+
+
+def packaged_text(name: str) -> str:
+    """A packaged definition's text as shipped, `${...Arn}` placeholders and all (what a
+    CloudFormation template's DefinitionSubstitutions fill in)."""
+    if name not in PACKAGED:
+        raise WorkflowError(f"no packaged definition {name!r}; use one of {', '.join(PACKAGED)}")
+    return resources.files("sconeflow.definitions").joinpath(f"{name}.json").read_text()
 
 
 def function_arns(region: str = REGION, account: str = ACCOUNT) -> dict[str, str]:

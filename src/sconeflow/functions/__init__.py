@@ -17,12 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sconeflow.functions import (
-    assign_orders,
-    classify_image,
-    filter_low_confidence,
-    serialize_image_data,
-)
 from sconeflow.functions.config import FunctionConfig
 from sconeflow.functions.errors import (
     EndpointInvocationError,
@@ -46,6 +40,15 @@ FUNCTION_MODULES = {
 
 def make_handlers(config: FunctionConfig) -> dict[str, Handler]:
     """The handlers by function name, sharing one Services (clients built once)."""
+    # Imported here, not at the top, so that a Lambda zip of one function (its module's
+    # import closure, see sconeflow.aws.bundle) need not carry the others.
+    from sconeflow.functions import (
+        assign_orders,
+        classify_image,
+        filter_low_confidence,
+        serialize_image_data,
+    )
+
     services = Services(config)
 
     def serialize(event: Any, context: Any = None) -> Any:

