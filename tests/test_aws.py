@@ -406,8 +406,8 @@ def test_serving_image_has_no_torch_and_passes_hadolint(bundle: Bundle) -> None:
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import sconeflow.cli.endpoint, "
             "sconeflow.serving.server, sconeflow.cli.monitor; "
             "print(sorted(m for m in sys.modules if m.startswith('torch')))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code, str(bundle.image.parent)], capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(bundle.image.parent)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
     assert out.stdout.strip() == "[]"
     hadolint = shutil.which("hadolint")
     if hadolint is None:
