@@ -28,20 +28,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sconeflow.cifar import DEFAULT_CLASSES, OFFICIAL_MD5, OFFICIAL_MEMBER_MD5, OFFICIAL_URL
 from sconeflow.errors import ChecksumError, DataError, UnsafeArchiveError
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.store import Store, validate_key
 
-OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-OFFICIAL_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-OFFICIAL_MEMBER_MD5 = {
-    "meta": "7973b15100ade9c7d40fb424638fde48",
-    "train": "16019d7e3df5f24257cddd939b257f8d",
-    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-}
 MEMBER_PREFIX = "cifar-100-python/"
 SPLITS = ("train", "test")
-DEFAULT_CLASSES = ("bicycle", "motorcycle")
 DATA_PREFIX = "data/"
 MANIFEST_KEY = "data/manifest.json"
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # the official train member is 155 MB
