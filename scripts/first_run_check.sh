@@ -222,13 +222,13 @@ else
 fi
 
 # ------------------------------------------------------ trap: hyperparameter mistakes
-timeout 120 "$PY" -m sconeflow train -p epoch=5 >/dev/null 2>"$LOG/hp.err"
+timeout 30 "$PY" -m sconeflow train -p epoch=5 >/dev/null 2>"$LOG/hp.err"
 if one_line_error "$LOG/hp.err" $? "[Dd]id you mean.*epochs"; then
   result "misspelt hyperparameter suggests" PASS "$(cut -c1-90 "$LOG/hp.err")..."
 else
   result "misspelt hyperparameter suggests" FAIL "$(head -3 "$LOG/hp.err" | tr '\n' ' ' | cut -c1-300)"
 fi
-timeout 120 "$PY" -m sconeflow train -p learning_rate=5 >/dev/null 2>"$LOG/hp2.err"
+timeout 30 "$PY" -m sconeflow train -p learning_rate=5 >/dev/null 2>"$LOG/hp2.err"
 if one_line_error "$LOG/hp2.err" $? "learning_rate"; then
   result "learning_rate=5 refused" PASS "$(cut -c1-90 "$LOG/hp2.err")..."
 else
