@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from sconeflow.cli import cli, main
+from sconeflow.cli import COMMANDS, cli, main
 
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -67,15 +67,39 @@ def test_invalid_setting_is_one_line_naming_it(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_a_light_command_does_not_import_heavy_libraries() -> None:
+HEAVY = ("torch", "scipy", "matplotlib", "onnxruntime", "boto3", "numpy", "PIL")
+
+
+def test_no_help_imports_heavy_libraries() -> None:
+    """`sconeflow --help` and every command's and subcommand's --help, one after another in
+    one fresh interpreter: none of them imports a heavy library (each command imports those
+    where it runs), so --help starts fast. benchmarks/cli_bench.py measures the time."""
     code = (
-        "import sys; from sconeflow.cli import main\n"
-        "try:\n    main(['stage', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'scipy', 'matplotlib', 'onnxruntime') if m in sys.modules]\n"
-        "print(heavy)"
+        "import sys\n"
+        "from sconeflow.cli import main\n"
+        "import sconeflow.cli\n"
+        f"for path in {[list(p) for p in [(), *_all_commands(cli)]]!r}:\n"
+        "    try:\n        main([*path, '--help'])\n    except SystemExit:\n        pass\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_command_list_comes_from_commands_without_importing_them() -> None:
+    code = (
+        "import sys\nfrom sconeflow.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sconeflow.cli.') "
+        "and m != 'sconeflow.cli.common'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    listing = " ".join(out.stdout.split())  # whatever the terminal's width wrapped
+    for name, (_target, summary) in COMMANDS.items():
+        assert f" {name} {summary}" in listing, name
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None and command.get_short_help_str(200) == summary
 
 
 def test_usage_errors_exit_2() -> None:

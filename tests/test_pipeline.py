@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from sconeflow.cli import main
-from sconeflow.config import load_settings
-from sconeflow.serving.endpoints import list_endpoints
+from sconeflow.config import Settings, load_settings
+from sconeflow.serving.capture import capture_config
+from sconeflow.serving.endpoints import (
+    delete_endpoint,
+    deploy,
+    describe_endpoint_row,
+    list_endpoints,
+    ping,
+)
 from sconeflow.store import open_store
 from test_serving_support import free_port
 
@@ -48,3 +56,37 @@ def test_pipeline_runs_end_to_end_then_skips_what_is_current(
     removed = json.loads(capsys.readouterr().out)
     assert removed["data"] > 1000 and removed["models"] == 1 and removed["captures"] >= 1
     assert store.list(settings.bucket) == []
+
+
+@pytest.mark.slow
+def test_pipeline_never_stops_an_endpoint_it_did_not_deploy(
+    trained_home: Settings, dev_tarball: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(trained_home.home, home)  # staged data and test-job, ours to change
+    settings = load_settings(env={}, home=home)
+    # The user deploys scones-endpoint by hand, with the model trained earlier.
+    mine = deploy(settings, "test-job", capture_config(0, "InputAndOutput", settings.bucket),
+                  name="scones-endpoint", port=free_port(), workers=1)  # fmt: skip
+    # A stale record: the pipeline once deployed an endpoint of that name, which has since
+    # been deleted and deployed again by the user (another server process).
+    (home / "pipeline.json").write_text(json.dumps({"endpoint": {
+        "name": "scones-endpoint", "created_at": mine.created_at, "pid": (mine.pid or 0) + 1}}))
+    try:
+        # A changed setting (seed): a new model, which the user's endpoint does not serve.
+        main(["--home", str(home), "pipeline", "--source", str(dev_tarball),
+              "-p", "epochs=1", "-p", "ensemble_size=1", "-p", "retrain_full=false",
+              "-p", "seed=7", "--port", str(free_port()), "--json"])  # fmt: skip
+        captured = capsys.readouterr()
+        doc = json.loads(captured.out)
+        assert doc["job"] != "test-job" and doc["succeeded"] + doc["failed"] == 200
+        assert doc["endpoint"] == "scones-endpoint-pipeline"  # says which endpoint it used
+        assert "scones-endpoint was not deployed by the pipeline" in captured.err
+        after = describe_endpoint_row(settings, "scones-endpoint")
+        assert after.status == "InService" and after.pid == mine.pid and ping(mine.url)
+        assert after.model == "test-job"  # not replaced by the new model either
+        assert [e.name for e in list_endpoints(settings)] == ["scones-endpoint"]  # own one gone
+        assert "endpoint" not in json.loads((home / "pipeline.json").read_text())
+    finally:
+        delete_endpoint(settings, "scones-endpoint")

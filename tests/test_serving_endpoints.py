@@ -4,8 +4,10 @@ invoke, delete (with capture flushed), and failures that explain themselves."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +18,14 @@ from sconeflow import db
 from sconeflow.cli import cli
 from sconeflow.config import Settings
 from sconeflow.errors import EndpointError, ModelError
+from sconeflow.serving.capture import capture_config
 from sconeflow.serving.endpoints import (
     default_name,
     delete_endpoint,
+    deploy,
     list_endpoints,
+    ping,
+    port_is_free,
     validate_name,
 )
 from sconeflow.store import open_store
@@ -187,3 +193,48 @@ def test_endpoint_names_follow_sagemaker_rules() -> None:
             validate_name(bad)
     assert validate_name(default_name("/tmp/some dir/model.tar.gz"))
     assert validate_name(default_name("j" * 80))
+
+
+def _time_wait_sockets(port: int) -> int:
+    """Sockets in TIME_WAIT (state 06) whose local port is `port`, from /proc/net/tcp."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1 for r in rows if int(r.split()[1].split(":")[1], 16) == port and r.split()[3] == "06"
+    )
+
+
+def test_redeploy_on_the_same_port_right_after_delete(cleanup: Settings, tmp_path: Path) -> None:
+    settings = cleanup
+    model = str(write_model_dir(tmp_path / "ok"))
+    port = free_port()
+    no_capture = capture_config(0, "InputAndOutput", settings.bucket)
+    deploy(settings, model, no_capture, name="first", port=port, workers=1)
+    # Keep-alive connections that the server closes when it stops: the closing side keeps
+    # each one in TIME_WAIT on the server's port for a minute.
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(4)]
+    for conn in conns:
+        conn.request("POST", "/invocations", png_bytes(), {"Content-Type": "image/png"})
+        assert conn.getresponse().read()
+    delete_endpoint(settings, "first")
+    for conn in conns:
+        conn.close()
+    assert _time_wait_sockets(port) > 0  # the situation under test, or it proves nothing
+    again = deploy(settings, model, no_capture, name="second", port=port, workers=1)
+    assert again.port == port and ping(again.url)
+
+
+def test_a_port_held_even_by_a_reuseport_server_is_refused(
+    cleanup: Settings, tmp_path: Path
+) -> None:
+    model = str(write_model_dir(tmp_path / "ok"))
+    with socket.socket() as other:  # a server that would let any SO_REUSEPORT socket join
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert not port_is_free(port)
+        with pytest.raises(EndpointError, match=f"port {port} on 127.0.0.1 is in use"):
+            deploy(cleanup, model, capture_config(0, "InputAndOutput", cleanup.bucket),
+                   name="intruder", port=port, workers=2)  # fmt: skip
+    assert list_endpoints(cleanup) == []

@@ -178,10 +178,27 @@ def test_truncated_tarball(tmp_path: Path, settings: Settings) -> None:
     _expect_failure(bad, settings, DataError, "not a complete gzip tar archive")
 
 
-def test_non_gzip_file(tmp_path: Path, settings: Settings) -> None:
-    bad = tmp_path / "not.tar.gz"
-    bad.write_text("hello, I am not a tarball")
-    _expect_failure(bad, settings, DataError, "not a complete gzip tar archive")
+def test_a_file_that_is_not_gzip_is_named_for_what_it_is(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """A PNG, a text file or an empty file is not called a truncated download."""
+    from PIL import Image
+
+    png = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(png)
+    expected = (r"photo\.png is a PNG image, not a gzip tar archive; expected the CIFAR-100 "
+                r"python tarball cifar-100-python\.tar\.gz \(pass it with --source")
+    _expect_failure(png, settings, DataError, expected)
+    text = tmp_path / "not.tar.gz"
+    text.write_text("hello, I am not a tarball")
+    _expect_failure(text, settings, DataError, "is a text file, not a gzip tar archive")
+    empty = tmp_path / "empty.tar.gz"
+    empty.write_bytes(b"")
+    _expect_failure(empty, settings, DataError, r"is an empty file \(0 bytes\)")
+    tar = tmp_path / "plain.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(png, arcname="x.png")
+    _expect_failure(tar, settings, DataError, "is an uncompressed tar archive")
 
 
 def test_missing_file(tmp_path: Path, settings: Settings) -> None:

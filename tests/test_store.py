@@ -1,5 +1,10 @@
 """The same behaviour on both backends: the embedded store and a real S3 API (moto server)."""
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +12,10 @@ import pytest
 from sconeflow.config import load_settings
 from sconeflow.errors import InvalidKeyError, ObjectNotFoundError
 from sconeflow.store import LocalStore, S3Store, Store, open_store, validate_key
+from sconeflow.synthetic import make_cifar_tarball
+from test_serving_support import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -103,3 +112,109 @@ def test_delete_prunes_empty_folders(tmp_path: Path) -> None:
     store.put("bkt", "a/b/c/d.txt", b"x")
     store.delete("bkt", "a/b/c/d.txt")
     assert not (tmp_path / "store" / "bkt" / "a").exists()
+
+
+# ------------------------------------------------- failures at the S3 boundary, in words
+
+
+def _aws_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The process environment without any AWS credentials, profile, region or config
+    file, and no instance-metadata lookup (which would go to the network)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SCONEFLOW_"))}
+    env.update(
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_MAX_ATTEMPTS="1",  # a refused connection fails at once instead of retrying
+        **extra,
+    )
+    return env
+
+
+def _stage_to_s3(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    tarball = make_cifar_tarball(tmp_path / "tiny.tar.gz", n_train=200, n_test=100)
+    return subprocess.run(
+        [sys.executable, "-m", "sconeflow", "--home", str(tmp_path / "home"),
+         "--store", "s3://scones", "stage", "--source", str(tarball)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], start: str) -> str:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "botocore" not in proc.stderr.split(":")[0]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), proc.stderr
+    return lines[0]
+
+
+def test_s3_without_credentials_says_to_set_them(s3_server: str, tmp_path: Path) -> None:
+    proc = _stage_to_s3(tmp_path, _aws_env(tmp_path, AWS_ENDPOINT_URL=s3_server))
+    line = _one_line_error(proc, "StoreError: cannot ")
+    assert "no AWS credentials" in line
+    assert "export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test" in line
+
+
+def test_s3_connection_refused_names_the_endpoint(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = _aws_env(tmp_path, AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="test",
+                   AWS_SECRET_ACCESS_KEY="test")  # fmt: skip
+    line = _one_line_error(_stage_to_s3(tmp_path, env), "StoreError: cannot ")
+    assert f"nothing answers at {url}" in line and "AWS_ENDPOINT_URL" in line
+
+
+def test_s3_bad_region_is_a_config_error(tmp_path: Path) -> None:
+    env = _aws_env(tmp_path, AWS_DEFAULT_REGION="not a region", AWS_ACCESS_KEY_ID="test",
+                   AWS_SECRET_ACCESS_KEY="test")  # fmt: skip
+    line = _one_line_error(_stage_to_s3(tmp_path, env), "ConfigError: cannot create an S3 ")
+    assert "AWS_DEFAULT_REGION" in line and "us-east-1" in line
+
+
+@pytest.mark.parametrize("region", [None, "eu-west-1"])
+def test_s3_works_without_a_region_and_outside_us_east_1(
+    s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, region: str | None
+) -> None:
+    """S3 needs no region (botocore uses us-east-1); elsewhere a new bucket is created
+    with the LocationConstraint S3 requires."""
+    for key, value in _aws_env(tmp_path, AWS_ACCESS_KEY_ID="test",
+                               AWS_SECRET_ACCESS_KEY="test").items():  # fmt: skip
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    for key in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    if region:
+        monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    store = S3Store(endpoint_url=s3_server)
+    bucket = f"region-{region or 'none'}"
+    store.put(bucket, "a/b.txt", b"x")
+    assert store.get(bucket, "a/b.txt") == b"x"
+    if region:
+        location = store.client.get_bucket_location(Bucket=bucket)["LocationConstraint"]
+        assert location == region
+
+
+@pytest.mark.slow
+def test_readme_s3_example_works_as_written(dev_tarball: Path, tmp_path: Path) -> None:
+    """The README's S3 block, run by bash as a user pastes it: only its port is swapped
+    for a free one. It runs in a folder beside a `shared` link, as a clone does, so that
+    nothing is written into this checkout."""
+    if shutil.which("moto_server") is None:
+        pytest.skip("moto_server is not installed (pip install -e '.[dev]')")
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    block = next(b for b in blocks if "--store s3://" in b)
+    assert "AWS_ACCESS_KEY_ID=" in block and "AWS_SECRET_ACCESS_KEY=" in block
+    assert "moto_server" in block and ":9000" in block
+    port = free_port()
+    script = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + block.replace(
+        "9000", str(port)
+    )
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (tmp_path / "shared").symlink_to(dev_tarball.parents[1], target_is_directory=True)
+    env = _aws_env(tmp_path)
+    del env["AWS_MAX_ATTEMPTS"]  # as a user has it: retries cover the server's start-up
+    proc = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Uploaded 1000 images" in proc.stdout and "s3://scones/data/" in proc.stdout

@@ -8,6 +8,12 @@ what can be skipped. A step is skipped when its inputs have not changed since it
 staging compares sha256s object by object; training looks for a Completed job with the
 same hyperparameters on the same staged data; the workflow and monitoring steps remember
 the model and data they ran for in `<home>/pipeline.json`.
+
+The pipeline owns only what it creates. It records the endpoint it deploys (name, creation
+time and server pid, in `pipeline.json`, as soon as the endpoint is up) and stops or
+replaces only that one. An endpoint of the same name that someone else deployed is left
+running untouched: the pipeline then deploys its own beside it, as `<name>-pipeline`, and
+the summary names the endpoint it used.
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sconeflow import db, staging
+from sconeflow import db
+from sconeflow.cifar import DEFAULT_CLASSES
 from sconeflow.config import Settings
-from sconeflow.evaluation import evaluate_model
+from sconeflow.errors import EndpointError
 from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.store import Store, open_store
+
+# Each step imports what it runs (numpy, torch, scipy...) when it runs, so that the CLI can
+# read the options' defaults from this module without paying for them.
 
 ENDPOINT_NAME = "scones-endpoint"
 LogFn = Callable[[str], None]
@@ -37,7 +47,7 @@ LogFn = Callable[[str], None]
 @dataclass(frozen=True)
 class PipelineOptions:
     source: Path | None = None  # None: download the official tarball
-    classes: tuple[str, ...] = staging.DEFAULT_CLASSES
+    classes: tuple[str, ...] = DEFAULT_CLASSES
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     endpoint: str = ENDPOINT_NAME
     threshold: float = DEFAULT_THRESHOLD
@@ -67,7 +77,8 @@ class PipelineSummary:
     monitoring_status: str = ""
     violations: list[str] = field(default_factory=list)
     report: str = ""
-    endpoint: str = ""
+    endpoint: str = ""  # the endpoint the workflow step called (always one the pipeline deployed)
+    endpoint_detail: str = ""  # what became of it, for the summary
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "steps": [s.__dict__ for s in self.steps]}
@@ -103,22 +114,28 @@ def run_pipeline(
         summary.succeeded, summary.failed = state["succeeded"], state["failed"]
         summary.monitoring_status, summary.violations = state["status"], state["violations"]
         summary.report = state["report"]
+        summary.endpoint = str(state.get("last_endpoint", ""))
+        summary.endpoint_detail = "not needed this time: every later step was current"
         return summary
 
     started = datetime.now(UTC).replace(microsecond=0)
-    step("deploy", lambda: _deploy(settings, options, summary))
+    step("deploy", lambda: _deploy(settings, options, summary, state, log))
     try:
         step("workflow", lambda: _workflow(settings, store, options, summary, progress))
         if not options.keep_endpoint:
-            _delete_endpoint(settings, summary.endpoint)  # flushes the capture buffers
+            _delete_own_endpoint(settings, state)  # flushes the capture buffers
         else:
             _wait_for_capture(store, settings.bucket, summary.endpoint, started)
         step("monitor", lambda: _monitor(settings, store, options, summary, started))
     finally:
         if not options.keep_endpoint:
-            _delete_endpoint(settings, summary.endpoint)
-    _save_state(
-        settings,
+            _delete_own_endpoint(settings, state)
+    summary.endpoint_detail = (
+        "deployed by the pipeline, still running (--keep-endpoint)"
+        if options.keep_endpoint
+        else "deployed by the pipeline, deleted at the end"
+    )
+    state.update(
         {
             "fingerprint": fingerprint,
             "succeeded": summary.succeeded,
@@ -126,8 +143,10 @@ def run_pipeline(
             "status": summary.monitoring_status,
             "violations": summary.violations,
             "report": summary.report,
-        },
+            "last_endpoint": summary.endpoint,
+        }
     )
+    _save_state(settings, state)
     return summary
 
 
@@ -137,6 +156,8 @@ def run_pipeline(
 def _stage(
     settings: Settings, store: Store, options: PipelineOptions, progress: ProgressFn
 ) -> tuple[str, str]:
+    from sconeflow import staging
+
     if options.source is None:
         tarball = staging.download_cifar(
             settings.downloads_dir / "cifar-100-python.tar.gz", progress=progress
@@ -182,6 +203,8 @@ def _evaluate(
     options: PipelineOptions,
     progress: ProgressFn,
 ) -> tuple[str, str]:
+    from sconeflow.evaluation import evaluate_model
+
     ev = evaluate_model(settings, store, summary.job, "test", progress=progress)
     row = next(r for r in ev.thresholds((options.threshold,)))
     summary.test_accuracy, summary.test_ece = ev.accuracy, ev.ece
@@ -193,28 +216,37 @@ def _evaluate(
 
 
 def _deploy(
-    settings: Settings, options: PipelineOptions, summary: PipelineSummary
+    settings: Settings,
+    options: PipelineOptions,
+    summary: PipelineSummary,
+    state: dict[str, Any],
+    log: LogFn,
 ) -> tuple[str, str]:
-    from sconeflow.errors import EndpointError
     from sconeflow.serving.capture import capture_config
-    from sconeflow.serving.endpoints import delete_endpoint, deploy, describe_endpoint_row
+    from sconeflow.serving.endpoints import delete_endpoint, deploy
 
-    try:
-        existing = describe_endpoint_row(settings, options.endpoint)
-    except EndpointError:
-        existing = None
+    name, note = _own_endpoint_name(settings, options.endpoint, state)
+    if note:
+        log(f"   {note}")
+    existing = _endpoint_row(settings, name)  # if not None, the pipeline deployed it
     if existing is not None:
         if existing.model == summary.job and existing.status == "InService":
             summary.endpoint = existing.name
             return "skipped", f"{existing.name} already serves {summary.job} at {existing.url}"
         delete_endpoint(settings, existing.name)
+        state.pop("endpoint", None)
+        _save_state(settings, state)
     ep = deploy(
         settings,
         summary.job,
         capture_config(100, "InputAndOutput", settings.bucket),
-        name=options.endpoint,
+        name=name,
         port=options.port,
     )
+    # Recorded before anything else can fail, so that even a pipeline killed mid-run
+    # leaves a record of what it started (the next run replaces or deletes it).
+    state["endpoint"] = _ownership(ep)
+    _save_state(settings, state)
     summary.endpoint = ep.name
     return "ran", f"{ep.name} at {ep.url}, capturing 100% of requests"
 
@@ -312,14 +344,66 @@ def _monitor(
 # ------------------------------------------------------------------ helpers
 
 
-def _delete_endpoint(settings: Settings, name: str) -> None:
-    from sconeflow.errors import EndpointError
+def _ownership(ep: Any) -> dict[str, Any]:
+    """What identifies one deployment of an endpoint: a name can be deleted and deployed
+    again by someone else, but not with the same creation time and server pid."""
+    return {"name": ep.name, "created_at": ep.created_at, "pid": ep.pid}
+
+
+def _endpoint_row(settings: Settings, name: str) -> Any:
+    from sconeflow.serving.endpoints import describe_endpoint_row
+
+    try:
+        return describe_endpoint_row(settings, name)
+    except EndpointError:  # no such endpoint
+        return None
+
+
+def is_own_endpoint(ep: Any, state: Mapping[str, Any]) -> bool:
+    """True if `ep` (an endpoints row) is the very deployment the pipeline recorded."""
+    return state.get("endpoint") == _ownership(ep)
+
+
+def _own_endpoint_name(
+    settings: Settings, wanted: str, state: Mapping[str, Any]
+) -> tuple[str, str]:
+    """The endpoint name the pipeline may use, and a note when it is not `wanted`.
+
+    `wanted` if it is free or the pipeline's own; else `<wanted>-pipeline` on the same
+    terms. Someone else's endpoint is never reused, replaced or stopped: it may serve
+    another model, capture less than every request, or be in use.
+    """
+    fallback = f"{wanted}-pipeline"
+    for name in (wanted, fallback):
+        ep = _endpoint_row(settings, name)
+        if ep is None or is_own_endpoint(ep, state):
+            if name == wanted:
+                return name, ""
+            return name, (
+                f"endpoint {wanted} was not deployed by the pipeline, so it is left as it "
+                f"is; the pipeline deploys its own as {name}"
+            )
+    raise EndpointError(
+        f"endpoints {wanted!r} and {fallback!r} both exist and were not deployed by the "
+        "pipeline, which never stops an endpoint it did not create; pass --endpoint with "
+        f"another name, or delete one with `sconeflow endpoint delete {fallback}`"
+    )
+
+
+def _delete_own_endpoint(settings: Settings, state: dict[str, Any]) -> None:
+    """Delete the endpoint the pipeline deployed (if it still runs as deployed) and forget
+    it. Anything else under that name is not the pipeline's and is left alone."""
     from sconeflow.serving.endpoints import delete_endpoint
 
-    if not name:
+    own = state.get("endpoint")
+    if not own:
         return
-    with contextlib.suppress(EndpointError):  # already gone
-        delete_endpoint(settings, name)
+    ep = _endpoint_row(settings, str(own.get("name", "")))
+    if ep is not None and is_own_endpoint(ep, state):
+        with contextlib.suppress(EndpointError):  # gone meanwhile
+            delete_endpoint(settings, ep.name)
+    state.pop("endpoint", None)
+    _save_state(settings, state)
 
 
 def _wait_for_capture(store: Store, bucket: str, endpoint: str, since: datetime) -> None:
@@ -340,9 +424,11 @@ def _wait_for_capture(store: Store, bucket: str, endpoint: str, since: datetime)
 
 def _fingerprint(store: Store, bucket: str, job: str, options: PipelineOptions) -> str:
     """What the deploy/workflow/monitor steps depend on: model, staged data, threshold."""
+    from sconeflow.staging import MANIFEST_KEY
+
     h = hashlib.sha256()
     h.update(job.encode())
-    h.update(store.get(bucket, staging.MANIFEST_KEY))
+    h.update(store.get(bucket, MANIFEST_KEY))
     h.update(f"{options.threshold}".encode())
     return h.hexdigest()
 
@@ -384,6 +470,7 @@ def format_summary(summary: PipelineSummary) -> Sequence[tuple[str, str]]:
     """The rows of the closing summary table."""
     return [
         ("model", summary.job),
+        ("endpoint", f"{summary.endpoint or 'none'} ({summary.endpoint_detail})"),
         ("test accuracy", f"{summary.test_accuracy:.3f}"),
         ("calibration error (ECE)", f"{summary.test_ece:.3f}"),
         ("confident at the threshold", _passed(summary.pass_share, summary.accuracy_on_passed)),

@@ -28,20 +28,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sconeflow.cifar import DEFAULT_CLASSES, OFFICIAL_MD5, OFFICIAL_MEMBER_MD5, OFFICIAL_URL
 from sconeflow.errors import ChecksumError, DataError, UnsafeArchiveError
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.store import Store, validate_key
 
-OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-OFFICIAL_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-OFFICIAL_MEMBER_MD5 = {
-    "meta": "7973b15100ade9c7d40fb424638fde48",
-    "train": "16019d7e3df5f24257cddd939b257f8d",
-    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-}
 MEMBER_PREFIX = "cifar-100-python/"
 SPLITS = ("train", "test")
-DEFAULT_CLASSES = ("bicycle", "motorcycle")
 DATA_PREFIX = "data/"
 MANIFEST_KEY = "data/manifest.json"
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # the official train member is 155 MB
@@ -241,6 +234,13 @@ def _read_members(tar_path: Path, progress: ProgressFn) -> dict[str, bytes]:
     except FileNotFoundError as err:
         raise DataError(f"no such file: {tar_path}; expected a cifar-100-python.tar.gz") from err
     except (tarfile.ReadError, EOFError, zlib.error, OSError) as err:
+        kind = _not_gzip_kind(tar_path)
+        if kind is not None:  # not a damaged tarball but another kind of file
+            raise DataError(
+                f"{tar_path} is {kind}, not a gzip tar archive; expected the CIFAR-100 "
+                "python tarball cifar-100-python.tar.gz (pass it with --source, or leave "
+                "--source out to download it)"
+            ) from err
         raise DataError(
             f"{tar_path} is not a complete gzip tar archive ({err}); expected "
             "cifar-100-python.tar.gz. Truncated download? Delete it and download again"
@@ -252,6 +252,42 @@ def _read_members(tar_path: Path, progress: ProgressFn) -> dict[str, bytes]:
             "expected cifar-100-python/{meta,train,test} as in the official tarball"
         )
     return found
+
+
+# File signatures ("magic numbers") of what people pass by mistake, checked in order.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"BZh", "a bzip2 file"),
+    (b"\xfd7zXZ\x00", "an xz file"),
+    (b"\x80", "a Python pickle (an extracted CIFAR member? pass the .tar.gz itself)"),
+)
+
+
+def _not_gzip_kind(path: Path) -> str | None:
+    """What `path` is when it is not gzip at all (None if it is gzip or unreadable), so a
+    PNG or a text file is named as such instead of being called a truncated download."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if head.startswith(b"\x1f\x8b"):
+        return None  # gzip: damaged or truncated, which the caller's message says
+    if not head:
+        return "an empty file (0 bytes)"
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "an uncompressed tar archive"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"a file of another kind (it starts with {head[:8]!r})"
+    return "a text file"
 
 
 def read_cifar(tar_path: Path, *, progress: ProgressFn = no_progress) -> CifarData:

@@ -9,6 +9,7 @@ escape the store locally is refused on S3 too and data moves between them unchan
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from sconeflow.config import Settings
-from sconeflow.errors import InvalidKeyError, ObjectNotFoundError, StoreError
+from sconeflow.errors import ConfigError, InvalidKeyError, ObjectNotFoundError, StoreError
 
 MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -135,89 +136,173 @@ def _walk(start: Path, base: Path) -> Iterator[str]:
 
 
 class S3Store:
-    """The same operations over the S3 API with boto3 (AWS, MinIO, moto, ...)."""
+    """The same operations over the S3 API with boto3 (AWS, MinIO, moto, ...).
+
+    botocore's failures (no credentials, a bad region, nothing listening at the endpoint,
+    a refused request) leave here as StoreError or ConfigError naming the fix, never as a
+    botocore traceback; `_s3_call` does that for every request.
+    """
 
     def __init__(self, endpoint_url: str | None = None, client: Any = None) -> None:
         if client is None:
             import boto3  # imported here: the local store needs no AWS SDK at start-up
 
-            client = boto3.client("s3", endpoint_url=endpoint_url)
+            try:
+                client = boto3.client("s3", endpoint_url=endpoint_url)
+            except Exception as err:  # InvalidRegionError, a ValueError for a bad endpoint
+                raise ConfigError(
+                    f"cannot create an S3 client: {err}. Set AWS_DEFAULT_REGION to a region "
+                    "name such as us-east-1 and AWS_ENDPOINT_URL to an http(s) URL such as "
+                    "http://127.0.0.1:9000 (or unset it for AWS itself)"
+                ) from err
         self.client = client
         self._known_buckets: set[str] = set()
+
+    @contextlib.contextmanager
+    def _s3_call(self, action: str, uri: str) -> Iterator[None]:
+        """Run one request, turning botocore's exceptions into StoreError with the fix.
+
+        ClientErrors a method handles itself (NoSuchKey...) are raised as sconeflow errors
+        inside and pass through untouched."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as err:
+            raise StoreError(f"cannot {action} {uri}: {_client_error_text(err)}") from err
+        except BotoCoreError as err:
+            where = getattr(self.client.meta, "endpoint_url", None) or "the S3 API"
+            raise StoreError(f"cannot {action} {uri}: {_botocore_error_text(err, where)}") from err
 
     def _ensure_bucket(self, bucket: str) -> None:
         if bucket in self._known_buckets:
             return
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_bucket(Bucket=bucket)
-        except ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code"))
-            if code not in ("404", "NoSuchBucket", "NotFound"):
-                raise StoreError(f"cannot reach bucket s3://{bucket}: {err}") from err
-            self.client.create_bucket(Bucket=bucket)
+        with self._s3_call("reach bucket", f"s3://{bucket}"):
+            try:
+                self.client.head_bucket(Bucket=bucket)
+            except ClientError as err:
+                if _code(err) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+                region = getattr(self.client.meta, "region_name", None)
+                if region and region != "us-east-1":  # S3 wants the region named elsewhere
+                    self.client.create_bucket(
+                        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+                    )
+                else:
+                    self.client.create_bucket(Bucket=bucket)
         self._known_buckets.add(bucket)
 
     def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
         validate_key(key)
         self._ensure_bucket(_checked_bucket(bucket))
-        try:
+        with self._s3_call("write", self.uri(bucket, key)):
             self.client.put_object(Bucket=bucket, Key=key, Body=data)
-        except Exception as err:  # botocore raises several unrelated classes
-            raise StoreError(f"cannot write {self.uri(bucket, key)}: {err}") from err
 
     def get(self, bucket: str, key: str) -> bytes:
         validate_key(key)
         from botocore.exceptions import ClientError
 
-        try:
-            body: bytes = self.client.get_object(Bucket=_checked_bucket(bucket), Key=key)[
-                "Body"
-            ].read()
-            return body
-        except ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code"))
-            if code in ("NoSuchKey", "404", "NoSuchBucket"):
-                raise ObjectNotFoundError(f"no object at {self.uri(bucket, key)}") from err
-            raise StoreError(f"cannot read {self.uri(bucket, key)}: {err}") from err
+        with self._s3_call("read", self.uri(bucket, key)):
+            try:
+                response = self.client.get_object(Bucket=_checked_bucket(bucket), Key=key)
+            except ClientError as err:
+                if _code(err) in ("NoSuchKey", "404", "NoSuchBucket"):
+                    raise ObjectNotFoundError(f"no object at {self.uri(bucket, key)}") from err
+                raise
+            body: bytes = response["Body"].read()
+        return body
 
     def exists(self, bucket: str, key: str) -> bool:
         validate_key(key)
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=_checked_bucket(bucket), Key=key)
-            return True
-        except ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code"))
-            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
-                return False
-            raise StoreError(f"cannot check {self.uri(bucket, key)}: {err}") from err
+        with self._s3_call("check", self.uri(bucket, key)):
+            try:
+                self.client.head_object(Bucket=_checked_bucket(bucket), Key=key)
+            except ClientError as err:
+                if _code(err) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                    return False
+                raise
+        return True
 
     def delete(self, bucket: str, key: str) -> None:
         validate_key(key)
         if self.exists(bucket, key):
-            self.client.delete_object(Bucket=bucket, Key=key)
+            with self._s3_call("delete", self.uri(bucket, key)):
+                self.client.delete_object(Bucket=bucket, Key=key)
 
     def list(self, bucket: str, prefix: str = "") -> list[str]:
         from botocore.exceptions import ClientError
 
         keys: list[str] = []
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=_checked_bucket(bucket), Prefix=prefix
-            )
-            for page in pages:
-                keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        except ClientError as err:
-            if str(err.response.get("Error", {}).get("Code")) == "NoSuchBucket":
-                return []
-            raise StoreError(f"cannot list {self.uri(bucket, prefix)}: {err}") from err
+        with self._s3_call("list", self.uri(bucket, prefix)):
+            try:
+                pages = self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=_checked_bucket(bucket), Prefix=prefix
+                )
+                for page in pages:
+                    keys.extend(obj["Key"] for obj in page.get("Contents", []))
+            except ClientError as err:
+                if _code(err) == "NoSuchBucket":
+                    return []
+                raise
         return sorted(keys)
 
     def uri(self, bucket: str, key: str = "") -> str:
         return f"s3://{bucket}/{key}"
+
+
+def _code(err: Any) -> str:
+    return str(err.response.get("Error", {}).get("Code"))
+
+
+# S3 error codes that mean "who you are or what you may do", not "what you asked for".
+_AUTH_CODES = {
+    "403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+    "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled",
+}  # fmt: skip
+
+
+def _client_error_text(err: Any) -> str:
+    """An S3 error response in words, with the fix for the credential ones."""
+    code = _code(err)
+    message = err.response.get("Error", {}).get("Message") or str(err)
+    text = f"{code}: {message}"
+    if code in _AUTH_CODES:
+        text += (
+            "; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and that "
+            "they may use this bucket"
+        )
+    return text
+
+
+def _botocore_error_text(err: Exception, where: str) -> str:
+    """A botocore failure before any S3 answer (credentials, region, network) with its fix."""
+    from botocore import exceptions as bx
+
+    if isinstance(err, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return (
+            f"no AWS credentials ({err}). Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "or AWS_PROFILE; a local S3 server (moto, MinIO) needs them too, and any values "
+            "do: export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
+        )
+    if isinstance(err, bx.NoRegionError | bx.InvalidRegionError):
+        return f"no usable AWS region ({err}); set AWS_DEFAULT_REGION, e.g. us-east-1"
+    if isinstance(err, bx.EndpointConnectionError | bx.ConnectTimeoutError):
+        return (
+            f"nothing answers at {where} ({err}). Start the S3 server there, or set "
+            "AWS_ENDPOINT_URL to the URL it listens on (unset it to use AWS itself)"
+        )
+    if isinstance(err, bx.ReadTimeoutError | bx.ConnectionClosedError):
+        return f"{where} stopped answering ({err}); check that the S3 server is healthy"
+    if isinstance(err, bx.SSLError):
+        return (
+            f"TLS failed with {where} ({err}); for a local server use an http:// URL in "
+            "AWS_ENDPOINT_URL, or point AWS_CA_BUNDLE at its certificate"
+        )
+    return f"{type(err).__name__}: {err}"
 
 
 def _checked_bucket(bucket: str) -> str:

@@ -17,21 +17,25 @@ from sconeflow.cli.common import Context
 from sconeflow.config import load_settings
 from sconeflow.errors import SconeflowError
 
-# command name -> "module:attribute"; a command's module is imported only when it runs (or
-# when --help lists them), so `sconeflow stage` never pays for scipy, matplotlib or torch.
+# command name -> ("module:attribute", the one-line summary `sconeflow --help` lists). A
+# command's module is imported only when that command runs or shows its own --help, so
+# `sconeflow --help` imports no command module and `sconeflow stage` never pays for scipy,
+# matplotlib or torch. The summary lives here, not only in the command's docstring, because
+# reading the docstring would mean importing the module; get_command gives it to the
+# command as its short_help, so the two never disagree.
 COMMANDS = {
-    "stage": "stage:stage",
-    "train": "train:train",
-    "evaluate": "evaluate:evaluate",
-    "deploy": "endpoint:deploy",
-    "endpoint": "endpoint:endpoint",
-    "serve": "endpoint:serve",
-    "invoke": "endpoint:invoke",
-    "workflow": "workflow:workflow",
-    "monitor": "monitor:monitor",
-    "pipeline": "pipeline:pipeline",
-    "cleanup": "pipeline:cleanup",
-    "aws": "aws:aws",
+    "stage": ("stage:stage", "Stage CIFAR-100 images and .lst manifests in the store."),
+    "train": ("train:train", "Train the classifier on the staged data (a training job)."),
+    "evaluate": ("evaluate:evaluate", "Accuracy, calibration and thresholds on a split."),
+    "deploy": ("endpoint:deploy", "Start an endpoint in the background for a model."),
+    "endpoint": ("endpoint:endpoint", "List, describe and delete endpoints."),
+    "serve": ("endpoint:serve", "Run the model server in the foreground (container style)."),
+    "invoke": ("endpoint:invoke", "Send images to an endpoint and print its predictions."),
+    "workflow": ("workflow:workflow", "Run the state machine and inspect its executions."),
+    "monitor": ("monitor:monitor", "Monitor an endpoint's captured traffic for drift."),
+    "pipeline": ("pipeline:pipeline", "Run everything end to end: stage to monitoring report."),
+    "cleanup": ("pipeline:cleanup", "Delete endpoints and, if asked, models, captures, data."),
+    "aws": ("aws:aws", "Move the workspace to AWS: synth, deploy, status, destroy."),
 }
 
 
@@ -42,13 +46,19 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in COMMANDS:
             return None
+        target, summary = COMMANDS[cmd_name]
         module, attr = target.split(":")
         command = getattr(importlib.import_module(f"sconeflow.cli.{module}"), attr)
         assert isinstance(command, click.Command)
+        command.short_help = summary
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from COMMANDS alone, importing no command module."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,27 +18,24 @@ from sconeflow.cli.common import Context, console, json_option, pass_context, pr
 from sconeflow.config import Settings
 from sconeflow.db import connect
 from sconeflow.errors import MonitoringError
-from sconeflow.monitoring import baseline as bl
+from sconeflow.monitoring import (
+    DEFAULT_ALPHA,
+    DEFAULT_CATEGORICAL_METHOD,
+    DEFAULT_COMPARISON_THRESHOLD,
+)
 from sconeflow.monitoring.capture_reader import (
     DEFAULT_VARIANT,
     format_time,
     parse_time,
     read_capture,
 )
-from sconeflow.monitoring.checks import DEFAULT_ALPHA
-from sconeflow.monitoring.features import compute_features
-from sconeflow.monitoring.outcomes import read_workflow_outcomes
-from sconeflow.monitoring.report import render_report, write_report
-from sconeflow.monitoring.runner import (
-    RunRecord,
-    WindowAnalysis,
-    analyse_window,
-    list_runs,
-    run_monitoring,
-)
 from sconeflow.monitoring.schedule import parse_every, run_schedule
-from sconeflow.serving.endpoints import resolve_model
-from sconeflow.store import Store, open_store
+
+# numpy, scipy and matplotlib come in with the monitoring steps, imported where they run,
+# so that `sconeflow monitor ... --help` stays fast.
+if TYPE_CHECKING:
+    from sconeflow.monitoring.runner import RunRecord, WindowAnalysis
+    from sconeflow.store import Store
 
 endpoint_option = click.option("--endpoint", required=True, help="Endpoint whose capture to watch.")
 schedule_option = click.option(
@@ -106,10 +103,10 @@ def monitor() -> None:
 @click.option("--until", help="--from-capture: ISO time or period ago (default: now).")
 @click.option("--model", help="model.tar.gz path, store key or training job (default: the "
               "endpoint's model).")
-@click.option("--comparison-threshold", type=float, default=bl.DEFAULT_COMPARISON_THRESHOLD,
+@click.option("--comparison-threshold", type=float, default=DEFAULT_COMPARISON_THRESHOLD,
               show_default=True, help="Least KS / L-infinity distance that counts as drift.")
 @click.option("--categorical-method", type=click.Choice(["ChiSquared", "LInfinity"]),
-              default=bl.DEFAULT_CATEGORICAL_METHOD, show_default=True)
+              default=DEFAULT_CATEGORICAL_METHOD, show_default=True)
 @json_option
 @pass_context
 def baseline(ctx: Context, endpoint: str, schedule: str | None, variant: str,
@@ -117,6 +114,11 @@ def baseline(ctx: Context, endpoint: str, schedule: str | None, variant: str,
              until: str | None, model: str | None, comparison_threshold: float,
              categorical_method: str, as_json: bool) -> None:
     """Suggest statistics.json and constraints.json (plus baseline_sample.json)."""
+    from sconeflow.monitoring import baseline as bl
+    from sconeflow.monitoring.features import compute_features
+    from sconeflow.serving.endpoints import resolve_model
+    from sconeflow.store import open_store
+
     settings = ctx.settings
     store = open_store(settings)
     name = _schedule(endpoint, schedule)
@@ -175,6 +177,10 @@ def _monitor_once(settings: Settings, endpoint: str, name: str, variant: str,
                   classes: Sequence[str] | None, since: datetime | None,
                   until: datetime | None, ground_truth: str | None, alpha: float,
                   report: bool, threshold: float | None) -> tuple[RunRecord, WindowAnalysis]:
+    from sconeflow.monitoring.report import render_report, write_report
+    from sconeflow.monitoring.runner import run_monitoring
+    from sconeflow.store import open_store
+
     store = open_store(settings)
     conn = connect(settings.db_path)
     record, analysis = run_monitoring(
@@ -224,6 +230,8 @@ def run(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes
         since: str | None, until: str | None, ground_truth: str | None, alpha: float,
         report: bool, threshold: float | None, as_json: bool) -> None:
     """One monitoring execution over [since, until) of captured data."""
+    from sconeflow.store import open_store
+
     now = datetime.now(UTC).replace(microsecond=0)
     end = _when(until, now) or now
     start = _when(since, now) or end - parse_every("1h")
@@ -249,6 +257,12 @@ def run(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes
 def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes: str | None,
            run_id: str | None, threshold: float | None, out: Path | None) -> None:
     """Write report.html (self-contained) and PNG plots for a monitoring run."""
+    from sconeflow.monitoring import baseline as bl
+    from sconeflow.monitoring.outcomes import read_workflow_outcomes
+    from sconeflow.monitoring.report import render_report, write_report
+    from sconeflow.monitoring.runner import analyse_window, list_runs
+    from sconeflow.store import open_store
+
     settings = ctx.settings
     store = open_store(settings)
     name = _schedule(endpoint, schedule)
@@ -294,6 +308,8 @@ def schedule_cmd(ctx: Context, endpoint: str, schedule: str | None, variant: str
                  ground_truth: str | None, alpha: float, report: bool,
                  threshold: float | None) -> None:
     """Run monitoring every period over the period just ended, in the foreground."""
+    from sconeflow.store import open_store
+
     settings = ctx.settings
     name = _schedule(endpoint, schedule)
     period = parse_every(every)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from sconeflow import staging
 from sconeflow.cli.common import (
     Context,
     console,
@@ -18,23 +17,25 @@ from sconeflow.cli.common import (
 )
 from sconeflow.cli.stage import source_option
 from sconeflow.cli.train import _read_hyperparameters
-from sconeflow.functions.config import DEFAULT_THRESHOLD
+from sconeflow.pipeline import ENDPOINT_NAME, PipelineOptions, format_summary, run_pipeline
 from sconeflow.progress import RichProgress
 
 
 @click.command()
 @source_option
 @click.option(
-    "--classes", default=",".join(staging.DEFAULT_CLASSES), show_default=True,
+    "--classes", default=",".join(PipelineOptions.classes), show_default=True,
     help="CIFAR-100 fine label names to stage and classify.",
 )  # fmt: skip
 @click.option("--hyperparameters", "hp_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Training hyperparameters, SageMaker JSON form.")  # fmt: skip
 @click.option("-p", "--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="One training hyperparameter, e.g. -p epochs=5.")  # fmt: skip
-@click.option("--endpoint", default="scones-endpoint", show_default=True, help="Endpoint name.")
+@click.option("--endpoint", default=ENDPOINT_NAME, show_default=True,
+              help="Endpoint name; if someone else's endpoint has it, the pipeline leaves "
+              "that one alone and deploys <name>-pipeline.")  # fmt: skip
 @click.option("--port", type=int, help="Endpoint port (default: 8080 if free, else any).")
-@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+@click.option("--threshold", type=float, default=PipelineOptions.threshold, show_default=True,
               help="Confidence below which the workflow fails an image.")  # fmt: skip
 @click.option("--keep-endpoint", is_flag=True, help="Leave the endpoint running at the end.")
 @json_option
@@ -56,8 +57,6 @@ def pipeline(
 
     Steps whose output is already current are skipped, so a second run is quick.
     """
-    from sconeflow.pipeline import PipelineOptions, format_summary, run_pipeline
-
     options = PipelineOptions(
         source=source,
         classes=tuple(c.strip() for c in classes.split(",") if c.strip()),
@@ -85,7 +84,7 @@ def pipeline(
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"  {key:<{width}}  {value}")
-    if keep_endpoint:
+    if keep_endpoint and summary.endpoint:
         console.print(f"Endpoint {summary.endpoint} is still running: "
                       f"`sconeflow endpoint delete {summary.endpoint}` stops it.")  # fmt: skip
 

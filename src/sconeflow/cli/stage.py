@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from sconeflow import staging
+from sconeflow.cifar import DEFAULT_CLASSES, OFFICIAL_MD5, OFFICIAL_URL
 from sconeflow.cli.common import Context, console, json_option, pass_context, print_json
 from sconeflow.progress import RichProgress
-from sconeflow.store import open_store
 
 # Shared by `stage` and `pipeline`.
 source_option = click.option(
@@ -23,12 +22,12 @@ source_option = click.option(
 @source_option
 @click.option(
     "--classes",
-    default=",".join(staging.DEFAULT_CLASSES),
+    default=",".join(DEFAULT_CLASSES),
     show_default=True,
     help="Comma-separated CIFAR-100 fine label names (label = position), or 'all'.",
 )
-@click.option("--url", default=staging.OFFICIAL_URL, show_default=True, help="Download URL.")
-@click.option("--md5", default=staging.OFFICIAL_MD5, show_default=True, help="Expected md5.")
+@click.option("--url", default=OFFICIAL_URL, show_default=True, help="Download URL.")
+@click.option("--md5", default=OFFICIAL_MD5, show_default=True, help="Expected md5.")
 @json_option
 @pass_context
 def stage(
@@ -40,6 +39,9 @@ def stage(
     partial download) and verifies its md5. With --source, checks that the three members
     are present and well-formed.
     """
+    from sconeflow import staging
+    from sconeflow.store import open_store
+
     settings = ctx.settings
     store = open_store(settings)
     wanted = [c.strip() for c in classes.split(",") if c.strip()]

@@ -23,7 +23,6 @@ from typing import Any
 from sconeflow import db
 from sconeflow.config import Settings
 from sconeflow.errors import WorkflowError
-from sconeflow.workflow.history import details_of
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,10 @@ class HistoryWriter:
 
 
 def _insert_event(conn: sqlite3.Connection, arn: str, event: Mapping[str, Any]) -> None:
-    key, details = details_of(dict(event))
+    # The event's one `*EventDetails` entry, if any (importing the engine's helper for this
+    # would load the whole engine, and statelint, into every command that reads records).
+    key, details = next(((k, v) for k, v in event.items() if k.endswith("EventDetails")),
+                        (None, None))  # fmt: skip
     conn.execute(
         "INSERT INTO history_events (execution_arn, id, previous_id, timestamp, type, details) "
         "VALUES (?, ?, ?, ?, ?, ?)",

@@ -11,3 +11,11 @@
 
 See docs/monitoring.md for the choice of drift tests and how to read a report.
 """
+
+from __future__ import annotations
+
+# The defaults `sconeflow monitor --help` shows, here in the package's light root so that
+# the help needs neither numpy nor scipy. baseline.py and checks.py use these names.
+DEFAULT_COMPARISON_THRESHOLD = 0.1  # least KS / L-infinity distance that counts as drift
+DEFAULT_CATEGORICAL_METHOD = "ChiSquared"  # categorical drift: chi-square test + distance
+DEFAULT_ALPHA = 0.01  # family-wise false alarm rate of the drift tests (Holm)

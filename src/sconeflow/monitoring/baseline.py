@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sconeflow.errors import MonitoringError, ObjectNotFoundError
+from sconeflow.monitoring import DEFAULT_CATEGORICAL_METHOD, DEFAULT_COMPARISON_THRESHOLD
 from sconeflow.monitoring.capture_reader import CaptureRecord
 from sconeflow.monitoring.features import OUTCOME_FEATURES, FeatureTable
 from sconeflow.store import Store
@@ -30,8 +31,6 @@ from sconeflow.store import Store
 SKETCH_K = 2048  # values kept per numeric feature (sketch and sample)
 HIST_BUCKETS = 10  # Model Monitor's default number of KLL buckets
 MAX_DOMAIN = 50  # string features with more distinct values get no domain constraint
-DEFAULT_COMPARISON_THRESHOLD = 0.1
-DEFAULT_CATEGORICAL_METHOD = "ChiSquared"
 BASELINE_FILES = ("statistics.json", "constraints.json", "baseline_sample.json")
 
 

@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from sconeflow.monitoring import DEFAULT_ALPHA
 from sconeflow.monitoring.baseline import Baseline, infer_type
 from sconeflow.monitoring.features import OUTCOME_FEATURES, FeatureTable
 
-DEFAULT_ALPHA = 0.01
 MIN_DRIFT_RECORDS = 10  # fewer window rows than this: drift is not tested (too little power)
 _NUMERIC_TYPES = ("Fractional", "Integral")
 

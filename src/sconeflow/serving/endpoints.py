@@ -178,7 +178,14 @@ def resolve_model(settings: Settings, model: str, workdir: Path) -> Path:
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on `port` now, by binding it as the server will.
+
+    SO_REUSEADDR as the server sets it, so that the TIME_WAIT left by the connections of an
+    endpoint just deleted does not count as "in use"; a socket that listens there still
+    does, even one with SO_REUSEPORT (this probe does not set it, so it cannot join).
+    """
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
