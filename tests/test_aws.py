@@ -444,3 +444,22 @@ def test_training_request_matches_botocore_and_moto_accepts_it(
     sm.create_training_job(**filled)
     described = sm.describe_training_job(TrainingJobName=filled["TrainingJobName"])
     assert described["HyperParameters"] == hp
+
+
+def test_readme_diagram_is_the_template_drawn(template: dict[str, Any]) -> None:
+    """docs/aws.png, shown in README, is what `aws synth` draws from today's template
+    (regenerate it with `sconeflow aws synth` and copy diagram.png when this fails)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from sconeflow.aws.diagram import render_diagram
+
+    repo = Path(__file__).resolve().parents[1]
+    assert "![What the template deploys](docs/aws.png)" in (repo / "README.md").read_text()
+    committed = np.asarray(Image.open(repo / "docs" / "aws.png").convert("L"), dtype=float)
+    drawn = np.asarray(Image.open(io.BytesIO(render_diagram(template))).convert("L"),
+                       dtype=float)  # fmt: skip
+    assert committed.shape == drawn.shape
+    assert np.abs(committed - drawn).mean() < 2.0  # fonts may differ by a pixel elsewhere

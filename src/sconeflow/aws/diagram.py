@@ -1,7 +1,8 @@
 """A picture of what the template deploys, drawn from the template itself (never by hand):
-one box per resource, in a column per service, and an arrow wherever one resource refers to
-another (Ref, Fn::GetAtt, or a `${Name}` inside Fn::Sub). IAM roles and log groups are left
-out of the picture (every function and machine has its own), as are policies."""
+one box per resource, in a column per service, and an arrow from each resource to those it
+uses: a Ref, an Fn::GetAtt, or a `${Name}` inside Fn::Sub, where a parameter that names a
+resource (the bucket's BucketName) stands for that resource. IAM roles and log groups are
+left out of the picture (every function and machine has its own), as are policies."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 # Column order: data in, functions, orchestration, model, alerts and schedules.
-_COLUMNS = ("S3", "Lambda", "StepFunctions", "SageMaker", "ApplicationAutoScaling", "Events",
-            "SNS")  # fmt: skip
+# Column order: what starts things on the left, what they use to the right.
+_COLUMNS = ("Events", "SNS", "StepFunctions", "Lambda", "S3", "SageMaker",
+            "ApplicationAutoScaling")  # fmt: skip
 _HIDDEN = ("AWS::IAM::", "AWS::Logs::", "AWS::SNS::TopicPolicy")
 _COLOURS = {"S3": "#3f8624", "Lambda": "#ed7100", "StepFunctions": "#c7365f",
             "SageMaker": "#01a88d", "ApplicationAutoScaling": "#8c4fff", "Events": "#e7157b",
@@ -51,6 +53,14 @@ def render_diagram(template: Mapping[str, Any]) -> bytes:
 
     resources: Mapping[str, Any] = template["Resources"]
     shown = {n: r for n, r in resources.items() if not str(r["Type"]).startswith(_HIDDEN)}
+    parameters = set(template.get("Parameters", {}))
+    # A parameter that names a resource (DataBucket's BucketName: Ref BucketName) stands for it.
+    alias = {
+        value["Ref"]: name
+        for name, res in shown.items()
+        for key, value in res.get("Properties", {}).items()
+        if key.endswith("Name") and isinstance(value, Mapping) and value.get("Ref") in parameters
+    }
     columns: dict[str, list[str]] = {c: [] for c in _COLUMNS}
     for name, res in shown.items():
         service = str(res["Type"]).split("::")[1]
@@ -58,7 +68,7 @@ def render_diagram(template: Mapping[str, Any]) -> bytes:
     used = [c for c in columns if columns[c]]
     height = max(len(v) for v in columns.values())
     fig, ax = plt.subplots(figsize=(2.6 * len(used) + 1, 1.1 * height + 1.6), dpi=110)
-    ax.set_xlim(-0.2, len(used) * 2.6)
+    ax.set_xlim(-0.2, len(used) * 2.6 + 0.4)
     ax.set_ylim(-height * 1.1 - 0.4, 1.0)
     ax.axis("off")
     where: dict[str, tuple[float, float]] = {}
@@ -77,15 +87,20 @@ def render_diagram(template: Mapping[str, Any]) -> bytes:
             ax.text(x, y + 0.1, name, ha="center", va="center", fontsize=8, weight="bold")
             ax.text(x, y - 0.17, kind, ha="center", va="center", fontsize=7, color="#555")
     for name, res in shown.items():
-        for target in set(references(res.get("Properties", {}))):
+        used_by = {alias.get(t, t) for t in references(res.get("Properties", {}))}
+        for target in used_by:
             if target not in where or target == name:
                 continue
-            (x0, y0), (x1, y1) = where[target], where[name]
-            ax.annotate("", xy=(x1 - 1.1 if x1 > x0 else x1 + 1.1 if x1 < x0 else x1, y1),
-                        xytext=(x0 + 1.1 if x1 > x0 else x0 - 1.1 if x1 < x0 else x0, y0),
+            (x0, y0), (x1, y1) = where[name], where[target]
+            if x0 == x1:  # same column: along the boxes' right edges, clear of the labels
+                start, end, rad = (x0 + 1.1, y0), (x1 + 1.1, y1), -0.5 if y1 < y0 else 0.5
+            else:
+                side = 1.1 if x1 > x0 else -1.1
+                start, end, rad = (x0 + side, y0), (x1 - side, y1), 0.08
+            ax.annotate("", xy=end, xytext=start,
                         arrowprops={"arrowstyle": "->", "color": "#999", "lw": 0.9,
-                                    "connectionstyle": "arc3,rad=0.08"})  # fmt: skip
-    ax.set_title("sconeflow on AWS: resources of the generated template (arrow: refers to)",
+                                    "connectionstyle": f"arc3,rad={rad}"})  # fmt: skip
+    ax.set_title("sconeflow on AWS: the resources of the generated template (arrow: uses)",
                  fontsize=11, loc="left")  # fmt: skip
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
