@@ -214,16 +214,28 @@ def test_deploy_to_moto_then_destroy_leaves_nothing(
 
     iam = _client(aws_env, "iam")
     roles = {r["RoleName"]: r for r in iam.list_roles()["Roles"]}
-    serialize_role = next(n for n in roles if "SerializeImageDataRole" in n)
-    (policy_name,) = iam.list_role_policies(RoleName=serialize_role)["PolicyNames"]
-    doc = iam.get_role_policy(RoleName=serialize_role, PolicyName=policy_name)["PolicyDocument"]
-    if isinstance(doc, str):
-        # moto's CloudFormation keeps an inline policy as Python's repr of the JSON; AWS
-        # returns the JSON document (which boto3 decodes into a dict).
-        doc = ast.literal_eval(doc) if doc.startswith("{'") else json.loads(doc)
-    resources = [r for st in doc["Statement"] for r in st["Resource"]]
-    assert f"arn:aws:s3:::{BUCKET}/data/*" in resources
-    assert all(BUCKET in r or "log-group:/aws/lambda/" in r for r in resources), resources
+
+    def deployed_resources(logical: str) -> list[str]:
+        role = next(n for n in roles if f"-{logical}-" in n)
+        (policy_name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+        doc = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+        if isinstance(doc, str):
+            # moto's CloudFormation keeps an inline policy as Python's repr of the JSON; AWS
+            # returns the JSON document (which boto3 decodes into a dict).
+            doc = ast.literal_eval(doc) if doc.startswith("{'") else json.loads(doc)
+        return [r for st in doc["Statement"] for r in st["Resource"]]
+
+    serialize = deployed_resources("SerializeImageDataRole")
+    assert f"arn:aws:s3:::{BUCKET}/data/*" in serialize
+    assert all(f"{BUCKET}/data/" in r or f"log-group:/aws/lambda/{STACK}-serializeImageData" in r
+               for r in serialize), serialize  # fmt: skip
+    classify = deployed_resources("ClassifyImageRole")
+    assert [r for r in classify if "sagemaker" in r] == [
+        "arn:aws:sagemaker:us-east-1:123456789012:endpoint/scones-endpoint"
+    ]
+    assert all("s3" not in r for r in classify)
+    invoked = deployed_resources("StateMachineRole")
+    assert {r.removesuffix(":*") for r in invoked} == set(arns.values())
 
     status = _cli(trained_home, aws_env, "status", "--stack", STACK, "--json")
     assert status.returncode == 0, status.stderr
@@ -247,6 +259,10 @@ def test_deploy_to_moto_then_destroy_leaves_nothing(
     assert sm.list_endpoints()["Endpoints"] == []
     assert [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(STACK)] == []
     assert BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert [t for t in _client(aws_env, "sns").list_topics()["Topics"]
+            if STACK in t["TopicArn"]] == []  # fmt: skip
+    assert [r for r in _client(aws_env, "events").list_rules()["Rules"]
+            if r["Name"].startswith(STACK)] == []  # fmt: skip
 
 
 def test_missing_credentials_is_a_clear_error(trained_home: Settings, bundle: Bundle) -> None:
