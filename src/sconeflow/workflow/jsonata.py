@@ -271,8 +271,12 @@ def _check_top_level(node: Any, text: str) -> None:
     if node is None or not hasattr(node, "type"):
         return
     kind = node.type
-    if kind == "variable" and node.value == "$":
-        raise ValueError("UNSUPPORTED_JSONATA_EXPRESSION: Reference to '$$' is not supported.")
+    if kind == "variable" and node.value in ("$", ""):  # `$$` and `$`: no context item
+        name = "$" + node.value
+        raise ValueError(
+            f"UNSUPPORTED_JSONATA_EXPRESSION: Reference to '{name}' is not supported; read the "
+            "state input as $states.input and the context object as $states.context"
+        )
     if kind == "name":
         raise ValueError(
             f"UNSUPPORTED_JSONATA_EXPRESSION: Reference to '{node.value}' at the top level is "

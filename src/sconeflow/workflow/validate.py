@@ -135,7 +135,7 @@ def lint_definition(definition: dict[str, Any]) -> list[str]:
     return [
         f"statelint: {p}"
         for p in problems
-        if _PATH_PROBLEM not in p and _EXPRESSION_VALUE not in p
+        if _PATH_PROBLEM not in p and _EXPRESSION_VALUE not in p and _ASSIGN not in p
     ]
 
 
@@ -143,6 +143,9 @@ _PATH_PROBLEM = "is not a JSONPath or intrinsic function expression"  # reported
 # statelint types TimeoutSeconds, Seconds, MaxConcurrency... as numbers only; a JSONata
 # expression there is checked by compiling it (machine.py) and by its value at run time.
 _EXPRESSION_VALUE = 'is "{%'
+# statelint 3.1 takes Assign for a JSONata-only field; AWS accepts it in JSONPath states too
+# (AWS: "Passing data between states with variables"), and _check_assign checks it.
+_ASSIGN = 'Field "Assign" not allowed'
 
 
 
@@ -265,10 +268,10 @@ def _check_state(
             problems.append(f"{at}: give exactly one of 'ItemProcessor' or the legacy 'Iterator'")
         processor = state.get("ItemProcessor", state.get("Iterator"))
         if isinstance(processor, dict):
-            mode = (processor.get("ProcessorConfig") or {}).get("Mode", "INLINE")
-            if mode != "INLINE":
+            processing = (processor.get("ProcessorConfig") or {}).get("Mode", "INLINE")
+            if processing != "INLINE":
                 problems.append(
-                    f"{at}: ProcessorConfig.Mode {mode!r} is not supported; use 'INLINE'"
+                    f"{at}: ProcessorConfig.Mode {processing!r} is not supported; use 'INLINE'"
                 )
             inner = {k: v for k, v in processor.items() if k != "ProcessorConfig"}
             _check_machine(inner, f"{name}.ItemProcessor", depth + 1, problems, language)
