@@ -31,7 +31,7 @@ def _pass_output(output: Any) -> dict[str, Any]:
 
 
 CASES = [
-    # --- Output on Pass: literals, expressions at any depth, the operators --------------------
+    # --- Output on Pass: literals, expressions at any depth, the operators ---
     Case("output_absent_is_input", jsonata({"P": {"Type": "Pass"}}), DATA),
     Case("output_literal", _pass_output({"k": [1, "two", None, True]}), DATA),
     Case("output_whole_input", _pass_output("{% $states.input %}"), DATA),
@@ -92,7 +92,7 @@ CASES = [
         "developer guide, 'Handling errors'); moto reports it as States.Runtime with the "
         "evaluator's exception text",
     ),
-    # --- Arguments and Output on Task, with $states.result -------------------------------------
+    # --- Arguments and Output on Task, with $states.result ---
     Case(
         "task_arguments_output",
         jsonata({"T": task("add_one", Output="{% $states.result.Payload %}")}),
@@ -157,7 +157,7 @@ CASES = [
         ),
         {"n": 0},
     ),
-    # --- Retry and Catch in JSONata mode ---------------------------------------------------------
+    # --- Retry and Catch in JSONata mode ---
     Case(
         "catch_output_error_output",
         jsonata(
@@ -222,7 +222,7 @@ CASES = [
         ),
         {"n": 1},
     ),
-    # --- Choice Condition -------------------------------------------------------------------------
+    # --- Choice Condition ---
     *[
         Case(
             f"choice_condition_{name}",
@@ -297,7 +297,7 @@ CASES = [
         "developer guide, 'Error names'), in JSONata mode as in JSONPath; moto raises a "
         "Python RuntimeError and reports States.Runtime",
     ),
-    # --- Wait with expressions, Succeed and Fail ---------------------------------------------------
+    # --- Wait with expressions, Succeed and Fail ---
     Case(
         "wait_seconds_expression",
         jsonata(
@@ -337,7 +337,7 @@ CASES = [
     Case(
         "fail_literal", jsonata({"F": {"Type": "Fail", "Error": "Bad", "Cause": "because"}}), DATA
     ),
-    # --- Map: Items, ItemSelector, MaxConcurrency, Output ------------------------------------------
+    # --- Map: Items, ItemSelector, MaxConcurrency, Output ---
     Case(
         "map_items_expression",
         jsonata(
@@ -448,7 +448,7 @@ CASES = [
         ),
         DATA,
     ),
-    # --- Parallel: Arguments and Output --------------------------------------------------------------
+    # --- Parallel: Arguments and Output ---
     Case(
         "parallel_arguments_output",
         jsonata(
@@ -484,7 +484,7 @@ CASES = [
         ),
         DATA,
     ),
-    # --- mixing query languages --------------------------------------------------------------------
+    # --- mixing query languages ---
     Case(
         "jsonpath_machine_with_jsonata_state",
         jsonpath(
