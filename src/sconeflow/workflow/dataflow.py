@@ -75,15 +75,16 @@ def evaluate(run: Run, state: State, frame: Frame, template: Template, states: S
         if failure.error == QUERY_EVALUATION_ERROR and not (failure.cause or "").startswith(
             _PREFIX
         ):
-            details = {"error": failure.error, "cause": failure.cause, "state": state.name}
-            location = getattr(failure, "location", None)
-            if location:
-                details["location"] = location
-            run.emit(frame, "EvaluationFailed", "evaluationFailedEventDetails", details)
             failure.cause = (
                 f"{_PREFIX} '{state.name}' (entered at the event id #{frame.entered}). "
                 f"{failure.cause}"
             )
+            details = {"cause": failure.cause, "error": failure.error}
+            location = getattr(failure, "location", None)
+            if location:
+                details["location"] = location
+            details["state"] = state.name
+            run.emit(frame, "EvaluationFailed", "evaluationFailedEventDetails", details)
         raise
 
 
