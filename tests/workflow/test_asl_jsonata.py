@@ -30,7 +30,64 @@ def _pass_output(output: Any) -> dict[str, Any]:
     return jsonata({"P": {"Type": "Pass", "Output": output}})
 
 
+# The guide's conversion sample ("Transforming data with JSONata in Step Functions": the
+# "Original sample using JSONPath" and the "Sample after conversion to JSONata"): given the
+# input {"title": "Doctor"} and the variable customerName = "María", both states produce
+# {"static": "Hello", "title": "Doctor", "name": "María", "not-evaluated": "$customerName"}.
+_FN_ECHO = "arn:aws:lambda:us-east-1:123456789012:function:echo"
+_CUSTOMER = {"Type": "Pass", "Assign": {"customerName": "María"}, "Next": "T"}
+_CONVERTED = {"static": "Hello", "title": "Doctor", "name": "María", "not-evaluated": "$customerName"}
+DOC_CONVERSION = [
+    Case(
+        "doc_example_original_sample_using_jsonpath",
+        jsonpath(
+            {
+                "S": _CUSTOMER,
+                "T": {
+                    "QueryLanguage": "JSONPath",
+                    "Type": "Task",
+                    "Resource": _FN_ECHO,
+                    "Parameters": {
+                        "static": "Hello",
+                        "title.$": "$.title",
+                        "name.$": "$customerName",
+                        "not-evaluated": "$customerName",
+                    },
+                },
+            }
+        ),
+        {"title": "Doctor"},
+    ),
+    Case(
+        "doc_example_sample_after_conversion_to_jsonata",
+        jsonpath(
+            {
+                "S": _CUSTOMER,
+                "T": {
+                    "QueryLanguage": "JSONata",
+                    "Type": "Task",
+                    "Resource": _FN_ECHO,
+                    "Arguments": {
+                        "static": "Hello",
+                        "title": "{% $states.input.title %}",
+                        "name": "{% $customerName %}",
+                        "not-evaluated": "$customerName",
+                    },
+                },
+            }
+        ),
+        {"title": "Doctor"},
+    ),
+]
+
+
+def test_doc_conversion_sample_outputs_what_the_guide_says() -> None:
+    for case in DOC_CONVERSION:
+        assert ours(case)["output"] == _CONVERTED, case.id
+
+
 CASES = [
+    *DOC_CONVERSION,
     # --- Output on Pass: literals, expressions at any depth, the operators ---
     Case("output_absent_is_input", jsonata({"P": {"Type": "Pass"}}), DATA),
     Case("output_literal", _pass_output({"k": [1, "two", None, True]}), DATA),
