@@ -36,7 +36,12 @@ def _pass_output(output: Any) -> dict[str, Any]:
 # {"static": "Hello", "title": "Doctor", "name": "María", "not-evaluated": "$customerName"}.
 _FN_ECHO = "arn:aws:lambda:us-east-1:123456789012:function:echo"
 _CUSTOMER = {"Type": "Pass", "Assign": {"customerName": "María"}, "Next": "T"}
-_CONVERTED = {"static": "Hello", "title": "Doctor", "name": "María", "not-evaluated": "$customerName"}
+_CONVERTED = {
+    "static": "Hello",
+    "title": "Doctor",
+    "name": "María",
+    "not-evaluated": "$customerName",
+}
 DOC_CONVERSION = [
     Case(
         "doc_example_original_sample_using_jsonpath",
