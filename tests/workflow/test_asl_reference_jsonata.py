@@ -87,9 +87,9 @@ def test_the_predicted_class_picks_the_orders(image: str, orders: str) -> None:
         "filterLowConfidence",
         "assignOrders",
     ]
-    # assignOrders gets the filter's event plus the orders it should take.
+    # assignOrders gets the filter's event plus the vehicle and the orders it should take.
     filtered = calls[2][1]
-    assert calls[3][1] == {**filtered, "orders": orders}
+    assert calls[3][1] == {**filtered, "vehicle": image, "orders": orders}
     assert result.output["assignment"] == {"orders": orders, "courier": "c-1"}
     assert result.output["inferences"] == PROBABILITIES[image]
     exited = [e for e in result.events if e["type"] == "TaskStateExited"]
@@ -105,3 +105,11 @@ def test_a_low_confidence_image_fails_before_routing() -> None:
     assert result.status == "FAILED"
     assert result.error == "ThresholdConfidenceNotMet"
     assert "assignOrders" not in [name for name, _ in calls]
+
+
+def test_the_service_loads_it_with_the_project_substitution() -> None:
+    from sconeflow.executions.definitions import load_definition
+
+    definition = load_definition("stepfunction_jsonata")
+    machine = parse_definition(definition.text, name=definition.name)
+    assert "assignOrders" in machine.function_names
