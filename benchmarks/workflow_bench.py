@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workflow
 from asl_moto_harness import MotoMachine
 
 from sconeflow import db
-from sconeflow.executions.definitions import load_definition
+from sconeflow.executions.definitions import function_arns, load_definition, substitute
 from sconeflow.executions.records import HistoryWriter
 from sconeflow.workflow import InMemoryHistory, parse_definition, run_execution
 
@@ -69,6 +70,23 @@ def invoke(fn: str, **extra: Any) -> dict[str, Any]:
 # The reference state machine itself (src/sconeflow/definitions/stepfunction.json), with
 # its ${...Arn} placeholders filled exactly as `sconeflow workflow run` fills them.
 THREE_TASKS = json.loads(load_definition("stepfunction").text)
+
+
+def _jsonata_three_tasks() -> dict[str, Any]:
+    """The packaged JSONata edition (definitions/stepfunction_jsonata.json) cut to the same
+    three tasks, so its per-execution overhead compares with the JSONPath reference's."""
+    text = resources.files("sconeflow.definitions").joinpath("stepfunction_jsonata.json")
+    arns = {"AssignOrdersArn": FN.format("assignOrders")[: -len(":$LATEST")], **function_arns()}
+    machine = json.loads(substitute(text.read_text(), arns))
+    last = machine["States"]["filterLowConfidence"]
+    del last["Next"], last["Assign"]
+    last["End"] = True
+    for name in ("routeByClass", "assignNearbyOrders", "assignFartherOrders"):
+        del machine["States"][name]
+    return dict(machine)
+
+
+JSONATA_THREE_TASKS = _jsonata_three_tasks()
 MAP_100 = {
     "StartAt": "FanOut",
     "States": {
@@ -145,6 +163,7 @@ def main() -> None:
         conn = db.connect(Path(tmp) / "history.db")
         for label, definition, event, calls in (
             ("3-task", THREE_TASKS, EVENT, 3),
+            ("3-jsonata", JSONATA_THREE_TASKS, EVENT, 3),
             ("map-100", MAP_100, MAP_EVENT, 100),
         ):
             machine = parse_definition(definition)
@@ -196,7 +215,7 @@ def main() -> None:
             f"{cpu * 1e3:>9.3f} {overhead * 1e3:>12.3f} {runs:>6}"
         )
     print()
-    for label in ("3-task", "map-100"):
+    for label in ("3-task", "3-jsonata", "map-100"):
         by_engine = {engine: per for lab, engine, per, _, _, _ in rows if lab == label}
         moto_s = by_engine["moto (LocalStack) interpreter"]
         memory = moto_s / by_engine["sconeflow, history in memory"]
@@ -209,6 +228,11 @@ def main() -> None:
     print(
         f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms CPU per execution, handlers "
         "excluded (target <= 0.3 ms)"
+    )
+    overhead_j = next(o for lab, eng, _, _, o, _ in rows if lab == "3-jsonata" and "memory" in eng)
+    print(
+        f"3-task JSONata engine overhead: {overhead_j * 1e3:.3f} ms CPU per execution, "
+        f"{overhead_j / overhead_3:.1f}x JSONPath mode's (target <= 3x)"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

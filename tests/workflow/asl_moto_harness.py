@@ -5,6 +5,12 @@ moto's StepFunctions backend runs definitions with this interpreter when its con
 `stepfunctions.execute_state_machine`; here we skip the HTTP layer and drive the parsed
 program directly (parse once, evaluate per execution), which is what its ExecutionWorker does.
 
+JSONata: moto's interpreter composes each JSONata expression with its variable and `$states`
+declarations and hands the text to `moto...asl.jsonata.jsonata._eval_jsonata`, a hook it
+leaves empty (LocalStack fills it with a JVM bridge to jsonata-java). `_plug_jsonata` fills it
+with jsonata-python, so moto serves as the JSONata oracle too; it evaluates the composed text
+plainly, without any of sconeflow's own code.
+
 Lambda tasks: moto's interpreter calls Lambda through a boto3 client. `MotoMachine` swaps the
 client factory of its Lambda module for one that calls local handlers in-process and, like
 the real Lambda service, returns a handler's exception as an `Unhandled` error payload.
@@ -41,6 +47,7 @@ from moto.stepfunctions.parser.asl.eval.states import (
     ExecutionData,
     StateMachineData,
 )
+from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
 from sconeflow.workflow.lambdas import error_cause
@@ -49,6 +56,23 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
 _patch_lock = threading.Lock()
+
+
+def _evaluate_jsonata(expression: str) -> Any:
+    import jsonata
+
+    try:
+        result = jsonata.Jsonata(expression).evaluate(None)
+    except Exception as err:
+        raise moto_jsonata.JSONataException("UNKNOWN", str(err)) from err
+    return None if result is None else json.loads(json.dumps(result))
+
+
+def _plug_jsonata() -> None:
+    moto_jsonata._eval_jsonata = _evaluate_jsonata  # type: ignore[attr-defined]
+
+
+_plug_jsonata()
 
 
 class _FakeLambdaClient:

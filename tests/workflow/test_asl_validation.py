@@ -195,9 +195,9 @@ def choice(rules: list[Any]) -> dict[str, Any]:
             {
                 "StartAt": "A",
                 "States": {"A": {"Type": "Pass", "End": True}},
-                "QueryLanguage": "JSONata",
+                "QueryLanguage": "jsonata",
             },
-            "JSONPath mode only",
+            "Value should be one of the following: [JSONPath, JSONata]",
         ),
     ],
 )

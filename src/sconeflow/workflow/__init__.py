@@ -1,4 +1,8 @@
-"""A local Amazon States Language engine (JSONPath mode), faithful to AWS Step Functions.
+"""A local Amazon States Language engine, faithful to AWS Step Functions, in both query
+languages: JSONPath (InputPath, Parameters, ResultSelector, ResultPath, OutputPath) and
+JSONata (`"QueryLanguage": "JSONata"`: Arguments, Output, `{% ... %}` expressions, evaluated
+by jsonata-python; why that library: `jsonata.py`), with workflow variables (`Assign`,
+`$name`; scopes and limits: `variables.py`) in both.
 
 A pure engine: it depends on nothing of sconeflow but `sconeflow.errors` (the execution
 service that keeps executions in the workspace is `sconeflow.executions`).
@@ -25,9 +29,11 @@ The API:
   `clock` (`SystemClock`, `FakeClock`) serves Wait, retry back-off and timeouts;
   `start_at=result.failed_state` re-runs ("redrives") from the state that failed.
 
-Limits as in AWS: 256 KiB state payloads (States.DataLimitExceeded), 25,000 history events;
-and bounded nesting (10 levels of Parallel/Map), path length and intrinsic depth. Nothing is
-ever eval'ed; only registered handlers run.
+Limits as in AWS: 256 KiB state payloads (States.DataLimitExceeded), 25,000 history events,
+256 KiB per variable and per Assign, 10 MiB of variables; and bounded nesting (10 levels of
+Parallel/Map), path length, intrinsic depth, and JSONata evaluation depth, time, value size
+and regex time (States.QueryEvaluationError). Nothing is ever eval'ed; only registered
+handlers run.
 """
 
 from .clock import Clock, FakeClock, SystemClock

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import RUNTIME, StatesFailure
 from .paths import PathNotFound, check_path, compile_path
+from .variables import compile_variable_path, is_variable_path
 
 Predicate = Callable[[Any, Any], bool]  # (state input, context object) -> matched?
 MAX_RULE_DEPTH = 32  # nesting of And/Or/Not
@@ -98,6 +99,9 @@ def _compile_boolean(op: str, rule: dict[str, Any], depth: int) -> Predicate:
 
 
 def _source(path: str) -> tuple[Callable[[Any], Any], bool]:
+    if is_variable_path(path):  # `$name...`: a workflow variable
+        read = compile_variable_path(path)
+        return (lambda _: read()), False
     problem = check_path(path)
     if problem:
         raise ValueError(problem)

@@ -1,7 +1,15 @@
-"""The data pipeline every state shares (spec: "Input and Output Processing"):
-raw input -> InputPath -> Parameters -> the state's work -> ResultSelector -> ResultPath
-(against the raw input) -> OutputPath, and the Entered/Exited history events around it.
-`effective_input` and `finish` are that pipeline; the states do only the work in between."""
+"""The data pipeline every state shares, in its two query languages, and the Entered/Exited
+history events around it.
+
+* JSONPath (spec: "Input and Output Processing"): raw input -> InputPath -> Parameters ->
+  the state's work -> ResultSelector -> ResultPath (against the raw input) -> OutputPath;
+  `effective_input` and `finish` are that pipeline.
+* JSONata (AWS: "Transforming data with JSONata"): `$states.input` -> Arguments -> the
+  state's work (`$states.result`) -> Output; `evaluate` runs one JSONata field.
+
+Either way `Assign` is computed with the output, from the values at state entry, and
+applied after it (`apply_assign`); the StateExited event lists what it assigned. The states
+do only the work in between."""
 
 from __future__ import annotations
 
@@ -10,9 +18,12 @@ from typing import Any
 
 from .data import TRUNCATED, dumps, within_quota
 from .errors import DATA_LIMIT_EXCEEDED, RESULT_PATH_MATCH_FAILURE, RUNTIME, StatesFailure
+from .jsonata import QUERY_EVALUATION_ERROR, States, Template
 from .machine import State
 from .paths import PathNotFound, bracket_notation, parse_reference_path, set_path
 from .run import Frame, Run
+
+_PREFIX = "An error occurred while executing the state"
 
 
 def enter(run: Run, state: State, data: Any, frame: Frame) -> None:
@@ -24,7 +35,9 @@ def enter(run: Run, state: State, data: Any, frame: Frame) -> None:
     )
 
 
-def exit_state(run: Run, state: State, output: Any, frame: Frame) -> None:
+def exit_state(
+    run: Run, state: State, output: Any, frame: Frame, assigned: dict[str, str] | None = None
+) -> None:
     output_json = frame.json_of(output)
     if not within_quota(output_json):
         raise StatesFailure(
@@ -32,12 +45,52 @@ def exit_state(run: Run, state: State, output: Any, frame: Frame) -> None:
             f"The state/task '{state.name}' returned a result with a size "
             "exceeding the maximum number of bytes service limit.",
         )
-    run.emit(
-        frame,
-        state.type + "StateExited",
-        "stateExitedEventDetails",
-        {"name": state.name, "output": output_json, "outputDetails": TRUNCATED},
-    )
+    details: dict[str, Any] = {"name": state.name, "output": output_json}
+    details["outputDetails"] = TRUNCATED
+    if assigned:
+        details["assignedVariables"] = assigned
+        details["assignedVariablesDetails"] = TRUNCATED
+    run.emit(frame, state.type + "StateExited", "stateExitedEventDetails", details)
+
+
+def apply_assign(state: State, pending: dict[str, Any] | None, frame: Frame) -> dict[str, str]:
+    """Bind the variables a state computed, once its output is known (variables.py)."""
+    if not pending:
+        return {}
+    return frame.scope.assign(pending, state.name)
+
+
+def jsonpath_assign(template: Any, value: Any, ctx: Any) -> Any:
+    """JSONPath-mode Assign: a payload template applied to the state's result (or, for a
+    Catch, the error output); `$name` inside it reads the values at state entry."""
+    return None if template is None else template(value, ctx)
+
+
+def evaluate(run: Run, state: State, frame: Frame, template: Template, states: States) -> Any:
+    """One JSONata field of a state. A failing expression records AWS's EvaluationFailed
+    event, and its cause says which state it happened in, as AWS's does."""
+    try:
+        return template(states, frame.scope.lookup)
+    except StatesFailure as failure:
+        if failure.error == QUERY_EVALUATION_ERROR and not (failure.cause or "").startswith(
+            _PREFIX
+        ):
+            failure.cause = (
+                f"{_PREFIX} '{state.name}' (entered at the event id #{frame.entered}). "
+                f"{failure.cause}"
+            )
+            details = {"cause": failure.cause, "error": failure.error}
+            location = getattr(failure, "location", None)
+            if location:
+                details["location"] = location
+            details["state"] = state.name
+            run.emit(frame, "EvaluationFailed", "evaluationFailedEventDetails", details)
+        raise
+
+
+def states_of(data: Any, ctx: Any, **more: Any) -> States:
+    """The `$states` reserved variable of a JSONata state."""
+    return {"input": data, "context": ctx, **more}
 
 
 def effective_input(state: State, data: Any, ctx: Any) -> Any:

@@ -9,12 +9,24 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .data import json_type
-from .dataflow import effective_input, enter, exit_state, finish, select
+from .data import dumps, json_type
+from .dataflow import (
+    apply_assign,
+    effective_input,
+    enter,
+    evaluate,
+    exit_state,
+    finish,
+    jsonpath_assign,
+    select,
+    states_of,
+)
 from .errors import EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
+from .jsonata import QUERY_EVALUATION_ERROR
 from .machine import State, StateMachine
 from .recovery import guarded
 from .run import Frame, Run, run_states
+from .variables import Scope
 
 _ABORTED = "States.Aborted"  # marks Map iterations skipped after another one failed
 
@@ -24,9 +36,15 @@ def run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, 
     is the array of branch outputs in branch order. The first failing branch fails the state."""
     enter(run, state, data, frame)
 
-    def attempt(retry_count: int) -> Any:
+    def attempt(retry_count: int) -> tuple[Any, Any]:
         ctx = run.state_context(state, retry_count)
-        effective = effective_input(state, data, ctx)
+        if state.jsonata:
+            states = states_of(data, ctx)
+            effective = data
+            if state.arguments is not None:
+                effective = evaluate(run, state, frame, state.arguments, states)
+        else:
+            effective = effective_input(state, data, ctx)
         run.emit(frame, "ParallelStateStarted")
         jobs = [(branch, effective) for branch in state.branches]
         outcomes = fan_out(run, jobs, frame, limit=0)
@@ -35,11 +53,27 @@ def run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, 
                 run.emit(frame, "ParallelStateFailed")
                 raise outcome
         run.emit(frame, "ParallelStateSucceeded")
-        return finish(state, data, outcomes, ctx)
+        return _finish(run, state, frame, data, outcomes, ctx)
 
-    output, nxt = guarded(run, state, data, frame, attempt)
-    exit_state(run, state, output, frame)
+    output, nxt, pending = guarded(run, state, data, frame, attempt)
+    exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
+
+
+def _finish(
+    run: Run, state: State, frame: Frame, data: Any, result: Any, ctx: Any
+) -> tuple[Any, Any]:
+    """Output and pending Assign of a Parallel or Map from its result, in either language."""
+    if not state.jsonata:
+        return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
+    states = states_of(data, ctx, result=result)
+    output = result
+    if state.output is not None:
+        output = evaluate(run, state, frame, state.output, states)
+    pending = None
+    if state.assign is not None:
+        pending = evaluate(run, state, frame, state.assign, states)
+    return output, pending
 
 
 def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
@@ -50,36 +84,43 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
     assert state.iterator is not None  # machine.py sets it for every Map
     iterator = state.iterator
 
-    def attempt(retry_count: int) -> Any:
+    def attempt(retry_count: int) -> tuple[Any, Any]:
         ctx = run.state_context(state, retry_count)
-        effective = effective_input(state, data, ctx)
-        items = (
-            effective
-            if state.items_path is None
-            else select(state.items_path, state.items_path_text, effective)
-        )
-        if not isinstance(items, list):
-            raise StatesFailure(
-                RUNTIME,
-                f"Map state input must be an array but was: {json_type(items)} "
-                f"(ItemsPath '{state.items_path_text}')",
+        if state.jsonata:
+            items, inputs, limits = _jsonata_items(run, state, frame, data, ctx)
+            tolerated_count, tolerated_percentage, max_concurrency = limits
+        else:
+            effective = effective_input(state, data, ctx)
+            items = (
+                effective
+                if state.items_path is None
+                else select(state.items_path, state.items_path_text, effective)
             )
+            if not isinstance(items, list):
+                raise StatesFailure(
+                    RUNTIME,
+                    f"Map state input must be an array but was: {json_type(items)} "
+                    f"(ItemsPath '{state.items_path_text}')",
+                )
+            inputs = []
+            for index, item in enumerate(items):
+                if state.item_selector is None:
+                    inputs.append(item)
+                else:
+                    item_ctx = dict(ctx or run.context)
+                    item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
+                    inputs.append(state.item_selector(effective, item_ctx))
+            tolerated_count = state.tolerated_count
+            tolerated_percentage = state.tolerated_percentage
+            max_concurrency = state.max_concurrency
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": len(items)})
-        inputs = []
-        for index, item in enumerate(items):
-            if state.item_selector is None:
-                inputs.append(item)
-            else:
-                item_ctx = dict(ctx or run.context)
-                item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
-                inputs.append(state.item_selector(effective, item_ctx))
-        tolerant = state.tolerated_count is not None or state.tolerated_percentage is not None
+        tolerant = tolerated_count is not None or tolerated_percentage is not None
         jobs = [(iterator, value) for value in inputs]
         outcomes = fan_out(
             run,
             jobs,
             frame,
-            limit=state.max_concurrency,
+            limit=max_concurrency,
             map_name=state.name,
             stop_on_failure=not tolerant,
         )
@@ -87,7 +128,10 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
         if failures and not tolerant:
             run.emit(frame, "MapStateFailed")
             raise failures[0]
-        if failures and _exceeds_tolerance(state, len(failures), len(items)):
+        exceeded = _exceeds_tolerance(
+            tolerated_count, tolerated_percentage, len(failures), len(items)
+        )
+        if failures and exceeded:
             run.emit(frame, "MapStateFailed")
             raise StatesFailure(
                 EXCEED_TOLERATED_FAILURE_THRESHOLD,
@@ -98,19 +142,67 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
             {"Error": o.error, "Cause": o.cause} if isinstance(o, StatesFailure) else o
             for o in outcomes
         ]
-        return finish(state, data, results, ctx)
+        return _finish(run, state, frame, data, results, ctx)
 
-    output, nxt = guarded(run, state, data, frame, attempt)
-    exit_state(run, state, output, frame)
+    output, nxt, pending = guarded(run, state, data, frame, attempt)
+    exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
 
 
-def _exceeds_tolerance(state: State, failed: int, total: int) -> bool:
-    if state.tolerated_count is not None and failed > state.tolerated_count:
+def _jsonata_items(
+    run: Run, state: State, frame: Frame, data: Any, ctx: Any
+) -> tuple[list[Any], list[Any], tuple[Any, Any, int]]:
+    """A JSONata Map's items (Items, default the input), each iteration's input
+    (ItemSelector, with `$states.context.Map.Item`), and its evaluated limits."""
+    states = states_of(data, ctx)
+    items = data
+    if "Items" in state.fields:
+        items = evaluate(run, state, frame, state.fields["Items"], states)
+    if not isinstance(items, list):
+        raise StatesFailure(
+            QUERY_EVALUATION_ERROR if "Items" in state.fields else RUNTIME,
+            f"An error occurred while executing the state '{state.name}' (entered at the event "
+            f"id #{frame.entered}). The Items field must evaluate to a JSON array, got "
+            f"{json_type(items)}",
+        )
+    inputs = items
+    selector = state.fields.get("ItemSelector")
+    if selector is not None:
+        inputs = []
+        for index, item in enumerate(items):
+            item_ctx = dict(ctx or run.context)
+            item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
+            inputs.append(evaluate(run, state, frame, selector, states_of(data, item_ctx)))
+    values = []
+    for field, default in (
+        ("ToleratedFailureCount", state.tolerated_count),
+        ("ToleratedFailurePercentage", state.tolerated_percentage),
+        ("MaxConcurrency", state.max_concurrency),
+    ):
+        value = default
+        if field in state.fields:
+            value = evaluate(run, state, frame, state.fields[field], states)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            if field != "ToleratedFailurePercentage":
+                ok = ok and float(value).is_integer()
+            if not ok or (field == "ToleratedFailurePercentage" and value > 100):
+                raise StatesFailure(
+                    QUERY_EVALUATION_ERROR,
+                    f"An error occurred while executing the state '{state.name}' (entered at "
+                    f"the event id #{frame.entered}). The field '{field}' must evaluate to a "
+                    f"non-negative number, got {dumps(value)}",
+                )
+            value = value if field == "ToleratedFailurePercentage" else int(value)
+        values.append(value)
+    return items, inputs, (values[0], values[1], int(values[2] or 0))
+
+
+def _exceeds_tolerance(
+    tolerated_count: int | None, tolerated_percentage: float | None, failed: int, total: int
+) -> bool:
+    if tolerated_count is not None and failed > tolerated_count:
         return True
-    return (
-        state.tolerated_percentage is not None and failed * 100 > state.tolerated_percentage * total
-    )
+    return tolerated_percentage is not None and failed * 100 > tolerated_percentage * total
 
 
 def fan_out(
@@ -127,7 +219,7 @@ def fan_out(
 
     def one(index: int) -> Any:
         machine, value = jobs[index]
-        sub = Frame(frame.last)
+        sub = Frame(frame.last, Scope(frame.scope))  # reads the outer variables
         if map_name is not None:
             if stop.is_set():
                 run.emit(
@@ -146,6 +238,7 @@ def fan_out(
         try:
             output = run_states(run, machine, value, sub)
         except StatesFailure as failure:
+            sub.scope.close()
             if map_name is not None:
                 run.emit(
                     sub,
@@ -156,6 +249,7 @@ def fan_out(
             if stop_on_failure:
                 stop.set()
             return failure
+        sub.scope.close()
         if map_name is not None:
             run.emit(
                 sub,

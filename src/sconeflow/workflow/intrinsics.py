@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import INTRINSIC_FAILURE, StatesFailure
 from .paths import PathNotFound, compile_path
+from .variables import compile_variable_path, is_variable_path
 
 MAX_EXPRESSION_LENGTH = 10_000  # characters of one intrinsic call
 MAX_NESTING = 10  # calls inside calls
@@ -165,7 +166,11 @@ class _Parser:
         text = self.text[start : self.pos].strip()
         context = text.startswith("$$")
         try:
-            getter = compile_path(text[1:] if context else text)
+            if is_variable_path(text):  # `$name...`: a workflow variable
+                read = compile_variable_path(text)
+                getter: Callable[[Any], Any] = lambda _: read()  # noqa: E731
+            else:
+                getter = compile_path(text[1:] if context else text)
         except ValueError as err:
             raise IntrinsicSyntaxError(str(err)) from err
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from .choice import Predicate, compile_rule, parse_timestamp
+from . import jsonata as jsonata_mode
+from .choice import compile_rule, parse_timestamp
 from .errors import DefinitionError
 from .intrinsics import IntrinsicSyntaxError, compile_intrinsic, is_intrinsic
 from .paths import Step, compile_path, parse_reference_path
@@ -25,6 +26,7 @@ from .validate import (
     check_definition,
     lint_definition,
 )
+from .variables import compile_variable_path, is_variable_path
 
 Getter = Callable[[Any], Any]
 DEFAULT_REGION = "us-east-1"
@@ -45,11 +47,28 @@ class Retrier:
 
 @dataclass(frozen=True)
 class Catcher:
-    """One Catch entry (spec: "Fallback states"); result_path None discards the error."""
+    """One Catch entry (spec: "Fallback states"); result_path None discards the error.
+
+    `assign`: JSONPath mode, a template on the error output; JSONata mode, a
+    jsonata_mode.Template. `output` (JSONata only) replaces the error output as the state output.
+    """
 
     errors: tuple[str, ...]
     next: str
     result_path: tuple[Step, ...] | None = ()
+    assign: Any = None
+    output: jsonata_mode.Template | None = None
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    """One top-level Choice rule: a predicate (JSONPath: (data, ctx) -> bool; JSONata: the
+    compiled Condition), where it leads, and the rule's own Assign and (JSONata) Output."""
+
+    predicate: Any
+    next: str
+    assign: Any = None
+    output: jsonata_mode.Template | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,13 @@ class State:
     name: str
     type: str
     next: str | None = None
+    jsonata: bool = False  # QueryLanguage JSONata: Arguments/Output/Assign and `fields` apply
+    assign: Any = None  # JSONPath: Template on the state's result; JSONata: jsonata_mode.Template
+    arguments: jsonata_mode.Template | None = None
+    output: jsonata_mode.Template | None = None
+    # JSONata-mode field values (TimeoutSeconds, Seconds, Items, MaxConcurrency, Error...),
+    # each a constant or expression template; absent fields are not in the dict.
+    fields: dict[str, jsonata_mode.Template] = field(default_factory=dict)
     input_path: Getter | None = None  # None with input_path_null False: "$"
     input_path_text: str = "$"
     input_path_null: bool = False
@@ -89,7 +115,7 @@ class State:
     result: Any = None
     has_result: bool = False
     # Choice
-    choices: tuple[tuple[Predicate, str], ...] = ()
+    choices: tuple[ChoiceRule, ...] = ()
     default: str | None = None
     # Wait
     seconds: int | None = None
@@ -164,34 +190,44 @@ def parse_definition(
     assert isinstance(definition, dict)  # check_definition guarantees it
     compiled: list[str] = []
     names: set[str] = set()
-    machine = _compile_machine(definition, "", compiled, names)
+    language = definition.get("QueryLanguage", "JSONPath")
+    machine = _compile_machine(definition, "", compiled, names, language)
     if compiled:
         raise DefinitionError(compiled)
+    text = json.dumps(definition)
     machine.definition = definition
     machine.name = name
     machine.region = region
     machine.account = account
     machine.timeout_seconds = definition.get("TimeoutSeconds")
-    machine.uses_context = "$$" in json.dumps(definition)
+    machine.uses_context = "$$" in text or jsonata_mode.mentions_context(text)
     machine.function_names = frozenset(names)
     return machine
 
 
 def _compile_machine(
-    spec: dict[str, Any], where: str, problems: list[str], names: set[str]
+    spec: dict[str, Any], where: str, problems: list[str], names: set[str], language: str
 ) -> StateMachine:
+    # A state inside a Map or Parallel falls back to the state machine's QueryLanguage, not
+    # to the enclosing state's: the States Language makes each state independent of it.
     states = {
-        name: _compile_state(name, body, where, problems, names)
+        name: _compile_state(name, body, where, problems, names, language)
         for name, body in spec["States"].items()
     }
     return StateMachine(start_at=spec["StartAt"], states=states, definition=spec)
 
 
 def _compile_state(
-    name: str, spec: dict[str, Any], where: str, problems: list[str], names: set[str]
+    name: str,
+    spec: dict[str, Any],
+    where: str,
+    problems: list[str],
+    names: set[str],
+    language: str,
 ) -> State:
     at = f"State {name!r}" + (f" (in {where})" if where else "")
     state = State(name=name, type=spec["Type"], next=spec.get("Next"))
+    state.jsonata = spec.get("QueryLanguage", language) == "JSONata"
 
     def attempt(field_name: str, build: Callable[[], Any]) -> Any:
         try:
@@ -200,6 +236,67 @@ def _compile_state(
             problems.append(f"{at}: {field_name}: {err}")
             return None
 
+    if state.jsonata:
+        _compile_jsonata_fields(state, spec, attempt)
+    else:
+        _compile_jsonpath_fields(state, spec, attempt)
+    state.retry = tuple(_retrier(r) for r in spec.get("Retry", []))
+    kind = state.type
+    if kind == "Task":
+        state.resource = attempt("Resource", lambda: _resource(spec, names, state.jsonata))
+        if not state.jsonata:
+            state.timeout_seconds = spec.get("TimeoutSeconds")
+            state.heartbeat_seconds = spec.get("HeartbeatSeconds")
+        elif not jsonata_mode.is_expression(spec.get("HeartbeatSeconds")):
+            state.heartbeat_seconds = spec.get("HeartbeatSeconds")
+    elif kind == "Choice":
+        state.choices = tuple(
+            attempt(f"Choices[{i}]", partial(_choice_rule, rule, i, state.jsonata))
+            for i, rule in enumerate(spec["Choices"])
+        )
+        state.default = spec.get("Default")
+    elif kind == "Wait" and not state.jsonata:
+        _compile_wait(state, spec, attempt)
+    elif kind == "Fail" and not state.jsonata:
+        state.error, state.cause = spec.get("Error"), spec.get("Cause")
+        if "ErrorPath" in spec:
+            state.error_path = attempt("ErrorPath", lambda: _dynamic(spec["ErrorPath"]))
+        if "CausePath" in spec:
+            state.cause_path = attempt("CausePath", lambda: _dynamic(spec["CausePath"]))
+    elif kind == "Parallel":
+        state.branches = tuple(
+            _compile_machine(b, f"{name}.Branches[{i}]", problems, names, language)
+            for i, b in enumerate(spec["Branches"])
+        )
+    elif kind == "Map":
+        processor: dict[str, Any] = spec.get("ItemProcessor") or spec["Iterator"]
+        state.iterator = _compile_machine(
+            processor, f"{name}.ItemProcessor", problems, names, language
+        )
+        if not state.jsonata:
+            if "ItemsPath" in spec:
+                state.items_path = attempt(
+                    "ItemsPath", lambda: _path(spec["ItemsPath"], reference=True)
+                )
+                state.items_path_text = spec["ItemsPath"]
+            selector = spec.get("ItemSelector", spec.get("Parameters"))
+            state.parameters = None  # for a Map, legacy Parameters is the ItemSelector
+            if selector is not None:
+                state.item_selector = attempt("ItemSelector", lambda: _template(selector))
+        for fname, attr in (
+            ("MaxConcurrency", "max_concurrency"),
+            ("ToleratedFailureCount", "tolerated_count"),
+            ("ToleratedFailurePercentage", "tolerated_percentage"),
+        ):
+            if fname in spec and not jsonata_mode.is_expression(spec[fname]):
+                setattr(state, attr, spec[fname])
+    return state
+
+
+def _compile_jsonpath_fields(
+    state: State, spec: dict[str, Any], attempt: Callable[[str, Callable[[], Any]], Any]
+) -> None:
+    """InputPath, Parameters, ResultSelector, ResultPath, OutputPath, Assign, Catch, Result."""
     for fname in ("InputPath", "OutputPath"):
         if fname in spec:
             value = spec[fname]
@@ -217,68 +314,98 @@ def _compile_state(
         state.result_path = attempt(
             "ResultPath", lambda: _reference(spec["ResultPath"], allow_null=True)
         )
-    state.retry = tuple(_retrier(r) for r in spec.get("Retry", []))
+    if "Assign" in spec:
+        state.assign = attempt("Assign", lambda: _template(spec["Assign"]))
     state.catch = tuple(
         Catcher(
             tuple(c["ErrorEquals"]),
             c["Next"],
             attempt(
-                "Catch.ResultPath",
+                f"Catch[{i}].ResultPath",
                 partial(_reference, c.get("ResultPath", "$"), allow_null=True),
             ),
+            attempt(f"Catch[{i}].Assign", partial(_template, c["Assign"]))
+            if "Assign" in c
+            else None,
         )
-        for c in spec.get("Catch", [])
+        for i, c in enumerate(spec.get("Catch", []))
     )
-    kind = state.type
-    if kind == "Task":
-        state.resource = attempt("Resource", lambda: _resource(spec, names))
-        state.timeout_seconds = spec.get("TimeoutSeconds")
-        state.heartbeat_seconds = spec.get("HeartbeatSeconds")
-        if "TimeoutSecondsPath" in spec:
-            state.timeout_path = attempt(
-                "TimeoutSecondsPath", lambda: _path(spec["TimeoutSecondsPath"], reference=True)
-            )
-    elif kind == "Pass":
+    if state.type == "Pass":
         state.has_result = "Result" in spec
         state.result = spec.get("Result")
-    elif kind == "Choice":
-        state.choices = tuple(
-            (
-                attempt(f"Choices[{i}]", partial(compile_rule, rule, top_level=True)),
-                rule.get("Next"),
-            )
-            for i, rule in enumerate(spec["Choices"])
+    if state.type == "Task" and "TimeoutSecondsPath" in spec:
+        state.timeout_path = attempt(
+            "TimeoutSecondsPath", lambda: _path(spec["TimeoutSecondsPath"], reference=True)
         )
-        state.default = spec.get("Default")
-    elif kind == "Wait":
-        _compile_wait(state, spec, attempt)
-    elif kind == "Fail":
-        state.error, state.cause = spec.get("Error"), spec.get("Cause")
-        if "ErrorPath" in spec:
-            state.error_path = attempt("ErrorPath", lambda: _dynamic(spec["ErrorPath"]))
-        if "CausePath" in spec:
-            state.cause_path = attempt("CausePath", lambda: _dynamic(spec["CausePath"]))
-    elif kind == "Parallel":
-        state.branches = tuple(
-            _compile_machine(b, f"{name}.Branches[{i}]", problems, names)
-            for i, b in enumerate(spec["Branches"])
-        )
-    elif kind == "Map":
-        processor: dict[str, Any] = spec.get("ItemProcessor") or spec["Iterator"]
-        state.iterator = _compile_machine(processor, f"{name}.ItemProcessor", problems, names)
-        if "ItemsPath" in spec:
-            state.items_path = attempt(
-                "ItemsPath", lambda: _path(spec["ItemsPath"], reference=True)
+
+
+# JSONata fields whose value is a constant or an expression, evaluated by the state's runner.
+_JSONATA_VALUE_FIELDS = (
+    "TimeoutSeconds",
+    "HeartbeatSeconds",
+    "Seconds",
+    "Timestamp",
+    "Items",
+    "ItemSelector",
+    "MaxConcurrency",
+    "ToleratedFailureCount",
+    "ToleratedFailurePercentage",
+    "Error",
+    "Cause",
+)
+
+
+def _compile_jsonata_fields(
+    state: State, spec: dict[str, Any], attempt: Callable[[str, Callable[[], Any]], Any]
+) -> None:
+    """Arguments, Output, Assign, Catch and the fields that take an expression."""
+    for fname in ("Arguments", "Output", "Assign"):
+        if fname in spec:
+            template = attempt(fname, partial(jsonata_mode.compile_template, spec[fname], fname))
+            setattr(state, fname.lower(), template)
+    for fname in _JSONATA_VALUE_FIELDS:
+        if fname in spec:
+            template = attempt(fname, partial(jsonata_mode.compile_template, spec[fname], fname))
+            if template is not None:
+                state.fields[fname] = template
+    catchers = []
+    for i, c in enumerate(spec.get("Catch", [])):
+        parts = {}
+        for fname in ("Assign", "Output"):
+            if fname in c:
+                build = partial(
+                    jsonata_mode.compile_template, c[fname], f"Catch[{i}]/{fname}", in_catch=True
+                )
+                parts[fname.lower()] = attempt(f"Catch[{i}].{fname}", build)
+        catchers.append(Catcher(tuple(c["ErrorEquals"]), c["Next"], (), **parts))
+    state.catch = tuple(catchers)
+
+
+def _choice_rule(rule: dict[str, Any], index: int, in_jsonata: bool) -> ChoiceRule:
+    where = f"Choices[{index}]"
+    if in_jsonata:
+        condition = rule.get("Condition")
+        if not jsonata_mode.is_expression(condition) and not isinstance(condition, bool):
+            raise ValueError(
+                "a JSONata Choice rule needs 'Condition': a boolean expression such as "
+                '"{% $states.input.count > 10 %}"'
             )
-            state.items_path_text = spec["ItemsPath"]
-        selector = spec.get("ItemSelector", spec.get("Parameters"))
-        state.parameters = None  # for a Map, legacy Parameters is the ItemSelector
-        if selector is not None:
-            state.item_selector = attempt("ItemSelector", lambda: _template(selector))
-        state.max_concurrency = spec.get("MaxConcurrency", 0)
-        state.tolerated_count = spec.get("ToleratedFailureCount")
-        state.tolerated_percentage = spec.get("ToleratedFailurePercentage")
-    return state
+        predicate: Any = jsonata_mode.compile_template(condition, f"{where}/Condition")
+        output = (
+            jsonata_mode.compile_template(rule["Output"], f"{where}/Output")
+            if "Output" in rule
+            else None
+        )
+        assign = (
+            jsonata_mode.compile_template(rule["Assign"], f"{where}/Assign")
+            if "Assign" in rule
+            else None
+        )
+        return ChoiceRule(predicate, rule["Next"], assign, output)
+    body = {k: v for k, v in rule.items() if k != "Assign"}
+    predicate = compile_rule(body, top_level=True)
+    assign = _template(rule["Assign"]) if "Assign" in rule else None
+    return ChoiceRule(predicate, rule["Next"], assign)
 
 
 def _compile_wait(
@@ -309,6 +436,9 @@ def _fail(message: str) -> None:
 def _path(value: Any, *, reference: bool = False) -> Getter:
     if not isinstance(value, str):
         raise ValueError(f"expected a path string such as '$.field', got {json.dumps(value)}")
+    if is_variable_path(value):  # `$name...`: a workflow variable (variables.py)
+        read = compile_variable_path(value)
+        return lambda data: read()
     if reference and parse_reference_path(value) is None:
         raise ValueError(f"{value!r} must be a reference path such as '$.field' or '$.list[0]'")
     return compile_path(value)
@@ -348,10 +478,19 @@ def _retrier(spec: dict[str, Any]) -> Retrier:
     )
 
 
-def _resource(spec: dict[str, Any], names: set[str]) -> TaskResource:
+def _resource(spec: dict[str, Any], names: set[str], in_jsonata: bool = False) -> TaskResource:
     resource = spec["Resource"]
     if resource == INVOKE_RESOURCE:
-        params = spec.get("Parameters")
+        params = spec.get("Arguments" if in_jsonata else "Parameters")
+        if in_jsonata and jsonata_mode.is_expression(params):
+            return TaskResource("invoke", resource, None, DEFAULT_REGION)  # named at run time
+        if in_jsonata and not (isinstance(params, dict) and "FunctionName" in params):
+            raise ValueError(
+                "lambda:invoke needs Arguments with 'FunctionName' (and usually "
+                "'Payload': '{% $states.input %}'), e.g. {\"FunctionName\": "
+                '"arn:aws:lambda:us-east-1:123456789012:function:classify:$LATEST", '
+                '"Payload": "{% $states.input %}"}'
+            )
         if not isinstance(params, dict) or not (
             "FunctionName" in params or "FunctionName.$" in params
         ):
@@ -363,7 +502,7 @@ def _resource(spec: dict[str, Any], names: set[str]) -> TaskResource:
             )
         literal = params.get("FunctionName")
         function_name, region = None, DEFAULT_REGION
-        if isinstance(literal, str):
+        if isinstance(literal, str) and not jsonata_mode.is_expression(literal):
             function_name, region = function_name_of(literal)
             names.add(function_name)
         return TaskResource("invoke", resource, function_name, region)

@@ -1,7 +1,8 @@
 """Payload templates: Parameters, ResultSelector and ItemSelector (spec: "Payload Template").
 
 A field whose name ends in `.$` takes its value from a path into the state's data, a path
-into the context object (`$$.`), or an intrinsic call; every other field is copied as is.
+into the context object (`$$.`), a workflow variable (`$name`, `$name.field`), or an
+intrinsic call; every other field is copied as is.
 Templates compile once into closures; constant sub-trees are built once and shared (the
 engine never mutates values in place, so sharing is safe).
 """
@@ -15,6 +16,7 @@ from typing import Any
 from .errors import RUNTIME, StatesFailure
 from .intrinsics import compile_intrinsic, is_intrinsic
 from .paths import PathNotFound, compile_path
+from .variables import compile_variable_path, is_variable_path
 
 Template = Callable[[Any, Any], Any]  # (state data, context object) -> value
 
@@ -39,6 +41,9 @@ def compile_dynamic_value(field: str, expression: str) -> Template:
         )
     if is_intrinsic(expression):
         return compile_intrinsic(expression)
+    if is_variable_path(expression):
+        read = compile_variable_path(expression)
+        return _guard(field, expression, lambda _: read(), context=False)
     if expression.startswith("$$"):
         getter = compile_path(expression[1:])
         return _guard(field, expression, getter, context=True)

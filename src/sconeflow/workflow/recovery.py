@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from .dataflow import evaluate, jsonpath_assign, states_of
 from .errors import (
     ALL,
     DATA_LIMIT_EXCEEDED,
@@ -16,9 +17,11 @@ from .errors import (
     TIMEOUT,
     StatesFailure,
 )
-from .machine import Retrier, State
+from .machine import Catcher, Retrier, State
 from .paths import set_path
 from .run import Frame, Run
+
+Pending = dict[str, Any] | None  # the variables a state will assign when it ends
 
 
 def error_matches(names: tuple[str, ...], error: str | None) -> bool:
@@ -48,14 +51,20 @@ def retry_delay(retrier: Retrier, attempt: int, rng: random.Random) -> float:
 
 
 def guarded(
-    run: Run, state: State, data: Any, frame: Frame, attempt: Callable[[int], Any]
-) -> tuple[Any, str | None]:
-    """Run `attempt(retry_count)` under the state's Retry and Catch; returns (output, next)."""
+    run: Run,
+    state: State,
+    data: Any,
+    frame: Frame,
+    attempt: Callable[[int], tuple[Any, Pending]],
+) -> tuple[Any, str | None, Pending]:
+    """Run `attempt(retry_count) -> (output, pending Assign)` under the state's Retry and
+    Catch; returns (output, next, pending Assign): a catcher's own when one caught."""
     counts = [0] * len(state.retry)
     retries = 0
     while True:
         try:
-            return attempt(retries), state.next
+            output, pending = attempt(retries)
+            return output, state.next, pending
         except StatesFailure as failure:
             if failure.error == RUNTIME:
                 raise  # never retried nor caught (AWS)
@@ -72,12 +81,29 @@ def guarded(
             for catcher in state.catch:
                 if error_matches(catcher.errors, failure.error):
                     error_output = {"Error": failure.error, "Cause": failure.cause}
-                    if catcher.result_path is None:
-                        output = data
-                    else:
-                        try:
-                            output = set_path(data, catcher.result_path, error_output)
-                        except ValueError as err:
-                            raise StatesFailure(RESULT_PATH_MATCH_FAILURE, str(err)) from err
-                    return output, catcher.next
+                    output, pending = _caught(run, state, data, frame, catcher, error_output)
+                    return output, catcher.next, pending
             raise
+
+
+def _caught(
+    run: Run, state: State, data: Any, frame: Frame, catcher: Catcher, error_output: Any
+) -> tuple[Any, Pending]:
+    """The state's output and Assign when `catcher` caught its error."""
+    ctx = run.state_context(state)
+    if state.jsonata:
+        states = states_of(data, ctx, errorOutput=error_output)
+        output = error_output
+        if catcher.output is not None:
+            output = evaluate(run, state, frame, catcher.output, states)
+        pending = None
+        if catcher.assign is not None:
+            pending = evaluate(run, state, frame, catcher.assign, states)
+        return output, pending
+    pending = jsonpath_assign(catcher.assign, error_output, ctx)
+    if catcher.result_path is None:
+        return data, pending
+    try:
+        return set_path(data, catcher.result_path, error_output), pending
+    except ValueError as err:
+        raise StatesFailure(RESULT_PATH_MATCH_FAILURE, str(err)) from err

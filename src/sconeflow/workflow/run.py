@@ -20,6 +20,7 @@ from .errors import RUNTIME, StatesFailure
 from .history import Event
 from .lambdas import Handler
 from .machine import State, StateMachine
+from .variables import CURRENT, Scope
 
 MAX_HISTORY_EVENTS = 25_000  # AWS's quota on one execution's history
 
@@ -54,10 +55,11 @@ class ExecutionTimedOut(Exception):
 class Frame:
     """One line of history: the top level, a Parallel branch or a Map iteration."""
 
-    __slots__ = ("cached", "cached_json", "entered", "last")
+    __slots__ = ("cached", "cached_json", "entered", "last", "scope")
 
-    def __init__(self, last: int) -> None:
+    def __init__(self, last: int, scope: Scope | None = None) -> None:
         self.last = last  # id of the previous event in this line (previousEventId)
+        self.scope = scope if scope is not None else Scope()  # the variables this line sees
         self.entered = 0  # id of the current state's Entered event
         # The last value serialised in this line and its JSON: a state's output is the next
         # state's input, and a Task's OutputPath often selects the handler's result, so the
@@ -166,25 +168,29 @@ def run_states(
     """The state loop of one (sub-)machine; returns its final output."""
     name: str | None = start or machine.start_at
     states = machine.states
-    while name is not None:
-        if run.deadline is not None and run.clock.now() >= run.deadline:
-            raise ExecutionTimedOut
-        state = states[name]
-        if run.stop is not None and run.stop.is_set():
-            # Stopped on the way into `state`: record it as entered, as AWS's history shows
-            # the state that was in progress when StopExecution came, so that a redrive
-            # runs it again with this input.
-            frame.entered = run.emit(
-                frame,
-                state.type + "StateEntered",
-                "stateEnteredEventDetails",
-                {"name": state.name, "input": frame.json_of(data), "inputDetails": TRUNCATED},
-            )
-            raise ExecutionAborted(state.name, "the execution was stopped")
-        try:
-            data, name = run.runners[state.type](run, state, data, frame)
-        except StatesFailure as failure:
-            if failure.state is None:
-                failure.state, failure.entered_id = state.name, frame.entered
-            raise
+    token = CURRENT.set(frame.scope)  # JSONPath `$name` paths read this line's variables
+    try:
+        while name is not None:
+            if run.deadline is not None and run.clock.now() >= run.deadline:
+                raise ExecutionTimedOut
+            state = states[name]
+            if run.stop is not None and run.stop.is_set():
+                # Stopped on the way into `state`: record it as entered, as AWS's history
+                # shows the state that was in progress when StopExecution came, so that a
+                # redrive runs it again with this input.
+                frame.entered = run.emit(
+                    frame,
+                    state.type + "StateEntered",
+                    "stateEnteredEventDetails",
+                    {"name": state.name, "input": frame.json_of(data), "inputDetails": TRUNCATED},
+                )
+                raise ExecutionAborted(state.name, "the execution was stopped")
+            try:
+                data, name = run.runners[state.type](run, state, data, frame)
+            except StatesFailure as failure:
+                if failure.state is None:
+                    failure.state, failure.entered_id = state.name, frame.entered
+                raise
+    finally:
+        CURRENT.reset(token)
     return data

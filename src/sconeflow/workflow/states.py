@@ -1,5 +1,7 @@
 """The states without sub-machines: Pass, Task, Choice, Wait, Succeed, Fail. Each takes
-(run, state, raw input, frame) and returns (output, next state name or None)."""
+(run, state, raw input, frame) and returns (output, next state name or None), in either
+query language: a JSONata state (`state.jsonata`) reads `$states` and its fields' expressions
+instead of the JSONPath pipeline (dataflow.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,20 @@ from typing import Any
 
 from .choice import parse_timestamp
 from .data import dumps
-from .dataflow import effective_input, enter, exit_state, finish, output_of, select
+from .dataflow import (
+    apply_assign,
+    effective_input,
+    enter,
+    evaluate,
+    exit_state,
+    finish,
+    jsonpath_assign,
+    output_of,
+    select,
+    states_of,
+)
 from .errors import NO_CHOICE_MATCHED, RUNTIME, StatesFailure
+from .jsonata import QUERY_EVALUATION_ERROR
 from .machine import State
 from .paths import PathNotFound
 from .recovery import guarded
@@ -17,29 +31,56 @@ from .tasks import invoke
 
 
 def run_pass(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
-    """Pass (spec: "Pass State"): Result, or the effective input, goes to ResultPath."""
+    """Pass (spec: "Pass State"): Result, or the effective input, goes to ResultPath.
+    JSONata: Output (default: the input)."""
     enter(run, state, data, frame)
     ctx = run.state_context(state)
-    effective = effective_input(state, data, ctx)
-    result = state.result if state.has_result else effective
-    output = finish(state, data, result, ctx)
-    exit_state(run, state, output, frame)
+    if state.jsonata:
+        output, pending = _jsonata_output(run, state, frame, states_of(data, ctx), data)
+    else:
+        effective = effective_input(state, data, ctx)
+        result = state.result if state.has_result else effective
+        pending = jsonpath_assign(state.assign, result, ctx)
+        output = finish(state, data, result, ctx)
+    exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, state.next
+
+
+def _jsonata_output(
+    run: Run, state: State, frame: Frame, states: dict[str, Any], default: Any
+) -> tuple[Any, Any]:
+    """A JSONata state's Output (or `default`) and Assign, both from the same `$states`."""
+    output = default
+    if state.output is not None:
+        output = evaluate(run, state, frame, state.output, states)
+    pending = None
+    if state.assign is not None:
+        pending = evaluate(run, state, frame, state.assign, states)
+    return output, pending
 
 
 def run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Task (spec: "Task State") for Lambda resources, under Retry/Catch."""
     enter(run, state, data, frame)
 
-    def attempt(retry_count: int) -> Any:
+    def attempt(retry_count: int) -> tuple[Any, Any]:
         ctx = run.state_context(state, retry_count)
+        if state.jsonata:
+            states = states_of(data, ctx)
+            arguments = data
+            if state.arguments is not None:
+                arguments = evaluate(run, state, frame, state.arguments, states)
+            timeout = _jsonata_timeout(run, state, frame, states)
+            result = invoke(run, state, arguments, frame, timeout)
+            states["result"] = result
+            return _jsonata_output(run, state, frame, states, result)
         effective = effective_input(state, data, ctx)
         result = invoke(run, state, effective, frame, _task_timeout(state, data))
-        output = finish(state, data, result, ctx)
-        return output
+        pending = jsonpath_assign(state.assign, result, ctx)
+        return finish(state, data, result, ctx), pending
 
-    output, nxt = guarded(run, state, data, frame, attempt)
-    exit_state(run, state, output, frame)
+    output, nxt, pending = guarded(run, state, data, frame, attempt)
+    exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
 
 
@@ -55,29 +96,89 @@ def _task_timeout(state: State, data: Any) -> int | None:
     return timeout
 
 
+def _jsonata_timeout(run: Run, state: State, frame: Frame, states: dict[str, Any]) -> int | None:
+    template = state.fields.get("TimeoutSeconds")
+    if template is None:
+        return None
+    value = evaluate(run, state, frame, template, states)
+    return _whole_number(state, frame, "TimeoutSeconds", value, minimum=1)
+
+
+def _whole_number(state: State, frame: Frame, field: str, value: Any, *, minimum: int) -> int:
+    """A JSONata field that must come out as an integer (TimeoutSeconds, Seconds...)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise StatesFailure(
+            QUERY_EVALUATION_ERROR,
+            f"An error occurred while executing the state '{state.name}' (entered at the "
+            f"event id #{frame.entered}). The value of the field '{field}' must be an "
+            f"integer >= {minimum}, got {dumps(value)}",
+        )
+    return value
+
+
 def run_choice(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
-    """Choice (spec: "Choice State"): the first matching rule's Next, else Default."""
+    """Choice (spec: "Choice State"): the first matching rule's Next, else Default.
+
+    A matched rule's own Assign (and, in JSONata, Output) apply; the state's own Assign and
+    Output apply when Default is taken."""
     enter(run, state, data, frame)
     ctx = run.state_context(state)
-    effective = effective_input(state, data, ctx)
-    for predicate, target in state.choices:
-        if predicate(effective, ctx):
-            nxt = target
-            break
+    if state.jsonata:
+        states = states_of(data, ctx)
+        for i, rule in enumerate(state.choices):
+            matched = evaluate(run, state, frame, rule.predicate, states)
+            if not isinstance(matched, bool):
+                raise StatesFailure(
+                    QUERY_EVALUATION_ERROR,
+                    f"An error occurred while executing the state '{state.name}' (entered at "
+                    f"the event id #{frame.entered}). The Condition of Choices[{i}] must "
+                    f"evaluate to true or false, got {dumps(matched)}",
+                )
+            if matched:
+                output, pending = data, None
+                if rule.output is not None:
+                    output = evaluate(run, state, frame, rule.output, states)
+                if rule.assign is not None:
+                    pending = evaluate(run, state, frame, rule.assign, states)
+                nxt = rule.next
+                break
+        else:
+            nxt = _default(state)
+            output, pending = _jsonata_output(run, state, frame, states, data)
     else:
-        if state.default is None:
-            raise StatesFailure(NO_CHOICE_MATCHED, "No Matches!")
-        nxt = state.default
-    output = output_of(state, effective)
-    exit_state(run, state, output, frame)
+        effective = effective_input(state, data, ctx)
+        for rule in state.choices:
+            if rule.predicate(effective, ctx):
+                nxt, pending = rule.next, jsonpath_assign(rule.assign, effective, ctx)
+                break
+        else:
+            nxt, pending = _default(state), jsonpath_assign(state.assign, effective, ctx)
+        output = output_of(state, effective)
+    exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
+
+
+def _default(state: State) -> str:
+    if state.default is None:
+        raise StatesFailure(NO_CHOICE_MATCHED, "No Matches!")
+    return state.default
 
 
 def run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Wait (spec: "Wait State"): Seconds, Timestamp, or either read from the input."""
     enter(run, state, data, frame)
+    pending = None
+    if state.jsonata:
+        states = states_of(data, run.state_context(state))
+        seconds = _jsonata_wait(run, state, frame, states)
+        run.sleep(seconds)
+        output, pending = _jsonata_output(run, state, frame, states, data)
+        exit_state(run, state, output, frame, apply_assign(state, pending, frame))
+        return output, state.next
     effective = effective_input(state, data, None)
-    seconds: float = 0.0
+    seconds = 0.0
     if state.seconds is not None:
         seconds = state.seconds
     elif state.seconds_path is not None:
@@ -102,25 +203,62 @@ def run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
                 f"{state.wait_path_text} = {dumps(stamp)}",
             )
         seconds = max(0.0, (moment - run.clock.now()).total_seconds())
+    if state.assign is not None:
+        pending = jsonpath_assign(state.assign, effective, run.state_context(state))
     run.sleep(seconds)
     output = output_of(state, effective)
-    exit_state(run, state, output, frame)
+    exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, state.next
+
+
+def _jsonata_wait(run: Run, state: State, frame: Frame, states: dict[str, Any]) -> float:
+    if "Seconds" in state.fields:
+        value = evaluate(run, state, frame, state.fields["Seconds"], states)
+        return _whole_number(state, frame, "Seconds", value, minimum=0)
+    stamp = evaluate(run, state, frame, state.fields["Timestamp"], states)
+    moment = parse_timestamp(stamp)
+    if moment is None:
+        raise StatesFailure(
+            QUERY_EVALUATION_ERROR,
+            f"An error occurred while executing the state '{state.name}' (entered at the "
+            f"event id #{frame.entered}). The value of the field 'Timestamp' must be an "
+            f"ISO-8601 extended offset date-time string, got {dumps(stamp)}",
+        )
+    return max(0.0, (moment - run.clock.now()).total_seconds())
 
 
 def run_succeed(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Succeed (spec: "Succeed State"): ends this (sub-)machine successfully."""
     enter(run, state, data, frame)
-    effective = effective_input(state, data, None)
-    output = output_of(state, effective)
+    if state.jsonata:
+        states = states_of(data, run.state_context(state))
+        output, _ = _jsonata_output(run, state, frame, states, data)
+    else:
+        output = output_of(state, effective_input(state, data, None))
     exit_state(run, state, output, frame)
     return output, None
 
 
 def run_fail(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
-    """Fail (spec: "Fail State"): Error/Cause, or ErrorPath/CausePath read from the input."""
+    """Fail (spec: "Fail State"): Error/Cause, or ErrorPath/CausePath read from the input
+    (JSONata: Error and Cause may be expressions)."""
     enter(run, state, data, frame)
     ctx = run.state_context(state)
+    if state.jsonata:
+        states = states_of(data, ctx)
+        found: dict[str, Any] = {}
+        for field in ("Error", "Cause"):
+            if field in state.fields:
+                value = evaluate(run, state, frame, state.fields[field], states)
+                if not isinstance(value, str):
+                    raise StatesFailure(
+                        QUERY_EVALUATION_ERROR,
+                        f"An error occurred while executing the state '{state.name}' "
+                        f"(entered at the event id #{frame.entered}). The field '{field}' "
+                        f"must evaluate to a string, got {dumps(value)}",
+                    )
+                found[field] = value
+        raise StatesFailure(found.get("Error"), found.get("Cause"))
     error, cause = state.error, state.cause
     for attr, template in (("ErrorPath", state.error_path), ("CausePath", state.cause_path)):
         if template is None:

@@ -22,6 +22,9 @@ from statelint.config import Config
 from statelint.linter import Linter
 from statelint.problem import ProblemType
 
+from .jsonata import is_expression
+from .variables import check_name
+
 MAX_DEFINITION_CHARS = 1_048_576  # AWS's limit on a definition's size
 MAX_NESTING_DEPTH = 10  # Parallel/Map inside Parallel/Map
 MAX_STATES = 10_000
@@ -30,10 +33,35 @@ INVOKE_RESOURCE = "arn:aws:states:::lambda:invoke"
 LAMBDA_ARN = re.compile(r"arn:aws[\w-]*:lambda:([\w-]+):(\d{12}):function:([\w-]{1,64})(:[\w$-]+)?")
 
 _COMMON = {"Type", "Comment", "QueryLanguage"}
-_IO = {"InputPath", "OutputPath"}
-_FLOW = {"Next", "End"}
-_RESULT = {"ResultPath", "ResultSelector", "Parameters"}
+_IO = {"InputPath", "OutputPath", "Output"}
+_FLOW = {"Next", "End", "Assign"}
+_RESULT = {"ResultPath", "ResultSelector", "Parameters", "Arguments"}
 _ERRORS = {"Retry", "Catch"}
+QUERY_LANGUAGES = ("JSONPath", "JSONata")
+# Fields of one query language only (AWS: "Transforming data with JSONata"): a JSONata state
+# has Arguments and Output instead of the five JSONPath fields, and expressions instead of
+# the *Path variants; Assign belongs to both.
+JSONPATH_ONLY = frozenset(
+    {
+        "InputPath",
+        "OutputPath",
+        "Parameters",
+        "ResultSelector",
+        "ResultPath",
+        "Result",
+        "ItemsPath",
+        "MaxConcurrencyPath",
+        "TimeoutSecondsPath",
+        "HeartbeatSecondsPath",
+        "SecondsPath",
+        "TimestampPath",
+        "ErrorPath",
+        "CausePath",
+        "ToleratedFailureCountPath",
+        "ToleratedFailurePercentagePath",
+    }
+)
+JSONATA_ONLY = frozenset({"Arguments", "Output", "Items"})
 ALLOWED_FIELDS: dict[str, set[str]] = {
     "Task": _COMMON
     | _IO
@@ -48,7 +76,7 @@ ALLOWED_FIELDS: dict[str, set[str]] = {
         "HeartbeatSecondsPath",
     },
     "Pass": _COMMON | _IO | _FLOW | {"Result", "ResultPath", "Parameters"},
-    "Choice": _COMMON | _IO | {"Choices", "Default"},
+    "Choice": _COMMON | _IO | {"Choices", "Default", "Assign"},
     "Wait": _COMMON | _IO | _FLOW | {"Seconds", "Timestamp", "SecondsPath", "TimestampPath"},
     "Succeed": _COMMON | _IO,
     "Fail": _COMMON | {"Error", "ErrorPath", "Cause", "CausePath"},
@@ -62,6 +90,7 @@ ALLOWED_FIELDS: dict[str, set[str]] = {
         "Iterator",
         "ItemProcessor",
         "ItemsPath",
+        "Items",
         "ItemSelector",
         "MaxConcurrency",
         "ToleratedFailurePercentage",
@@ -78,13 +107,10 @@ _RETRIER_FIELDS = {
     "JitterStrategy",
     "Comment",
 }
-_CATCHER_FIELDS = {"ErrorEquals", "Next", "ResultPath", "Comment"}
+_CATCHER_FIELDS = {"ErrorEquals", "Next", "ResultPath", "Comment", "Assign", "Output"}
 _NOT_SUPPORTED = {
     "ItemReader": "sconeflow runs inline Maps only: pass the items in the input and use ItemsPath",
     "ResultWriter": "sconeflow runs inline Maps only: the Map's output holds its results",
-    "Assign": "workflow variables are not supported: carry values in the state data",
-    "Arguments": "'Arguments' belongs to JSONata mode: use 'Parameters' in JSONPath mode",
-    "Output": "'Output' belongs to JSONata mode: use 'OutputPath'/'ResultSelector'",
     "Credentials": "cross-account task credentials are not supported",
     "MaxConcurrencyPath": "use a literal 'MaxConcurrency'",
     "ToleratedFailurePercentagePath": "use a literal 'ToleratedFailurePercentage'",
@@ -106,10 +132,21 @@ def lint_definition(definition: dict[str, Any]) -> list[str]:
         ProblemType.REFERENCE_PATH_OR_FUNC,
     }
     problems = Linter.validate(definition, Config(ignored_problem_types=ignored))
-    return [f"statelint: {p}" for p in problems if _PATH_PROBLEM not in p]
+    return [
+        f"statelint: {p}"
+        for p in problems
+        if _PATH_PROBLEM not in p and _EXPRESSION_VALUE not in p and _ASSIGN not in p
+    ]
 
 
 _PATH_PROBLEM = "is not a JSONPath or intrinsic function expression"  # reported untyped
+# statelint types TimeoutSeconds, Seconds, MaxConcurrency... as numbers only; a JSONata
+# expression there is checked by compiling it (machine.py) and by its value at run time.
+_EXPRESSION_VALUE = 'is "{%'
+# statelint 3.1 takes Assign for a JSONata-only field; AWS accepts it in JSONPath states too
+# (AWS: "Passing data between states with variables"), and _check_assign checks it.
+_ASSIGN = 'Field "Assign" not allowed'
+
 
 
 def check_definition(definition: Any) -> list[str]:
@@ -117,18 +154,23 @@ def check_definition(definition: Any) -> list[str]:
     if not isinstance(definition, dict):
         return ["the definition must be a JSON object with 'StartAt' and 'States'"]
     problems: list[str] = []
-    if definition.get("QueryLanguage", "JSONPath") != "JSONPath":
+    language = definition.get("QueryLanguage", "JSONPath")
+    if language not in QUERY_LANGUAGES:
         problems.append(
-            "QueryLanguage: sconeflow runs JSONPath mode only; remove the field or set 'JSONPath'"
+            f"QueryLanguage {language!r}: Value should be one of the following: "
+            "[JSONPath, JSONata]"
         )
+        language = "JSONPath"
     timeout = definition.get("TimeoutSeconds")
     if timeout is not None and not _positive_int(timeout):
         problems.append(f"TimeoutSeconds must be a positive integer, got {timeout!r}")
-    _check_machine(definition, "", 0, problems)
+    _check_machine(definition, "", 0, problems, language)
     return problems
 
 
-def _check_machine(machine: Any, where: str, depth: int, problems: list[str]) -> None:
+def _check_machine(
+    machine: Any, where: str, depth: int, problems: list[str], language: str = "JSONPath"
+) -> None:
     label = where or "the state machine"
     if depth > MAX_NESTING_DEPTH:
         problems.append(
@@ -153,13 +195,19 @@ def _check_machine(machine: Any, where: str, depth: int, problems: list[str]) ->
     for name, state in states.items():
         if len(name) > 80:
             problems.append(f"State {name[:40]!r}...: state names are limited to 80 characters")
-        _check_state(name, state, states, where, depth, problems)
+        _check_state(name, state, states, where, depth, problems, language)
     if start in states:
         _check_graph(states, str(start), label, problems)
 
 
 def _check_state(
-    name: str, state: Any, states: dict[str, Any], where: str, depth: int, problems: list[str]
+    name: str,
+    state: Any,
+    states: dict[str, Any],
+    where: str,
+    depth: int,
+    problems: list[str],
+    language: str = "JSONPath",
 ) -> None:
     at = f"State {name!r}" + (f" (in {where})" if where else "")
     if not isinstance(state, dict):
@@ -174,8 +222,8 @@ def _check_state(
             problems.append(f"{at}: field {field!r} is not supported: {_NOT_SUPPORTED[field]}")
         elif field not in ALLOWED_FIELDS[kind]:
             problems.append(f"{at}: field {field!r} is not allowed in a {kind} state; remove it")
-    if state.get("QueryLanguage", "JSONPath") != "JSONPath":
-        problems.append(f"{at}: sconeflow runs JSONPath mode only; remove 'QueryLanguage'")
+    mode = _check_query_language(at, state, language, problems)
+    expression_ok = (lambda value: mode == "JSONata" and is_expression(value))  # noqa: E731
     if kind in ("Task", "Pass", "Wait", "Parallel", "Map"):
         has_next, has_end = "Next" in state, state.get("End") is True
         if has_next == has_end:
@@ -206,39 +254,46 @@ def _check_state(
             if a in state and b in state:
                 problems.append(f"{at}: give either {a!r} or {b!r}, not both")
     if kind in ("Task", "Parallel", "Map"):
-        _check_retry_catch(at, state, states, problems)
+        _check_retry_catch(at, state, states, problems, mode)
+    _check_assign(at, state, mode, problems)
     if kind == "Parallel":
         branches = state.get("Branches")
         if not isinstance(branches, list) or not branches:
             problems.append(f"{at}: 'Branches' must be a non-empty array of state machines")
         else:
             for i, branch in enumerate(branches):
-                _check_machine(branch, f"{name}.Branches[{i}]", depth + 1, problems)
+                _check_machine(branch, f"{name}.Branches[{i}]", depth + 1, problems, language)
     if kind == "Map":
         if ("Iterator" in state) == ("ItemProcessor" in state):
             problems.append(f"{at}: give exactly one of 'ItemProcessor' or the legacy 'Iterator'")
         processor = state.get("ItemProcessor", state.get("Iterator"))
         if isinstance(processor, dict):
-            mode = (processor.get("ProcessorConfig") or {}).get("Mode", "INLINE")
-            if mode != "INLINE":
+            processing = (processor.get("ProcessorConfig") or {}).get("Mode", "INLINE")
+            if processing != "INLINE":
                 problems.append(
-                    f"{at}: ProcessorConfig.Mode {mode!r} is not supported; use 'INLINE'"
+                    f"{at}: ProcessorConfig.Mode {processing!r} is not supported; use 'INLINE'"
                 )
             inner = {k: v for k, v in processor.items() if k != "ProcessorConfig"}
-            _check_machine(inner, f"{name}.ItemProcessor", depth + 1, problems)
+            _check_machine(inner, f"{name}.ItemProcessor", depth + 1, problems, language)
         if "ItemSelector" in state and "Parameters" in state:
             problems.append(f"{at}: give 'ItemSelector' or the legacy 'Parameters', not both")
         for field in ("MaxConcurrency", "ToleratedFailureCount"):
+            if field in state and expression_ok(state[field]):
+                continue
             if field in state and not _non_negative_int(state[field]):
                 problems.append(
                     f"{at}: {field} must be a non-negative integer, got {state[field]!r}"
                 )
         pct = state.get("ToleratedFailurePercentage")
+        if expression_ok(pct):
+            pct = None
         if pct is not None and (not _is_number(pct) or not 0 <= pct <= 100):
             problems.append(
                 f"{at}: ToleratedFailurePercentage must be a number from 0 to 100, got {pct!r}"
             )
     for field in ("TimeoutSeconds", "HeartbeatSeconds"):
+        if field in state and expression_ok(state[field]):
+            continue
         if field in state and not _positive_int(state[field]):
             problems.append(f"{at}: {field} must be a positive integer, got {state[field]!r}")
     for a, b in (
@@ -267,8 +322,77 @@ def _check_resource(at: str, resource: Any, problems: list[str]) -> None:
     )
 
 
+def _check_query_language(
+    at: str, state: dict[str, Any], language: str, problems: list[str]
+) -> str:
+    """The state's query language, and the fields that belong to the other one."""
+    own = state.get("QueryLanguage")
+    if own is not None and own not in QUERY_LANGUAGES:
+        problems.append(
+            f"{at}: QueryLanguage {own!r}: Value should be one of the following: "
+            "[JSONPath, JSONata]"
+        )
+        own = None
+    if own == "JSONPath" and language == "JSONata":
+        problems.append(
+            f"{at}: 'QueryLanguage' can not be 'JSONPath' if set to 'JSONata' for whole state "
+            "machine; remove the state's QueryLanguage (a JSONata machine cannot revert one "
+            "state to JSONPath, but a JSONPath machine can opt states into JSONata)"
+        )
+        return "JSONata"
+    mode = own or language
+    foreign = JSONPATH_ONLY if mode == "JSONata" else JSONATA_ONLY
+    for field in state:
+        if field in foreign:
+            other = "JSONPath" if mode == "JSONata" else "JSONata"
+            problems.append(
+                f"{at}: The QueryLanguage is set to '{mode}', but field '{field}' is only "
+                f"supported for the '{other}' QueryLanguage"
+            )
+    for i, rule in enumerate(state.get("Choices") or []):
+        if not isinstance(rule, dict):
+            continue
+        if mode == "JSONPath" and ("Condition" in rule or "Output" in rule):
+            problems.append(
+                f"{at}: Choices[{i}]: 'Condition' and 'Output' are only supported for the "
+                "'JSONata' QueryLanguage; use 'Variable' with a comparison operator"
+            )
+        if mode == "JSONata":
+            extra = set(rule) - {"Condition", "Next", "Comment", "Assign", "Output"}
+            if extra:
+                problems.append(
+                    f"{at}: Choices[{i}]: field(s) {sorted(extra)} are not supported in a "
+                    "JSONata Choice rule; write the test as 'Condition': \"{% ... %}\""
+                )
+    return mode
+
+
+def _check_assign(at: str, state: dict[str, Any], mode: str, problems: list[str]) -> None:
+    blocks = [("Assign", state.get("Assign"))]
+    blocks += [(f"Catch[{i}].Assign", c.get("Assign")) for i, c in _entries(state, "Catch")]
+    blocks += [(f"Choices[{i}].Assign", c.get("Assign")) for i, c in _entries(state, "Choices")]
+    for where, block in blocks:
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            problems.append(f"{at}: {where} must be an object of variable name -> value")
+            continue
+        for key in block:
+            name = key[:-2] if mode == "JSONPath" and key.endswith(".$") else key
+            problem = check_name(name)
+            if problem:
+                problems.append(f"{at}: {where}: {problem}")
+
+
+def _entries(state: dict[str, Any], field: str) -> list[tuple[int, dict[str, Any]]]:
+    entries = state.get(field)
+    if not isinstance(entries, list):
+        return []
+    return [(i, e) for i, e in enumerate(entries) if isinstance(e, dict)]
+
+
 def _check_retry_catch(
-    at: str, state: dict[str, Any], states: dict[str, Any], problems: list[str]
+    at: str, state: dict[str, Any], states: dict[str, Any], problems: list[str], mode: str
 ) -> None:
     for field, allowed in (("Retry", _RETRIER_FIELDS), ("Catch", _CATCHER_FIELDS)):
         entries = state.get(field, [])
@@ -282,6 +406,16 @@ def _check_retry_catch(
                 continue
             for key in set(entry) - allowed:
                 problems.append(f"{where}: field {key!r} is not allowed; remove it")
+            if field == "Catch" and mode == "JSONata" and "ResultPath" in entry:
+                problems.append(
+                    f"{where}: The QueryLanguage is set to 'JSONata', but field 'ResultPath' "
+                    "is only supported for the 'JSONPath' QueryLanguage; use 'Output'"
+                )
+            if field == "Catch" and mode == "JSONPath" and "Output" in entry:
+                problems.append(
+                    f"{where}: The QueryLanguage is set to 'JSONPath', but field 'Output' is "
+                    "only supported for the 'JSONata' QueryLanguage; use 'ResultPath'"
+                )
             errors = entry.get("ErrorEquals")
             if (
                 not isinstance(errors, list)
