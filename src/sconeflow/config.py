@@ -18,7 +18,7 @@ DEFAULT_BUCKET = "sconeflow"
 DEFAULT_HOME = ".sconeflow"
 # S3's bucket naming rules (general purpose buckets), which the local store follows too so
 # that a workspace moves to S3 unchanged.
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _validated(s: Settings) -> Settings:
         raise ConfigError(
             f"store: {s.store_uri!r} must name an absolute path, e.g. file:///data/store"
         )
-    if not _BUCKET_RE.fullmatch(s.bucket) or ".." in s.bucket:
+    if not BUCKET_NAME_RE.fullmatch(s.bucket) or ".." in s.bucket:
         raise ConfigError(
             f"bucket: {s.bucket!r} is not a valid bucket name; expected 3-63 characters of "
             "lowercase letters, digits, dots and hyphens, starting and ending with a letter "
