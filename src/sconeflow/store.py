@@ -130,25 +130,31 @@ class LocalStore:
         """Raise (InvalidKeyError, StoreError) for the first key a put would fail on: bad
         syntax, a path too long, a folder already at the key or an object where the key
         needs a folder (S3 allows `a` and `a/b` side by side; a filesystem cannot)."""
-        top = self.root / _checked_bucket(bucket)
         folders_ok: set[Path] = set()
         for key in keys:
-            path = self._path(bucket, key)
-            if path.is_dir():
-                raise StoreError(
-                    f"cannot write {self.uri(bucket, key)}: objects already use that key as "
-                    "a folder; remove them or choose another key"
+            conflict = self._conflict(bucket, key, folders_ok)
+            if conflict is not None:
+                raise conflict
+
+    def _conflict(self, bucket: str, key: str, folders_ok: set[Path]) -> StoreError | None:
+        top = self.root / _checked_bucket(bucket)
+        path = self._path(bucket, key)
+        if path.is_dir():
+            return StoreError(
+                f"cannot write {self.uri(bucket, key)}: objects already use that key as a "
+                "folder; remove them or choose another key"
+            )
+        parent = path.parent
+        while parent != top and parent not in folders_ok:
+            if parent.exists() and not parent.is_dir():
+                blocker = parent.relative_to(top).as_posix()
+                return StoreError(
+                    f"cannot write {self.uri(bucket, key)}: the object {blocker!r} exists, "
+                    "so no object can live under it here; remove it or choose another key"
                 )
-            parent = path.parent
-            while parent != top and parent not in folders_ok:
-                if parent.exists() and not parent.is_dir():
-                    blocker = parent.relative_to(top).as_posix()
-                    raise StoreError(
-                        f"cannot write {self.uri(bucket, key)}: the object {blocker!r} exists, "
-                        "so no object can live under it here; remove it or choose another key"
-                    )
-                folders_ok.add(parent)
-                parent = parent.parent
+            folders_ok.add(parent)
+            parent = parent.parent
+        return None
 
     def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
         target = self._path(bucket, key)
@@ -158,14 +164,10 @@ class LocalStore:
             tmp_dir.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():
-                raise StoreError(
-                    f"cannot write {self.uri(bucket, key)}: a folder of objects already "
-                    "uses that key as a prefix; choose another key"
-                )
             os.replace(tmp, target)
         except OSError as err:
-            raise StoreError(f"cannot write {self.uri(bucket, key)}: {err}") from err
+            conflict = self._conflict(bucket, key, set())
+            raise conflict or StoreError(f"cannot write {self.uri(bucket, key)}: {err}") from err
         finally:
             tmp.unlink(missing_ok=True)
 
