@@ -323,8 +323,15 @@ def _parse_split(obj: Any, member: str) -> CifarSplit:
     n = data.shape[0]
     if not isinstance(labels, list) or len(labels) != n:
         raise DataError(f"member {member!r}: fine_labels must be a list of {n} integers")
-    label_arr = np.asarray(labels)
-    if label_arr.dtype.kind not in "iu" or (n and (label_arr.min() < 0 or label_arr.max() > 99)):
+    try:
+        label_arr = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError):  # ragged or odd: caught just below
+        label_arr = np.asarray([], dtype=object)
+    if (
+        label_arr.dtype.kind not in "iu"
+        or label_arr.shape != (n,)
+        or (n and (label_arr.min() < 0 or label_arr.max() > 99))
+    ):
         raise DataError(f"member {member!r}: fine_labels must be integers from 0 to 99")
     if not isinstance(filenames, list) or len(filenames) != n:
         raise DataError(f"member {member!r}: filenames must be a list of {n} names")
