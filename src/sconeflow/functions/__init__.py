@@ -25,6 +25,7 @@ from sconeflow.functions import (
 )
 from sconeflow.functions.config import FunctionConfig
 from sconeflow.functions.errors import (
+    AccessDeniedError,
     EndpointInvocationError,
     FunctionError,
     ImageNotFoundError,
@@ -70,6 +71,7 @@ def make_handlers(config: FunctionConfig) -> dict[str, Handler]:
 
 __all__ = [
     "FUNCTION_MODULES",
+    "AccessDeniedError",
     "EndpointInvocationError",
     "FunctionConfig",
     "FunctionError",
