@@ -98,6 +98,17 @@ def load_settings(
 
 
 def _validated(s: Settings) -> Settings:
+    checks = [("home", "--home", s.home)]
+    if s.store_uri.startswith("file://"):
+        checks.append(("store", "--store", Path(s.store_uri[len("file://") :])))
+    for setting, flag, path in checks:
+        try:  # stat raises on some paths, e.g. a folder name over 255 bytes (ENAMETOOLONG)
+            path.exists()
+        except OSError as err:
+            raise ConfigError(
+                f"{setting}: {str(path)[:200]!r} cannot be used ({err.strerror}); pass {flag} "
+                "with a path whose folder names are at most 255 bytes each"
+            ) from err
     if s.home.exists() and not s.home.is_dir():
         raise ConfigError(
             f"home: {str(s.home)!r} exists and is not a folder; pass --home or set "

@@ -13,12 +13,14 @@ benchmarks/stage_bench.py (60,000 rows in 15.5 s at 966 MiB peak, linear in rows
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import pickle
 import re
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -131,6 +133,19 @@ def download_cifar(
     An already complete `dest` with the right md5 is reused. A file whose md5 does not
     match is deleted and ChecksumError raised: we never fall back to other data.
     """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and url.isascii()
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 address)
+        usable = False
+    if not usable or any(c.isspace() for c in url):
+        raise DataError(
+            f"--url {url[:200]!r} is not an http(s) URL; expected e.g. {OFFICIAL_URL} "
+            "(or pass --source PATH with a local copy)"
+        )
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise DataError(f"--md5 {md5[:80]!r} is not an md5 (32 hex digits), e.g. {OFFICIAL_MD5}")
+    md5 = md5.lower()
     if dest.exists():
         if _md5_file(dest) == md5:
             return dest
@@ -159,7 +174,7 @@ def download_cifar(
                 f"cannot download {url}: HTTP {err.code} {err.reason}. Offline? Pass "
                 "--source PATH with a local copy of cifar-100-python.tar.gz"
             ) from err
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         kept = part.exists() and part.stat().st_size > 0
         raise DataError(
             f"cannot download {url}: {getattr(err, 'reason', err)}. Offline? Pass "
@@ -235,6 +250,15 @@ def _read_members(tar_path: Path, progress: ProgressFn) -> dict[str, bytes]:
     """
     wanted = {MEMBER_PREFIX + m: m for m in OFFICIAL_MEMBER_MD5}
     found: dict[str, bytes] = {}
+    try:  # a path the filesystem refuses (a name over 255 bytes) is not a damaged archive
+        tar_path.stat()
+    except FileNotFoundError:
+        pass  # said below, with the other ways of not finding it
+    except OSError as err:
+        raise DataError(
+            f"cannot read {str(tar_path)[:200]!r} ({err.strerror}); expected the path of a "
+            "cifar-100-python.tar.gz"
+        ) from err
     try:
         with tarfile.open(tar_path, mode="r|gz") as tar:
             for member in tar:

@@ -16,6 +16,7 @@ ETag for a single-part upload), so a caller can tell cheaply which objects diffe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -117,7 +118,7 @@ class LocalStore:
         self.root = Path(root)
 
     def _path(self, bucket: str, key: str) -> Path:
-        path = self.root / _checked_bucket(bucket) / validate_key(key)
+        path = self.root / validate_bucket(bucket) / validate_key(key)
         if len(os.fsencode(path)) >= LOCAL_PATH_MAX:
             raise InvalidKeyError(
                 f"object key {_shown(key)} makes the local path {_shown(str(path))} longer "
@@ -137,8 +138,15 @@ class LocalStore:
                 raise conflict
 
     def _conflict(self, bucket: str, key: str, folders_ok: set[Path]) -> StoreError | None:
-        top = self.root / _checked_bucket(bucket)
+        top = self.root / validate_bucket(bucket)
         path = self._path(bucket, key)
+        for folder in (self.root, self.root / TMP_DIR, top):
+            if folder not in folders_ok and folder.exists() and not folder.is_dir():
+                return StoreError(
+                    f"cannot write {self.uri(bucket, key)}: {folder} is a file, where the "
+                    "store keeps a folder; pass --store (or --home) naming a folder"
+                )
+            folders_ok.add(folder)
         if path.is_dir():
             return StoreError(
                 f"cannot write {self.uri(bucket, key)}: objects already use that key as a "
@@ -169,7 +177,8 @@ class LocalStore:
             conflict = self._conflict(bucket, key, set())
             raise conflict or StoreError(f"cannot write {self.uri(bucket, key)}: {err}") from err
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # gone after the rename, or never made
+                tmp.unlink()
 
     def get(self, bucket: str, key: str) -> bytes:
         path = self._path(bucket, key)
@@ -202,7 +211,7 @@ class LocalStore:
 
     def list(self, bucket: str, prefix: str = "") -> list[str]:
         """Keys starting with `prefix`, sorted, like S3's ListObjectsV2."""
-        base = self.root / _checked_bucket(bucket)
+        base = self.root / validate_bucket(bucket)
         # Walk only the folder the prefix names, not the whole bucket.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = base / folder if folder else base
@@ -217,7 +226,7 @@ class LocalStore:
         """Key -> hex md5 of its bytes, for every object under `prefix` (S3's ETag of a
         single-part upload). Reads each file: the cost of knowing, not trusting."""
         out: dict[str, str] = {}
-        base = self.root / _checked_bucket(bucket)
+        base = self.root / validate_bucket(bucket)
         for key in self.list(bucket, prefix):
             try:  # the key came from walking the bucket itself: no need to validate it
                 out[key] = hashlib.md5((base / key).read_bytes()).hexdigest()
@@ -265,7 +274,7 @@ class S3Store:
 
     def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
         validate_key(key)
-        self._ensure_bucket(_checked_bucket(bucket))
+        self._ensure_bucket(validate_bucket(bucket))
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data)
         except Exception as err:  # botocore raises several unrelated classes
@@ -276,7 +285,7 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         try:
-            body: bytes = self.client.get_object(Bucket=_checked_bucket(bucket), Key=key)[
+            body: bytes = self.client.get_object(Bucket=validate_bucket(bucket), Key=key)[
                 "Body"
             ].read()
             return body
@@ -291,7 +300,7 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=_checked_bucket(bucket), Key=key)
+            self.client.head_object(Bucket=validate_bucket(bucket), Key=key)
             return True
         except ClientError as err:
             code = str(err.response.get("Error", {}).get("Code"))
@@ -310,7 +319,7 @@ class S3Store:
         keys: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=_checked_bucket(bucket), Prefix=prefix
+                Bucket=validate_bucket(bucket), Prefix=prefix
             )
             for page in pages:
                 keys.extend(obj["Key"] for obj in page.get("Contents", []))
@@ -329,7 +338,7 @@ class S3Store:
         out: dict[str, str] = {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=_checked_bucket(bucket), Prefix=prefix
+                Bucket=validate_bucket(bucket), Prefix=prefix
             )
             for page in pages:
                 for obj in page.get("Contents", []):
@@ -343,7 +352,7 @@ class S3Store:
     def check_writable(self, bucket: str, keys: Iterable[str]) -> None:
         """Raise InvalidKeyError for the first key refused by the shared rule. S3 itself
         would take `a` and `a/b` side by side, so nothing else can stop a put here."""
-        _checked_bucket(bucket)
+        validate_bucket(bucket)
         for key in keys:
             validate_key(key)
 
@@ -351,9 +360,11 @@ class S3Store:
         return f"s3://{bucket}/{key}"
 
 
-def _checked_bucket(bucket: str) -> str:
-    """S3's bucket naming rule on both backends; it also keeps the local store's own
-    `.tmp` folder (and any other dot name beside the buckets) out of reach."""
+def validate_bucket(bucket: str) -> str:
+    """Return `bucket` if it follows S3's bucket naming rule, else raise InvalidKeyError.
+
+    The same rule on both backends; it also keeps the local store's own `.tmp` folder (and
+    any other dot name beside the buckets) out of reach of a bucket name from outside."""
     if not isinstance(bucket, str) or not BUCKET_NAME_RE.fullmatch(bucket) or ".." in bucket:
         raise InvalidKeyError(
             f"bucket name {_shown(str(bucket), 70)} is invalid; expected 3-63 lowercase "
@@ -386,5 +397,6 @@ __all__ = [
     "Store",
     "copy_prefix",
     "open_store",
+    "validate_bucket",
     "validate_key",
 ]
