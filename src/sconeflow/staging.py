@@ -3,11 +3,14 @@
 
     extract:   download_cifar (official URL, resumable, md5-verified) or a local tarball
     transform: read_cifar (three members only, restricted unpickler) -> select_rows -> encode
-    load:      load_staged (skips objects whose sha256 is already there; manifest written last)
+    load:      load_staged (compares every object's md5 with what it should hold, writes
+               what differs, removes what an earlier staging left, manifest last)
 
-Everything is read, checked and encoded in memory before the first object is written, so bad
-input never leaves partial data in the store. Measured on the 2-core dev machine: see
-benchmarks/stage_bench.py (60,000 rows in 15.5 s at 966 MiB peak, linear in rows).
+Everything is read, checked and encoded in memory, and every key checked as the store will
+write it, before the first object is written; the writes are then applied all or nothing
+(sconeflow.changeset), so neither bad input nor a failed write leaves a partial staging, and
+a killed one is finished or cleaned up by the next run. Measured on the 2-core dev machine:
+see benchmarks/stage_bench.py (60,000 rows in 15.5 s at 966 MiB peak, linear in rows).
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class StagedData:
 class LoadReport:
     uploaded: int  # images written
     skipped: int  # images already current
-    removed: int  # stale images (and .lst files) deleted
+    removed: int  # stale images deleted (an earlier staging's, not this one's)
     repaired: int  # objects rewritten because they differed from what their manifest says
     written: int  # every object written: images, .lst files, manifest
     location: str
