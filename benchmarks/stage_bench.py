@@ -2,7 +2,10 @@
 
 Target (issue 2): all 60,000 rows staged in under 60 s on 2 cores with peak memory under
 1.5 GB, cost linear in rows. Each staging runs in a fresh process so that its peak RSS is
-its own. Run: python benchmarks/stage_bench.py [--dev PATH] [--rows 6000,15000,30000,60000]
+its own. Issue 13: every stage checks every object against what it should hold (the md5 of
+each local file; on S3 the ETags of the listing), so it can repair what differs; the
+"repair check" column is that check alone, timed after the staging, and its share of it.
+Run: python benchmarks/stage_bench.py [--dev PATH] [--rows 6000,15000,30000,60000]
 """
 
 from __future__ import annotations
@@ -28,11 +31,16 @@ from sconeflow.store import open_store
 tarball, home, classes = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 s = load_settings(env={}, home=home)
 t0 = time.perf_counter()
-r = stage_cifar(open_store(s), s.bucket, Path(tarball), classes)
+store = open_store(s)
+r = stage_cifar(store, s.bucket, Path(tarball), classes)
 dt = time.perf_counter() - t0
 rows = sum(sum(c.values()) for c in r.counts.values())
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-print(json.dumps({"rows": rows, "seconds": dt, "peak_mib": peak, "uploaded": r.load.uploaded}))
+t1 = time.perf_counter()
+objects = len(store.list_etags(s.bucket, "data/"))  # the repair check on its own
+check = time.perf_counter() - t1
+print(json.dumps({"rows": rows, "seconds": dt, "peak_mib": peak, "uploaded": r.load.uploaded,
+                  "check_seconds": check, "objects": objects}))
 """
 
 
@@ -46,6 +54,12 @@ def run_child(tarball: Path, home: Path, classes: str) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def _check(r: dict[str, float]) -> str:
+    """The repair check's columns: seconds, per object, share of the staging it ran in."""
+    per = 1e6 * r["check_seconds"] / max(1, r["objects"])
+    return f"{r['check_seconds']:>16.3f}{per:>10.1f}{r['check_seconds'] / r['seconds']:>7.1%}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=DEV)
@@ -56,7 +70,10 @@ def main() -> None:
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"{'input':<28}{'rows':>8}{'seconds':>10}{'images/s':>10}{'peak MiB':>10}{'us/row':>9}")
+    print(
+        f"{'input':<28}{'rows':>8}{'seconds':>10}{'images/s':>10}{'peak MiB':>10}{'us/row':>9}"
+        f"{'repair check s':>16}{'us/object':>10}{'share':>7}"
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -66,11 +83,12 @@ def main() -> None:
             print(
                 f"{'dev tarball':<28}{r['rows']:>8}{r['seconds']:>10.2f}"
                 f"{r['rows'] / r['seconds']:>10.0f}{r['peak_mib']:>10.0f}"
-                f"{1e6 * r['seconds'] / r['rows']:>9.1f}"
+                f"{1e6 * r['seconds'] / r['rows']:>9.1f}{_check(r)}"
             )
             print(
                 f"{'dev tarball, second run':<28}{again['rows']:>8}{again['seconds']:>10.2f}"
-                f"{'':>10}{again['peak_mib']:>10.0f}   uploaded {again['uploaded']}"
+                f"{'':>10}{again['peak_mib']:>10.0f}{'':>9}{_check(again)}"
+                f"   uploaded {again['uploaded']}"
             )
         for n in [int(x) for x in args.rows.split(",")]:
             n_test = n // 6
@@ -80,7 +98,28 @@ def main() -> None:
             print(
                 f"{'synthetic all classes':<28}{r['rows']:>8}{r['seconds']:>10.2f}"
                 f"{r['rows'] / r['seconds']:>10.0f}{r['peak_mib']:>10.0f}"
-                f"{1e6 * r['seconds'] / r['rows']:>9.1f}"
+                f"{1e6 * r['seconds'] / r['rows']:>9.1f}{_check(r)}"
+            )
+        if results:
+            # The undo log's worst case: the same names with other pixels, so every image
+            # is overwritten and its old bytes held in memory until the stage commits.
+            from sconeflow.synthetic import meta_dict, split_dict, write_tarball
+
+            n = results[-1]["rows"]
+            n_test = int(n) // 6
+            other = write_tarball(
+                tmpdir / "other.tar.gz",
+                {
+                    "cifar-100-python/meta": meta_dict(),
+                    "cifar-100-python/train": split_dict(int(n) - n_test, seed=7),
+                    "cifar-100-python/test": split_dict(n_test, seed=8),
+                },
+            )
+            r = run_child(other, tmpdir / f"h{int(n)}", "all")
+            print(
+                f"{'same names, other pixels':<28}{r['rows']:>8}{r['seconds']:>10.2f}"
+                f"{r['rows'] / r['seconds']:>10.0f}{r['peak_mib']:>10.0f}"
+                f"{1e6 * r['seconds'] / r['rows']:>9.1f}{_check(r)}   overwrote {r['uploaded']}"
             )
     if len(results) >= 2:
         small, big = results[0], results[-1]

@@ -20,6 +20,7 @@ import pytest
 from sconeflow.config import Settings
 from sconeflow.errors import ConfigError
 from sconeflow.functions import (
+    AccessDeniedError,
     EndpointInvocationError,
     FunctionConfig,
     ImageNotFoundError,
@@ -51,7 +52,12 @@ class FakeEndpoint:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.requests.append(
-                    {"path": self.path, "type": self.headers.get("Content-Type"), "body": body}
+                    {
+                        "path": self.path,
+                        "type": self.headers.get("Content-Type"),
+                        "body": body,
+                        "inference_id": self.headers.get("X-Amzn-SageMaker-Inference-Id"),
+                    }
                 )
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
@@ -275,3 +281,80 @@ def test_lambda_zip_runs_the_handlers_with_only_the_zip_on_the_path(
     assert out.returncode == 0, out.stderr
     origin, inferences = json.loads(out.stdout)
     assert origin.startswith(str(zip_path)) and inferences == [0.97, 0.03]
+
+
+# ------------------------------------------------------------- least privilege, bad keys
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "models/test-job/output/model.tar.gz",  # a model artifact
+        "data_capture/ep/AllTraffic/2025/01/01/00/x.jsonl",  # captured traffic
+        "database/x.png",  # starts with "data" but is not under data/
+        "test/bicycle_s_000513.png",  # the reference's layout: needs ALLOWED_PREFIX=test/
+    ],
+)
+def test_serialize_reads_only_under_the_allowed_prefix(
+    local_store: LocalStore, settings: Settings, key: str
+) -> None:
+    local_store.put(settings.bucket, key, b"secret")
+    event = {"s3_bucket": settings.bucket, "s3_key": key}
+    with pytest.raises(AccessDeniedError, match=f"{key!r}.* outside 'data/'.*ALLOWED_PREFIX"):
+        serialize_image_data.handle(event, _services(settings))
+
+
+def test_the_allowed_prefix_comes_from_the_environment_and_is_checked(
+    local_store: LocalStore, settings: Settings
+) -> None:
+    local_store.put(settings.bucket, "test/bicycle_s_000513.png", PNG)
+    env = {"SCONEFLOW_HOME": str(settings.home), "ALLOWED_PREFIX": "test/"}
+    cfg = FunctionConfig.from_env(env)
+    assert cfg.allowed_prefix == "test/"
+    event = {"s3_bucket": settings.bucket, "s3_key": "test/bicycle_s_000513.png"}
+    out = serialize_image_data.handle(event, Services(cfg))
+    assert base64.b64decode(out["image_data"]) == PNG
+    with pytest.raises(AccessDeniedError, match="outside 'test/'"):
+        serialize_image_data.handle({**event, "s3_key": KEY}, Services(cfg))
+    assert FunctionConfig.from_env({"SCONEFLOW_HOME": str(settings.home)}).allowed_prefix == "data/"
+    for bad in ("data", "../", "/abs/", "a//"):
+        with pytest.raises(ConfigError, match=f"ALLOWED_PREFIX: {bad!r} is not a folder prefix"):
+            FunctionConfig.from_env({**env, "ALLOWED_PREFIX": bad})
+
+
+@pytest.mark.parametrize(
+    ("key", "fragment"),
+    [
+        ("data/test/" + "x" * 300 + ".png", "segment of 304 bytes"),  # was OSError: too long
+        ("data/test/caf\udce9.png", "not valid Unicode"),  # JSON may carry "\udce9"
+        ("data/../models/job/output/model.tar.gz", "'..'"),  # no way round the prefix
+        ("data/a\nb.png", "control character"),
+    ],
+)
+def test_serialize_turns_keys_no_store_can_hold_into_invalid_events(
+    settings: Settings, key: str, fragment: str
+) -> None:
+    event = {"s3_bucket": settings.bucket, "s3_key": key}
+    with pytest.raises(InvalidEventError, match=fragment):
+        serialize_image_data.handle(event, _services(settings))
+
+
+@pytest.mark.parametrize("bucket", [".tmp", "A", "x" * 64, "b\udcff"])
+def test_serialize_refuses_buckets_that_are_not_bucket_names(
+    settings: Settings, bucket: str
+) -> None:
+    with pytest.raises(InvalidEventError, match="bucket name .* is invalid"):
+        serialize_image_data.handle({"s3_bucket": bucket, "s3_key": KEY}, _services(settings))
+
+
+@pytest.mark.parametrize(
+    ("key", "sent"),
+    [(KEY, KEY), ("data/test/vélo.png", None), ("data/test/" + "x" * 60 + ".png", None)],
+)
+def test_classify_sends_the_key_as_inference_id_only_when_a_header_can_carry_it(
+    settings: Settings, endpoint: FakeEndpoint, key: str, sent: str | None
+) -> None:
+    event = {"image_data": base64.b64encode(PNG).decode(), "s3_key": key}
+    out = classify_image.handle(event, _services(settings, endpoint.url))
+    assert out["inferences"] == [0.97, 0.03]
+    assert endpoint.requests[0]["inference_id"] == sent

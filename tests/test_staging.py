@@ -19,7 +19,7 @@ from PIL import Image
 
 from sconeflow.cli import main
 from sconeflow.config import Settings, load_settings
-from sconeflow.errors import DataError, InvalidKeyError, UnsafeArchiveError
+from sconeflow.errors import DataError, InvalidKeyError, StoreError, UnsafeArchiveError
 from sconeflow.staging import (
     download_cifar,
     parse_lst,
@@ -384,3 +384,165 @@ def test_parse_lst_rejects_malformed_lines() -> None:
 
 def test_store_is_local_by_default(settings: Settings) -> None:
     assert isinstance(open_store(settings), LocalStore)
+
+
+# ------------------------------------------------------------- never partial, never stale
+
+
+def _objects(store: Store, bucket: str) -> dict[str, bytes]:
+    return {k: store.get(bucket, k) for k in store.list(bucket)}
+
+
+def test_a_name_too_long_for_a_file_fails_before_any_write_and_the_next_stage_is_true(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The reported bug: a bad tarball whose one long file name failed only when written
+    left its other images behind, and the good tarball then said 'already current'."""
+    store = open_store(settings)
+    good = write_tarball(tmp_path / "good.tar.gz", _cifar_members())
+    stage_cifar(store, settings.bucket, good, ["apple", "baby"])
+    before = _objects(store, settings.bucket)
+    train = split_dict(20, seed=99)  # other pixels under the same names
+    train[b"filenames"][-1] = b"apple_" + b"x" * 300 + b".png"
+    bad = write_tarball(tmp_path / "bad.tar.gz", _cifar_members(train))
+    with pytest.raises(InvalidKeyError, match="row 19.*segment of 310 bytes.*at most 255"):
+        stage_cifar(store, settings.bucket, bad, ["apple", "baby"])
+    assert _objects(store, settings.bucket) == before
+    again = stage_cifar(store, settings.bucket, good, ["apple", "baby"])
+    assert again.load.current and _objects(store, settings.bucket) == before
+
+
+def test_stage_repairs_objects_that_differ_from_the_manifest(
+    tmp_path: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    args = ["--home", str(settings.home), "stage", "--source", str(tarball)]
+    args += ["--classes", "apple,baby"]
+    main(args)
+    capsys.readouterr()
+    store = open_store(settings)
+    before = _objects(store, settings.bucket)
+    png = next(k for k in before if k.endswith(".png"))
+    store.put(settings.bucket, png, before[png][:-1] + b"\x00")  # same size, other bytes
+    store.put(settings.bucket, "data/test.lst", b"")
+    store.delete(settings.bucket, next(k for k in reversed(before) if k.endswith(".png")))
+    main(args)
+    out = capsys.readouterr().out
+    assert "Repaired 3 objects" in out and "Nothing to upload" not in out
+    assert _objects(store, settings.bucket) == before
+    main(args)
+    assert "Nothing to upload" in capsys.readouterr().out
+
+
+def test_new_labels_for_the_same_images_are_not_already_current(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    store = open_store(settings)
+    stage_cifar(store, settings.bucket, tarball, ["apple", "baby"])
+    swapped = stage_cifar(store, settings.bucket, tarball, ["baby", "apple"])
+    assert swapped.load.uploaded == 0 and swapped.load.written == 3  # 2 .lst + manifest
+    assert not swapped.load.current
+    rows = parse_lst(store.get(settings.bucket, "data/train.lst").decode())
+    assert {name.split("_s_")[0]: label for _, label, name in rows} == {"baby": 0, "apple": 1}
+
+
+def test_an_object_where_staging_needs_a_folder_is_refused_before_any_write(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    store = open_store(settings)
+    store.put(settings.bucket, "data/train", b"an object named like the folder")
+    with pytest.raises(StoreError, match="the object 'data/train' exists"):
+        stage_cifar(store, settings.bucket, tarball, ["apple"])
+    assert store.list(settings.bucket) == ["data/train"]
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "fragment"),
+    [
+        (b"caf\xe9.png", DataError, r"row 0 \(b'caf\\xe9.png'\) is not UTF-8"),
+        ("vélo.png".encode(), DataError, r"row 0 \('vélo.png'\) is not printable ASCII"),
+        (b"a\x7fb.png", InvalidKeyError, "control character"),
+        (b"../../x.png", InvalidKeyError, r"'\.\.' path segment"),
+        (b"sub/x.png", DataError, "not a plain"),
+        (12, DataError, "is a int"),
+    ],
+)
+def test_file_names_that_are_not_plain_ascii_png_names_are_clear_errors(
+    tmp_path: Path, settings: Settings, name: object, error: type[Exception], fragment: str
+) -> None:
+    train = split_dict(20)
+    train[b"filenames"][0] = name
+    bad = write_tarball(tmp_path / "n.tar.gz", _cifar_members(train))
+    _expect_failure(bad, settings, error, fragment)
+
+
+@pytest.mark.parametrize("label", [b"v\xe9lo", "vélo".encode(), b"new\nline", 7])
+def test_a_fine_label_name_that_is_not_printable_ascii_is_a_clear_error(
+    tmp_path: Path, settings: Settings, label: object
+) -> None:
+    members = _cifar_members()
+    meta = meta_dict()
+    meta[b"fine_label_names"][3] = label
+    members["cifar-100-python/meta"] = meta
+    bad = write_tarball(tmp_path / "m.tar.gz", members)
+    _expect_failure(bad, settings, DataError, "fine label name 3 .* is not a printable ASCII")
+
+
+def test_non_ascii_and_undecodable_classes_on_the_command_line_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    home = str(tmp_path / "h")
+    # "\udcff" is how Python hands over an argv byte that is not UTF-8.
+    for classes in ("bicycle,vélo", "bicycle,\udcff"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--home", home, "stage", "--source", str(tarball), "--classes", classes])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("DataError: unknown class name") and "Traceback" not in err
+    assert not (tmp_path / "h" / "store" / "sconeflow" / "data").exists()
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE])
+def test_a_link_or_special_member_anywhere_refuses_the_archive(
+    tmp_path: Path, settings: Settings, kind: bytes
+) -> None:
+    """Even a member staging would skip: the README promises links are refused."""
+    path = write_tarball(tmp_path / "ok.tar.gz", _cifar_members())
+    with tarfile.open(path) as src:
+        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]  # type: ignore[union-attr]
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("cifar-100-python/readme")
+        link.type, link.linkname = kind, "cifar-100-python/meta"
+        tar.addfile(link)
+    _expect_failure(path, settings, UnsafeArchiveError, "is a (link|special file); an archive")
+
+
+def test_a_stage_on_s3_skips_objects_whose_etag_is_not_an_md5_only_if_bytes_match(
+    dev_tarball: Path, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    """A multipart upload's ETag is no md5: staging then compares the bytes instead of
+    uploading the object again on every run."""
+    import boto3
+
+    s = load_settings(env=s3_env, home=tmp_path, store_uri="s3://etag-test")
+    tarball = write_tarball(tmp_path / "c.tar.gz", _cifar_members())
+    store = open_store(s)
+    stage_cifar(store, s.bucket, tarball, ["apple"])
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"])
+    key = "data/train.lst"
+    body = store.get(s.bucket, key)
+    upload = client.create_multipart_upload(Bucket=s.bucket, Key=key)
+    part = client.upload_part(
+        Bucket=s.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=body
+    )
+    client.complete_multipart_upload(
+        Bucket=s.bucket, Key=key, UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )  # fmt: skip
+    assert "-" in store.list_etags(s.bucket, key)[key]
+    assert stage_cifar(store, s.bucket, tarball, ["apple"]).load.current

@@ -5,12 +5,13 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from sconeflow.config import load_settings
-from sconeflow.errors import InvalidKeyError, ObjectNotFoundError
+from sconeflow.errors import InvalidKeyError, ObjectNotFoundError, StoreError
 from sconeflow.store import LocalStore, S3Store, Store, open_store, validate_key
 from sconeflow.synthetic import make_cifar_tarball
 from test_serving_support import free_port
@@ -70,6 +71,8 @@ def test_listing_an_unknown_bucket_is_empty(store: Store) -> None:
         "a\nb",
         "a\\b",
         "x" * 1025,
+        "data/" + "x" * 256 + ".png",  # a segment no filesystem can name
+        "data/caf\udce9.png",  # an undecodable byte, as os.fsdecode hands it over
     ],
 )
 def test_unsafe_keys_are_refused_on_every_operation(store: Store, key: str) -> None:
@@ -78,6 +81,7 @@ def test_unsafe_keys_are_refused_on_every_operation(store: Store, key: str) -> N
         lambda: store.get("bkt", key),
         lambda: store.exists("bkt", key),
         lambda: store.delete("bkt", key),
+        lambda: store.check_writable("bkt", ["data/ok.png", key]),
     ):
         with pytest.raises(InvalidKeyError, match="expected"):
             op()
@@ -202,7 +206,7 @@ def test_readme_s3_example_works_as_written(dev_tarball: Path, tmp_path: Path) -
         pytest.skip("moto_server is not installed (pip install -e '.[dev]')")
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
-    block = next(b for b in blocks if "--store s3://" in b)
+    block = next(b for b in blocks if "--store s3://" in b and "moto_server" in b)
     assert "AWS_ACCESS_KEY_ID=" in block and "AWS_SECRET_ACCESS_KEY=" in block
     assert "moto_server" in block and ":9000" in block
     port = free_port()
@@ -218,3 +222,63 @@ def test_readme_s3_example_works_as_written(dev_tarball: Path, tmp_path: Path) -
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Uploaded 1000 images" in proc.stdout and "s3://scones/data/" in proc.stdout
+
+
+def test_a_segment_of_255_bytes_is_fine_and_the_error_for_256_is_short(store: Store) -> None:
+    name = "é" * 127 + "x.png"  # 127 * 2 + 5 = 259 bytes
+    with pytest.raises(InvalidKeyError, match=r"segment of 259 bytes .* at most 255") as err:
+        store.put("bkt", f"data/{name}", b"x")
+    assert len(str(err.value)) < 400  # the key is cut short in the message
+    ok = "data/" + "x" * 251 + ".png"
+    store.put("bkt", ok, b"x")
+    assert store.get("bkt", ok) == b"x"
+
+
+@pytest.mark.parametrize("bucket", [".tmp", "..", "a", "Upper", "x/y", "a" * 64])
+def test_bad_bucket_names_are_refused_and_the_local_temp_folder_is_out_of_reach(
+    store: Store, bucket: str
+) -> None:
+    with pytest.raises(InvalidKeyError, match="bucket name .* is invalid"):
+        store.get(bucket, "x.part")
+    with pytest.raises(InvalidKeyError, match="bucket name"):
+        store.list(bucket)
+
+
+def test_list_etags_gives_the_md5_of_each_object_on_both_backends(store: Store) -> None:
+    import hashlib
+
+    bucket = f"etags-{uuid.uuid4().hex[:12]}"  # the S3 server lives for the whole session
+    store.put(bucket, "data/a.png", b"A")
+    store.put(bucket, "data/sub/b.png", b"B" * 100)
+    store.put(bucket, "other/c", b"C")
+    assert store.list_etags(bucket, "data/") == {
+        "data/a.png": hashlib.md5(b"A").hexdigest(),
+        "data/sub/b.png": hashlib.md5(b"B" * 100).hexdigest(),
+    }
+    assert store.list_etags("never-made", "data/") == {}
+
+
+def test_local_check_writable_finds_folder_and_object_conflicts(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put("bkt", "data/train", b"an object")
+    store.put("bkt", "data/test/x.png", b"x")
+    store.check_writable("bkt", ["data/other/y.png", "data/train.lst"])
+    with pytest.raises(StoreError, match="the object 'data/train' exists"):
+        store.check_writable("bkt", ["data/ok.png", "data/train/a.png"])
+    with pytest.raises(StoreError, match="already use that key as a folder"):
+        store.check_writable("bkt", ["data/test"])
+    with pytest.raises(StoreError, match="the object 'data/train' exists"):
+        store.put("bkt", "data/train/a.png", b"x")
+    store.delete("bkt", "data/test")  # a folder is not an object: nothing to delete
+    store.delete("bkt", "data/train/a.png")  # under an object: holds nothing
+    assert store.list("bkt") == ["data/test/x.png", "data/train"]
+
+
+def test_a_local_path_too_long_for_the_filesystem_is_an_invalid_key(tmp_path: Path) -> None:
+    long_key = "/".join(["k" * 250] * 4)  # 1003 bytes: a fine key on its own
+    LocalStore(tmp_path / "store").put("bkt", long_key, b"fits")
+    deep = LocalStore(tmp_path.joinpath(*["p" * 250] * 13))  # a root of over 3,000 bytes
+    with pytest.raises(InvalidKeyError, match="longer than the 4096 bytes a path may have"):
+        deep.put("bkt", long_key, b"x")
+    with pytest.raises(InvalidKeyError, match="--home"):
+        deep.check_writable("bkt", [long_key])

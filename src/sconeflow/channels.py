@@ -43,6 +43,25 @@ def channel_keys(split: str) -> tuple[str, str]:
     return f"{DATA_PREFIX}{split}/", f"{DATA_PREFIX}{split}.lst"
 
 
+def read_lst(store: Store, bucket: str, split: str) -> tuple[str, list[tuple[int, int, str]]]:
+    """The text and the rows of a staged split's `.lst`; DataError when it is missing, not
+    UTF-8 or malformed, saying how to stage it."""
+    _, lst_key = channel_keys(split)
+    try:
+        text = store.get(bucket, lst_key).decode("utf-8")
+    except ObjectNotFoundError as err:
+        raise DataError(
+            f"channel {split!r}: no manifest at {store.uri(bucket, lst_key)}; "
+            "run `sconeflow stage` first (it writes data/<split>.lst and data/<split>/*.png)"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"channel {split!r}: {lst_key} is not UTF-8 text; run `sconeflow stage` again, "
+            "which repairs it"
+        ) from err
+    return text, parse_lst(text, source=lst_key)
+
+
 def read_channel(
     store: Store,
     bucket: str,
@@ -54,16 +73,7 @@ def read_channel(
 ) -> Channel:
     """Read and check one staged split (`train`, `test`, ...) from the store."""
     prefix, lst_key = channel_keys(split)
-    try:
-        manifest = store.get(bucket, lst_key).decode("utf-8")
-    except ObjectNotFoundError as err:
-        raise DataError(
-            f"channel {split!r}: no manifest at {store.uri(bucket, lst_key)}; "
-            "run `sconeflow stage` first (it writes data/<split>.lst and data/<split>/*.png)"
-        ) from err
-    except UnicodeDecodeError as err:
-        raise DataError(f"channel {split!r}: {lst_key} is not UTF-8 text") from err
-    rows = parse_lst(manifest, source=lst_key)
+    manifest, rows = read_lst(store, bucket, split)
     if not rows:
         raise DataError(f"channel {split!r}: {lst_key} lists no images")
     bad = [(i, lab) for i, lab, _ in rows if not 0 <= lab < num_classes]

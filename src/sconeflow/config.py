@@ -18,7 +18,7 @@ DEFAULT_BUCKET = "sconeflow"
 DEFAULT_HOME = ".sconeflow"
 # S3's bucket naming rules (general purpose buckets), which the local store follows too so
 # that a workspace moves to S3 unchanged.
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,17 @@ def load_settings(
 
 
 def _validated(s: Settings) -> Settings:
+    checks = [("home", "--home", s.home)]
+    if s.store_uri.startswith("file://"):
+        checks.append(("store", "--store", Path(s.store_uri[len("file://") :])))
+    for setting, flag, path in checks:
+        try:  # stat raises on some paths, e.g. a folder name over 255 bytes (ENAMETOOLONG)
+            path.exists()
+        except OSError as err:
+            raise ConfigError(
+                f"{setting}: {str(path)[:200]!r} cannot be used ({err.strerror}); pass {flag} "
+                "with a path whose folder names are at most 255 bytes each"
+            ) from err
     if s.home.exists() and not s.home.is_dir():
         raise ConfigError(
             f"home: {str(s.home)!r} exists and is not a folder; pass --home or set "
@@ -112,7 +123,7 @@ def _validated(s: Settings) -> Settings:
         raise ConfigError(
             f"store: {s.store_uri!r} must name an absolute path, e.g. file:///data/store"
         )
-    if not _BUCKET_RE.fullmatch(s.bucket) or ".." in s.bucket:
+    if not BUCKET_NAME_RE.fullmatch(s.bucket) or ".." in s.bucket:
         raise ConfigError(
             f"bucket: {s.bucket!r} is not a valid bucket name; expected 3-63 characters of "
             "lowercase letters, digits, dots and hyphens, starting and ending with a letter "

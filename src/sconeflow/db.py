@@ -10,7 +10,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+from sconeflow.errors import ConfigError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS training_jobs (
@@ -88,11 +92,43 @@ _init_lock = threading.Lock()
 _initialised: set[Path] = set()
 
 
+class _Connection(sqlite3.Connection):
+    """Names a parameter SQLite cannot store, text with undecodable bytes (what Python makes
+    of a command-line argument in another encoding: `train describe $'\\xff'`), instead of
+    failing with a UnicodeEncodeError deep in whichever query met it first."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        _check_text(parameters)
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        rows = list(seq_of_parameters)
+        for row in rows:
+            _check_text(row)
+        return super().executemany(sql, rows)
+
+
+def _check_text(parameters: Any) -> None:
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    for value in values:
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                shown = repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+                raise ConfigError(
+                    f"{shown} is not valid UTF-8 text (it holds bytes in another encoding, "
+                    "as a command-line argument can); names and values must be UTF-8"
+                ) from err
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the workspace database at `path`."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA synchronous=NORMAL")
     with _init_lock:

@@ -3,7 +3,7 @@
     SconeflowError                   anything sconeflow raises on purpose
     ├── ConfigError                  a setting or hyperparameter has a bad value
     ├── StoreError                   the object store failed or was misused
-    │   ├── InvalidKeyError          an object key is unsafe (.., absolute, control chars)
+    │   ├── InvalidKeyError          an object key or bucket name is unsafe or unstorable
     │   └── ObjectNotFoundError      no object under that bucket/key
     ├── DataError                    input data is missing, malformed or hostile
     │   ├── ChecksumError            a download or file does not match its checksum
@@ -34,7 +34,8 @@ class StoreError(SconeflowError):
 
 
 class InvalidKeyError(StoreError):
-    """An object key is unsafe: `..` segments, absolute paths, NUL or control characters."""
+    """An object key or bucket name is unsafe (`..`, absolute, control characters) or no
+    store can hold it (a segment over 255 bytes, undecodable text, a path too long)."""
 
 
 class ObjectNotFoundError(StoreError):

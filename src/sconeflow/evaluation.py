@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from sconeflow.channels import read_lst
 from sconeflow.config import Settings
 from sconeflow.errors import DataError
 from sconeflow.progress import ProgressFn, no_progress
-from sconeflow.staging import parse_lst
 from sconeflow.store import Store
 from sconeflow.training.calibration import (
     ECE_BINS,
@@ -118,7 +118,7 @@ def evaluate_model(
             f"no manifest at {store.uri(settings.bucket, lst_key)}; stage the data first "
             "(`sconeflow stage`) or pick another --split"
         )
-    rows = parse_lst(store.get(settings.bucket, lst_key).decode(), source=lst_key)
+    _, rows = read_lst(store, settings.bucket, split)
     with tempfile.TemporaryDirectory(prefix="sconeflow-eval-") as tmp:
         source = resolve_model(settings, model, Path(tmp))
         predictor = load_predictor(prepare_model_dir(source, Path(tmp) / "model"), threads=2)

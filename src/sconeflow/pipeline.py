@@ -168,7 +168,7 @@ def _stage(
         store, settings.bucket, tarball, options.classes, progress=progress
     )
     counts = ", ".join(f"{s} {sum(c.values())}" for s, c in result.counts.items())
-    if result.load.uploaded == 0 and result.load.removed == 0:
+    if result.load.current:
         return "skipped", f"{counts} images already current in {result.load.location}"
     return "ran", f"{counts} images -> {result.load.location}"
 

@@ -3,21 +3,27 @@
 
     extract:   download_cifar (official URL, resumable, md5-verified) or a local tarball
     transform: read_cifar (three members only, restricted unpickler) -> select_rows -> encode
-    load:      load_staged (skips objects whose sha256 is already there; manifest written last)
+    load:      load_staged (compares every object's md5 with what it should hold, writes
+               what differs, removes what an earlier staging left, manifest last)
 
-Everything is read, checked and encoded in memory before the first object is written, so bad
-input never leaves partial data in the store. Measured on the 2-core dev machine: see
-benchmarks/stage_bench.py (60,000 rows in 15.5 s at 966 MiB peak, linear in rows).
+Everything is read, checked and encoded in memory, and every key checked as the store will
+write it, before the first object is written; the writes are then applied all or nothing
+(sconeflow.changeset), so neither bad input nor a failed write leaves a partial staging, and
+a killed one is finished or cleaned up by the next run. Measured on the 2-core dev machine:
+see benchmarks/stage_bench.py (60,000 rows in 15.5 s at 966 MiB peak, linear in rows).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import pickle
+import re
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -28,8 +34,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sconeflow.changeset import Change, Delete, Put, apply_changes, read_journal
 from sconeflow.cifar import DEFAULT_CLASSES, OFFICIAL_MD5, OFFICIAL_MEMBER_MD5, OFFICIAL_URL
-from sconeflow.errors import ChecksumError, DataError, UnsafeArchiveError
+from sconeflow.errors import (
+    ChecksumError,
+    DataError,
+    InvalidKeyError,
+    ObjectNotFoundError,
+    UnsafeArchiveError,
+)
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.store import Store, validate_key
 
@@ -37,6 +50,8 @@ MEMBER_PREFIX = "cifar-100-python/"
 SPLITS = ("train", "test")
 DATA_PREFIX = "data/"
 MANIFEST_KEY = "data/manifest.json"
+# Present only while a staging is applied, or after one was killed (sconeflow.changeset).
+JOURNAL_KEY = "data/.staging-journal.json"
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # the official train member is 155 MB
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -85,10 +100,17 @@ class StagedData:
 
 @dataclass(frozen=True)
 class LoadReport:
-    uploaded: int
-    skipped: int
-    removed: int
+    uploaded: int  # images written
+    skipped: int  # images already current
+    removed: int  # stale images deleted (an earlier staging's, not this one's)
+    repaired: int  # objects rewritten because they differed from what their manifest says
+    written: int  # every object written: images, .lst files, manifest
     location: str
+
+    @property
+    def current(self) -> bool:
+        """True when the store already held exactly this staging."""
+        return self.written == 0 and self.removed == 0
 
 
 # ---------------------------------------------------------------- extract
@@ -107,6 +129,19 @@ def download_cifar(
     An already complete `dest` with the right md5 is reused. A file whose md5 does not
     match is deleted and ChecksumError raised: we never fall back to other data.
     """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and url.isascii()
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 address)
+        usable = False
+    if not usable or any(c.isspace() for c in url):
+        raise DataError(
+            f"--url {url[:200]!r} is not an http(s) URL; expected e.g. {OFFICIAL_URL} "
+            "(or pass --source PATH with a local copy)"
+        )
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise DataError(f"--md5 {md5[:80]!r} is not an md5 (32 hex digits), e.g. {OFFICIAL_MD5}")
+    md5 = md5.lower()
     if dest.exists():
         if _md5_file(dest) == md5:
             return dest
@@ -135,7 +170,7 @@ def download_cifar(
                 f"cannot download {url}: HTTP {err.code} {err.reason}. Offline? Pass "
                 "--source PATH with a local copy of cifar-100-python.tar.gz"
             ) from err
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         kept = part.exists() and part.stat().st_size > 0
         raise DataError(
             f"cannot download {url}: {getattr(err, 'reason', err)}. Offline? Pass "
@@ -211,16 +246,31 @@ def _read_members(tar_path: Path, progress: ProgressFn) -> dict[str, bytes]:
     """
     wanted = {MEMBER_PREFIX + m: m for m in OFFICIAL_MEMBER_MD5}
     found: dict[str, bytes] = {}
+    try:  # a path the filesystem refuses (a name over 255 bytes) is not a damaged archive
+        tar_path.stat()
+    except FileNotFoundError:
+        pass  # said below, with the other ways of not finding it
+    except OSError as err:
+        raise DataError(
+            f"cannot read {str(tar_path)[:200]!r} ({err.strerror}); expected the path of a "
+            "cifar-100-python.tar.gz"
+        ) from err
     try:
         with tarfile.open(tar_path, mode="r|gz") as tar:
             for member in tar:
                 _safe_member_name(member.name)
+                if not (member.isfile() or member.isdir()):
+                    kind = "link" if member.issym() or member.islnk() else "special file"
+                    raise UnsafeArchiveError(
+                        f"tar member {member.name!r} is a {kind}; an archive with a link or "
+                        "special file is refused whole. Expected only folders and regular "
+                        "files, as in the official cifar-100-python.tar.gz"
+                    )
                 if member.name not in wanted:
                     continue
                 if not member.isfile():
                     raise UnsafeArchiveError(
-                        f"tar member {member.name!r} is a link or special file, expected a "
-                        "regular file"
+                        f"tar member {member.name!r} is a folder, expected a regular file"
                     )
                 if member.size > MAX_MEMBER_BYTES:
                     raise DataError(
@@ -234,16 +284,21 @@ def _read_members(tar_path: Path, progress: ProgressFn) -> dict[str, bytes]:
     except FileNotFoundError as err:
         raise DataError(f"no such file: {tar_path}; expected a cifar-100-python.tar.gz") from err
     except (tarfile.ReadError, EOFError, zlib.error, OSError) as err:
-        kind = _not_gzip_kind(tar_path)
-        if kind is not None:  # not a damaged tarball but another kind of file
+        other = _not_gzip_kind(tar_path)
+        if other is not None:  # not a damaged tarball but another kind of file
             raise DataError(
-                f"{tar_path} is {kind}, not a gzip tar archive; expected the CIFAR-100 "
+                f"{tar_path} is {other}, not a gzip tar archive; expected the CIFAR-100 "
                 "python tarball cifar-100-python.tar.gz (pass it with --source, or leave "
                 "--source out to download it)"
             ) from err
         raise DataError(
             f"{tar_path} is not a complete gzip tar archive ({err}); expected "
             "cifar-100-python.tar.gz. Truncated download? Delete it and download again"
+        ) from err
+    except (tarfile.TarError, UnicodeError, ValueError) as err:  # a malformed header
+        raise DataError(
+            f"{tar_path} has a malformed tar header ({err}); expected the official "
+            "cifar-100-python.tar.gz"
         ) from err
     missing = sorted(set(OFFICIAL_MEMBER_MD5) - set(found))
     if missing:
@@ -298,7 +353,7 @@ def read_cifar(tar_path: Path, *, progress: ProgressFn = no_progress) -> CifarDa
     names = _field(meta, b"fine_label_names", "meta")
     if not isinstance(names, list) or len(names) != 100:
         raise DataError("member 'meta': fine_label_names must be a list of 100 names")
-    label_names = [n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names]
+    label_names = [_label_name(n, i) for i, n in enumerate(names)]
     splits = {s: _parse_split(_unpickle(raw[s], s), s) for s in SPLITS}
     return CifarData(label_names, splits, member_md5)
 
@@ -331,21 +386,76 @@ def _parse_split(obj: Any, member: str) -> CifarSplit:
     n = data.shape[0]
     if not isinstance(labels, list) or len(labels) != n:
         raise DataError(f"member {member!r}: fine_labels must be a list of {n} integers")
-    label_arr = np.asarray(labels)
-    if label_arr.dtype.kind not in "iu" or (n and (label_arr.min() < 0 or label_arr.max() > 99)):
+    try:
+        label_arr = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError):  # ragged or odd: caught just below
+        label_arr = np.asarray([], dtype=object)
+    if (
+        label_arr.dtype.kind not in "iu"
+        or label_arr.shape != (n,)
+        or (n and (label_arr.min() < 0 or label_arr.max() > 99))
+    ):
         raise DataError(f"member {member!r}: fine_labels must be integers from 0 to 99")
     if not isinstance(filenames, list) or len(filenames) != n:
         raise DataError(f"member {member!r}: filenames must be a list of {n} names")
-    names = [f.decode("utf-8") if isinstance(f, bytes) else str(f) for f in filenames]
-    for name in names:
-        if "/" in name or not name.endswith(".png"):
-            raise DataError(f"member {member!r}: file name {name!r} is not a plain '*.png' name")
-        validate_key(name)
+    names = [_file_name(f, row, member) for row, f in enumerate(filenames)]
     if len(set(names)) != n:
         raise DataError(f"member {member!r}: file names are not unique")
     # (N, 3072) planar RGB -> (N, 32, 32, 3) HWC: a view, no copy until selection.
     images = data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1)
     return CifarSplit(images, label_arr.astype(np.int64), names)
+
+
+def _file_name(raw: object, row: int, member: str) -> str:
+    """A file name from a split's pickle, checked to be a plain `*.png` name that becomes
+    a valid key on every store. Only printable ASCII, as in CIFAR-100: then keys, `.lst`
+    lines and inference ids (ASCII HTTP headers) mean the same everywhere."""
+    where = f"member {member!r}: file name of row {row}"
+    if isinstance(raw, bytes):
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{where} ({_short(raw)}) is not UTF-8 text; CIFAR-100's file names are "
+                "ASCII such as b'bicycle_s_000513.png'. Use the official tarball"
+            ) from err
+    elif isinstance(raw, str):
+        name = raw
+    else:
+        raise DataError(f"{where} is a {type(raw).__name__}, expected bytes such as b'x.png'")
+    try:
+        validate_key(f"{DATA_PREFIX}{member}/{name}")
+    except InvalidKeyError as err:
+        raise InvalidKeyError(f"{where} cannot be a store key: {err}") from err
+    if "/" in name or not name.endswith(".png") or name == ".png":
+        raise DataError(f"{where} ({_short(name)}) is not a plain '*.png' name")
+    if not (name.isascii() and name.isprintable()):
+        raise DataError(
+            f"{where} ({_short(name)}) is not printable ASCII; CIFAR-100's file names are "
+            "plain ASCII such as 'bicycle_s_000513.png', and sconeflow stages only those"
+        )
+    return name
+
+
+def _label_name(raw: object, index: int) -> str:
+    """A fine label name from `meta`: printable ASCII, as all 100 of CIFAR-100's are."""
+    if isinstance(raw, bytes):
+        name = raw.decode("ascii", "replace")
+        ok = raw.isascii()
+    else:
+        name = raw if isinstance(raw, str) else ""
+        ok = isinstance(raw, str) and raw.isascii()
+    if not (ok and name and name.isprintable()):
+        raise DataError(
+            f"member 'meta': fine label name {index} ({_short(raw)}) is not a printable ASCII "
+            "name; CIFAR-100's are names such as b'bicycle'. Use the official tarball"
+        )
+    return name
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------- transform
@@ -472,52 +582,89 @@ def build_manifest(staged: StagedData) -> bytes:
 def load_staged(
     store: Store, bucket: str, staged: StagedData, *, progress: ProgressFn = no_progress
 ) -> LoadReport:
-    """Put images, `.lst` files and the manifest into the store, skipping what is current.
+    """Make the store hold exactly this staging: images, `.lst` files, manifest last.
 
-    An image is skipped when the previous manifest lists it with the same sha256 and the
-    object exists. Images the previous manifest listed that this staging does not produce
-    are removed (and only those: we never delete objects we did not stage). The manifest
-    is written last, so it only ever describes a complete staging.
+    Nothing is trusted: every object is compared by content hash (`list_etags`) with what
+    this staging produces, so an object that differs from its manifest (a failed or
+    interrupted run, a hand edit, a power cut) is written again, and an unchanged one is
+    skipped. Images that the previous manifest (or an interrupted run's journal) staged and
+    this staging does not produce are removed, and only those: objects we did not stage
+    are never deleted. Every key is checked as the store will write it before the first
+    write, and the change set is applied all or nothing (see sconeflow.changeset).
     """
-    previous = _previous_manifest(store, bucket)
-    existing = set(store.list(bucket, DATA_PREFIX))
-    uploads: list[tuple[str, bytes]] = [
-        (f.key, f.data)
-        for f in staged.files
-        if not (previous.get(f.key) == f.sha256 and f.key in existing)
-    ]
-    for split, content in staged.lst.items():
-        key = f"{DATA_PREFIX}{split}.lst"
-        if key not in existing or store.get(bucket, key) != content:
-            uploads.append((key, content))
     manifest = build_manifest(staged)
-    if MANIFEST_KEY not in existing or store.get(bucket, MANIFEST_KEY) != manifest:
-        uploads.append((MANIFEST_KEY, manifest))
-    for n, (key, data) in enumerate(uploads, start=1):
-        store.put(bucket, key, data)
-        if n % 200 == 0 or n == len(uploads):
-            progress("upload", n, len(uploads))
-    current = {f.key for f in staged.files}
-    stale = [k for k in previous if k not in current and k in existing]
-    for key in stale:
-        store.delete(bucket, key)
-    images_uploaded = sum(1 for k, _ in uploads if k.endswith(".png"))
+    desired: dict[str, bytes] = {f.key: f.data for f in staged.files}
+    for split, content in staged.lst.items():
+        desired[f"{DATA_PREFIX}{split}.lst"] = content
+    store.check_writable(bucket, [*desired, MANIFEST_KEY, JOURNAL_KEY])
+    etags = store.list_etags(bucket, DATA_PREFIX)
+    old_manifest = _get_or_none(store, bucket, MANIFEST_KEY) if MANIFEST_KEY in etags else None
+    previous = _manifest_entries(old_manifest)
+    leftovers = read_journal(store, bucket, JOURNAL_KEY) if JOURNAL_KEY in etags else set()
+
+    def differs(key: str, data: bytes) -> bool:
+        tag = etags.get(key)
+        if tag is None:
+            return True
+        if tag == hashlib.md5(data).hexdigest():
+            return False
+        if _MD5_HEX.fullmatch(tag):
+            return True
+        # Not an md5 (a multipart or SSE-KMS upload on S3): compare the bytes themselves.
+        return _get_or_none(store, bucket, key) != data
+
+    writes = [Put(k, d) for k, d in desired.items() if differs(k, d)]
+    stale = sorted(
+        k
+        for k in (set(previous) | leftovers) - set(desired)
+        if k in etags and _STAGED_KEY.fullmatch(k)
+    )
+    changes: list[Change] = [*writes, *(Delete(k) for k in stale)]
+    if differs(MANIFEST_KEY, manifest):
+        changes.append(Put(MANIFEST_KEY, manifest))  # last: it describes a complete staging
+    if changes:
+        apply_changes(
+            store, bucket, changes, journal_key=JOURNAL_KEY, existing=etags, progress=progress
+        )
+    elif JOURNAL_KEY in etags:
+        store.delete(bucket, JOURNAL_KEY)  # an interrupted run had done all but this
+    sha = {f.key: f.sha256 for f in staged.files}
+    same_staging = old_manifest == manifest
+    images = [w.key for w in writes if w.key in sha]
+    repaired = sum(1 for k in images if previous.get(k) == sha[k])
+    repaired += sum(1 for w in writes if w.key not in sha and same_staging)
     return LoadReport(
-        uploaded=images_uploaded,
-        skipped=len(staged.files) - images_uploaded,
+        uploaded=len(images),
+        skipped=len(staged.files) - len(images),
         removed=len(stale),
+        repaired=repaired,
+        written=sum(1 for c in changes if isinstance(c, Put)),
         location=store.uri(bucket, DATA_PREFIX),
     )
 
 
-def _previous_manifest(store: Store, bucket: str) -> dict[str, str]:
-    if not store.exists(bucket, MANIFEST_KEY):
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+# What staging writes and so may delete again: never anything else under data/.
+_STAGED_KEY = re.compile(rf"{DATA_PREFIX}({'|'.join(SPLITS)})(/[^/]+\.png|\.lst)")
+
+
+def _get_or_none(store: Store, bucket: str, key: str) -> bytes | None:
+    try:
+        return store.get(bucket, key)
+    except ObjectNotFoundError:
+        return None
+
+
+def _manifest_entries(manifest: bytes | None) -> dict[str, str]:
+    """key -> sha256 from a previous manifest; {} when it is absent or unreadable (then
+    nothing it listed counts as staged, and everything is compared afresh)."""
+    if manifest is None:
         return {}
     try:
-        doc = json.loads(store.get(bucket, MANIFEST_KEY))
-        return {f["key"]: f["sha256"] for f in doc["files"]}
+        doc = json.loads(manifest)
+        return {str(f["key"]): str(f["sha256"]) for f in doc["files"]}
     except (ValueError, KeyError, TypeError):
-        return {}  # unreadable: treat as absent, so everything is uploaded again
+        return {}
 
 
 @dataclass(frozen=True)

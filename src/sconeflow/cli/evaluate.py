@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sconeflow.cli.common import Context, console, json_option, pass_context, print_json
+from sconeflow.errors import ConfigError
 from sconeflow.progress import RichProgress
 from sconeflow.store import open_store
 
@@ -30,9 +31,15 @@ def evaluate(ctx: Context, model: str, split: str, out: Path | None, as_json: bo
     with RichProgress() as progress:
         ev = evaluate_model(settings, open_store(settings), model, split, progress=progress)
     out = out or settings.home / "evaluations" / f"{Path(model).name}-{split}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reliability.png").write_bytes(plot_reliability(ev))
-    (out / "confusion.png").write_bytes(plot_confusion(ev))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "reliability.png").write_bytes(plot_reliability(ev))
+        (out / "confusion.png").write_bytes(plot_confusion(ev))
+    except OSError as err:
+        raise ConfigError(
+            f"--out {str(out)[:200]!r}: cannot write the plots there ({err.strerror}); pass "
+            "--out with a folder you can write"
+        ) from err
     if as_json:
         print_json({**ev.to_dict(), "plots": [str(out / "reliability.png"),
                                               str(out / "confusion.png")]})  # fmt: skip

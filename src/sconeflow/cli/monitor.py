@@ -17,7 +17,7 @@ import click
 from sconeflow.cli.common import Context, console, json_option, pass_context, print_json
 from sconeflow.config import Settings
 from sconeflow.db import connect
-from sconeflow.errors import MonitoringError
+from sconeflow.errors import MonitoringError, ObjectNotFoundError
 from sconeflow.monitoring import (
     DEFAULT_ALPHA,
     DEFAULT_CATEGORICAL_METHOD,
@@ -272,7 +272,13 @@ def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, clas
         raise MonitoringError(f"no completed run{' ' + run_id if run_id else ''} for schedule "
                               f"{name!r}; start one with `sconeflow monitor run`")
     record = runs[0]
-    summary = json.loads(store.get(settings.bucket, record.prefix + "summary.json"))
+    try:
+        summary = json.loads(store.get(settings.bucket, record.prefix + "summary.json"))
+    except (ObjectNotFoundError, ValueError) as err:
+        raise MonitoringError(
+            f"run {record.run_id}: {store.uri(settings.bucket, record.prefix)}summary.json is "
+            f"missing or not JSON ({err}); run `sconeflow monitor run` again"
+        ) from err
     base = bl.load_baseline(store, settings.bucket, bl.baseline_prefix(name))
     since = parse_time(record.window_start) if record.window_start else None
     until = parse_time(record.window_end) if record.window_end else None

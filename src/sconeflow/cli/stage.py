@@ -66,6 +66,8 @@ def stage(
                 "uploaded": result.load.uploaded,
                 "skipped": result.load.skipped,
                 "removed": result.load.removed,
+                "repaired": result.load.repaired,
+                "written": result.load.written,
                 "location": result.load.location,
             }
         )
@@ -84,10 +86,16 @@ def stage(
         table.add_row(split, *values, str(sum(per_class.values())))
     console.print(table)
     load = result.load
-    if load.uploaded == 0 and load.removed == 0:
+    if load.current:
         console.print(f"Nothing to upload: {load.location} is already current.")
     else:
+        other = load.written - load.uploaded
         console.print(
-            f"Uploaded {load.uploaded} images ({load.skipped} already current, "
-            f"{load.removed} stale removed) to {load.location}"
+            f"Uploaded {load.uploaded} images and {other} manifests ({load.skipped} already "
+            f"current, {load.removed} stale removed) to {load.location}"
+        )
+    if load.repaired:
+        console.print(
+            f"Repaired {load.repaired} objects that differed from what the manifest says "
+            "(an earlier run failed or was interrupted, or they were changed by hand)."
         )

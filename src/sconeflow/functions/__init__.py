@@ -19,6 +19,7 @@ from typing import Any
 
 from sconeflow.functions.config import FunctionConfig
 from sconeflow.functions.errors import (
+    AccessDeniedError,
     EndpointInvocationError,
     FunctionError,
     ImageNotFoundError,
@@ -73,6 +74,7 @@ def make_handlers(config: FunctionConfig) -> dict[str, Handler]:
 
 __all__ = [
     "FUNCTION_MODULES",
+    "AccessDeniedError",
     "EndpointInvocationError",
     "FunctionConfig",
     "FunctionError",

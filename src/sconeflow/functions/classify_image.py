@@ -19,10 +19,12 @@ from sconeflow.functions.services import Services
 def handle(event: object, services: Services) -> dict[str, Any]:
     """The event with `inferences` set to the endpoint's class probabilities."""
     parsed = parse_event(event, require=("image_data",))
-    # The image key as inference id (AWS allows 1-64 printable characters): monitoring
-    # joins captured records to this execution's outcome through it.
+    # The image key as inference id (AWS allows 1-64 printable characters, the first not a
+    # space): monitoring joins captured records to this execution's outcome through it. It
+    # travels as an HTTP header, so only ASCII keys qualify; others go without an id.
     key = parsed.s3_key
-    inference_id = key if key and len(key) <= 64 and key.isprintable() else None
+    usable = key and len(key) <= 64 and key.isascii() and key.isprintable() and key[0] != " "
+    inference_id = key if usable else None
     parsed.inferences = services.invoke_endpoint(parsed.image_bytes(), "image/png", inference_id)
     return parsed.to_dict()
 

@@ -11,6 +11,9 @@ Variables (all optional):
     ENDPOINT_NAME           SageMaker endpoint to invoke (`ENDPOINT`, the reference's name, too)
     SCONEFLOW_ENDPOINT_URL  base URL of a local endpoint server, e.g. http://127.0.0.1:8080;
                             unset: the AWS SageMaker runtime of AWS_REGION
+    ALLOWED_PREFIX          the only key prefix serializeImageData may read (default data/),
+                            as an IAM policy on `arn:aws:s3:::<bucket>/data/*` would allow:
+                            model artifacts, captures and monitoring output stay out of reach
     SCONEFLOW_HOME / SCONEFLOW_STORE / SCONEFLOW_BUCKET
                             read images from that sconeflow store (see sconeflow.config);
                             unset on Lambda (AWS_LAMBDA_FUNCTION_NAME set): S3 with boto3
@@ -24,10 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sconeflow.config import Settings, load_settings
-from sconeflow.errors import ConfigError
+from sconeflow.errors import ConfigError, InvalidKeyError
+from sconeflow.store import validate_key
 
 DEFAULT_THRESHOLD = 0.93
 DEFAULT_REGION = "us-east-1"
+DEFAULT_ALLOWED_PREFIX = "data/"  # where staging puts the images
 # SageMaker's endpoint name rule (CreateEndpoint): 1-63 chars, hyphens only between letters/digits.
 _ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -38,6 +43,7 @@ class FunctionConfig:
 
     settings:      the sconeflow store to read images from; None reads S3 with boto3 (AWS).
     endpoint_url:  base URL of a local SageMaker-compatible server; None is AWS itself.
+    allowed_prefix: serializeImageData reads only keys that start with it.
     """
 
     threshold: float = DEFAULT_THRESHOLD
@@ -45,6 +51,7 @@ class FunctionConfig:
     endpoint_url: str | None = None
     settings: Settings | None = None
     region: str = DEFAULT_REGION
+    allowed_prefix: str = DEFAULT_ALLOWED_PREFIX
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
@@ -61,6 +68,17 @@ class FunctionConfig:
             raise ConfigError(
                 f"SCONEFLOW_ENDPOINT_URL: {self.endpoint_url!r} is not an http(s) URL, "
                 "e.g. http://127.0.0.1:8080"
+            )
+        prefix = self.allowed_prefix
+        try:
+            ok = prefix.endswith("/") and bool(validate_key(prefix[:-1]))
+        except InvalidKeyError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"ALLOWED_PREFIX: {prefix!r} is not a folder prefix; expected '/'-separated "
+                "names ending in '/', e.g. ALLOWED_PREFIX=data/ (the prefix serializeImageData "
+                "may read, as an IAM policy on <bucket>/data/* would allow)"
             )
 
     @classmethod
@@ -82,6 +100,7 @@ class FunctionConfig:
             endpoint_url=env.get("SCONEFLOW_ENDPOINT_URL") or None,
             settings=settings,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+            allowed_prefix=env.get("ALLOWED_PREFIX", "").strip() or DEFAULT_ALLOWED_PREFIX,
         )
 
 

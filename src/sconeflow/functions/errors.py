@@ -4,6 +4,7 @@
     └── FunctionError                    a handler could not do its work on this event
         ├── InvalidEventError            the event is missing a key or has a bad value
         ├── ImageNotFoundError           no object at s3_bucket/s3_key
+        ├── AccessDeniedError            s3_key is outside the prefix the function may read
         ├── EndpointInvocationError      the endpoint could not be reached or answered badly
         └── ThresholdConfidenceNotMet    the top probability is below the threshold
 
@@ -28,6 +29,11 @@ class InvalidEventError(FunctionError):
 
 class ImageNotFoundError(FunctionError):
     """There is no object at the event's s3_bucket/s3_key."""
+
+
+class AccessDeniedError(FunctionError):
+    """The event names an object outside the prefix this function may read (ALLOWED_PREFIX),
+    as S3 answers AccessDenied to a role whose policy does not cover the key."""
 
 
 class EndpointInvocationError(FunctionError):

@@ -16,14 +16,15 @@ import math
 import threading
 from typing import Any
 
-from sconeflow.errors import ObjectNotFoundError, StoreError
+from sconeflow.errors import InvalidKeyError, ObjectNotFoundError, StoreError
 from sconeflow.functions.config import FunctionConfig, runtime_base_url
 from sconeflow.functions.errors import (
+    AccessDeniedError,
     EndpointInvocationError,
     ImageNotFoundError,
     InvalidEventError,
 )
-from sconeflow.store import S3Store, Store, open_store
+from sconeflow.store import S3Store, Store, open_store, validate_key
 
 # Local servers accept any SigV4 signature; boto3 still needs something to sign with.
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "sconeflow", "aws_secret_access_key": "sconeflow"}
@@ -75,7 +76,20 @@ class Services:
             return self._runtime
 
     def read_image(self, bucket: str, key: str) -> bytes:
-        """The object's bytes; ImageNotFoundError if absent, InvalidEventError if unsafe."""
+        """The object's bytes; ImageNotFoundError if absent, InvalidEventError if unsafe,
+        AccessDeniedError outside the allowed prefix (checked before the store is asked)."""
+        try:
+            validate_key(key)
+        except InvalidKeyError as err:
+            raise InvalidEventError(f"event key 's3_key' is not a safe object key: {err}") from err
+        prefix = self.config.allowed_prefix
+        if not key.startswith(prefix):
+            raise AccessDeniedError(
+                f"s3_key {key[:200]!r} in bucket {bucket[:70]!r} is outside {prefix!r}, the only "
+                f"prefix this function may read (as its IAM policy on {bucket[:70]}/{prefix}* "
+                f"would allow); send a key under {prefix}, e.g. {prefix}test/bicycle_s_000513.png, "
+                "or set ALLOWED_PREFIX"
+            )
         try:
             return self.store().get(bucket, key)
         except ObjectNotFoundError as err:

@@ -246,7 +246,7 @@ def load_baseline(store: Store, bucket: str, prefix: str) -> Baseline:
                 f"no baseline at {store.uri(bucket, prefix + name)}; create one with "
                 "`sconeflow monitor baseline --endpoint <name>`"
             ) from err
-        except json.JSONDecodeError as err:
+        except ValueError as err:  # not JSON, or not UTF-8 text
             raise MonitoringError(f"{store.uri(bucket, prefix + name)} is not JSON: {err}") from err
     return Baseline(*docs)
 

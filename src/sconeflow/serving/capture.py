@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sconeflow.errors import ConfigError
-from sconeflow.store import Store
+from sconeflow.errors import ConfigError, InvalidKeyError
+from sconeflow.store import Store, validate_bucket, validate_key
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,15 @@ def parse_capture_config(doc: Any) -> CaptureConfig:
             f"DataCaptureConfig.DestinationS3Uri: {dest!r} is not an s3:// URI, e.g. "
             "s3://sconeflow/data_capture"
         )
+    bucket, _, prefix = dest[len("s3://") :].partition("/")
+    try:  # captures become objects under it: the store's rules, checked now, not per flush
+        validate_bucket(bucket)
+        if prefix.strip("/"):
+            validate_key(prefix.strip("/"))
+    except InvalidKeyError as err:
+        raise ConfigError(
+            f"DataCaptureConfig.DestinationS3Uri: {dest[:200]!r} cannot hold objects ({err})"
+        ) from err
     if (
         not isinstance(options, list)
         or not options

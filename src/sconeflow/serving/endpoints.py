@@ -145,7 +145,11 @@ def resolve_model(settings: Settings, model: str, workdir: Path) -> Path:
     artifact fetched from `models/<job>/output/model.tar.gz` in the store.
     """
     path = Path(model).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError:  # e.g. a name over 255 bytes: no such file, so perhaps a job name
+        exists = False
+    if exists:
         if workdir.exists():
             shutil.rmtree(workdir)
         return prepare_model_dir(path, workdir)

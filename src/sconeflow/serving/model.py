@@ -161,7 +161,8 @@ def extract_artifact(tar_path: Path, dest: Path) -> Path:
                         out.write(chunk)
                 os.replace(tmp, dest / name)
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise ModelError(f"{tar_path} is not a readable tar.gz archive: {err}") from err
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelError(f"{tar_path} is not a readable tar.gz archive: {reason}") from err
     missing = [n for n in _LIMITS if n not in members]
     if missing:
         raise ModelError(
@@ -206,10 +207,17 @@ def prepare_model_dir(source: Path, workdir: Path) -> Path:
     """A validated model folder for `source`: a folder is used as is, a tarball is unpacked
     into `workdir`. Raises ModelError with the fix when neither fits."""
     source = Path(source)
-    if source.is_dir():
+    try:  # stat raises on some paths, e.g. a name over 255 bytes (ENAMETOOLONG)
+        is_dir, is_file = source.is_dir(), source.is_file()
+    except OSError as err:
+        raise ModelError(
+            f"model {str(source)[:200]!r} cannot be read ({err.strerror}); expected a "
+            "model.tar.gz file or a folder holding model.onnx and model.json"
+        ) from err
+    if is_dir:
         read_meta(source)
         return source
-    if source.is_file():
+    if is_file:
         model_dir = extract_artifact(source, workdir)
         read_meta(model_dir)
         return model_dir

@@ -9,6 +9,7 @@ built-in algorithm's `Epoch[N] ...` lines, goes to `<home>/logs/<job>.log` as we
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -16,12 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sconeflow import db
-from sconeflow.channels import read_channel
+from sconeflow.channels import channel_keys, read_channel
 from sconeflow.config import Settings
 from sconeflow.errors import ConfigError, DataError
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.staging import MANIFEST_KEY
-from sconeflow.store import Store
+from sconeflow.store import Store, validate_key
 from sconeflow.training.hyperparameters import Hyperparameters, parse_hyperparameters
 
 JOB_PREFIX = "image-classification"
@@ -61,6 +62,21 @@ def new_job_name(now: datetime | None = None) -> str:
     """`image-classification-YYYY-MM-DD-HH-MM-SS-mmm`, as the SageMaker SDK names jobs."""
     now = now or datetime.now(UTC)
     return f"{JOB_PREFIX}-{now:%Y-%m-%d-%H-%M-%S}-{now.microsecond // 1000:03d}"
+
+
+def validate_job_name(name: str) -> str:
+    """SageMaker's TrainingJobName rule: 1-63 letters, digits and inner hyphens. The name
+    becomes a store key segment and a log file name, so nothing else may pass."""
+    if not _JOB_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"--job-name {name[:80]!r} is not a training job name; expected 1-63 letters, "
+            "digits and hyphens, starting and ending with a letter or digit (SageMaker's "
+            "rule), e.g. 'scones-resnet-1'"
+        )
+    return name
+
+
+_JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 def artifact_key(job: str) -> str:
@@ -108,7 +124,9 @@ def run_training_job(
 
     # errors before any record is made
     hp, names = resolve_hyperparameters(store, settings.bucket, hyperparameters)
-    name = job_name or new_job_name()
+    name = validate_job_name(job_name) if job_name is not None else new_job_name()
+    if validation_channel is not None:
+        validate_key(channel_keys(validation_channel)[1])
     now = _now()
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log_file = (settings.logs_dir / f"{name}.log").open("a", encoding="utf-8")
