@@ -433,16 +433,18 @@ class App:
         return response_type
 
     async def _reserve(self, size: int) -> None:
-        """Room for a body of `size` bytes in the body budget, waiting up to the model
-        server timeout for it (503 after that: the worker is saturated with large bodies)."""
+        """Room for a body of `size` bytes in the body budget, waiting up to the read
+        timeout for it: 503 after that, the worker is saturated with large bodies (some
+        perhaps sent slowly, which their own read timeout ends). So no request waits here
+        longer than the read timeout, whoever holds the budget."""
         try:
-            async with asyncio.timeout(self.serving.timeout_s):
+            async with asyncio.timeout(self.serving.read_timeout_s):
                 await self.bodies.acquire(size)
         except TimeoutError:
             raise HttpError(
                 503,
                 "ServiceUnavailable",
-                f"no room for a {size}-byte body within {self.serving.timeout_s:g} s: "
+                f"no room for a {size}-byte body within {self.serving.read_timeout_s:g} s: "
                 "the worker is busy with large requests; retry",
             ) from None
 

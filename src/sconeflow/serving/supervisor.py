@@ -225,7 +225,7 @@ def _read_reports(slot: _Slot) -> None:
         if line == "ready":
             slot.ready = True
         elif line.startswith("fail "):
-            slot.reason = line[5:]
+            slot.reason = line[5:].rstrip(". ")
 
 
 def _reporter(fd: int) -> Callable[[str], None]:
