@@ -20,9 +20,9 @@ traceback and answered 500; no request can stop the worker.
 
 Memory per worker is bounded by bytes (docs/serving.md states the bound): bodies over
 64 KiB take their declared size from `BodyBudget` before they are read, and wait for
-room in arrival order; a body must arrive within SCONEFLOW_READ_TIMEOUT of the worker
-starting to read it, or the client gets 408 and is disconnected; capture records go into
-the worker's fixed-size ring (capture.py) before the answer is sent.
+room in arrival order (at most SCONEFLOW_READ_TIMEOUT, then 503); a client that sends
+its headers or body too slowly gets 408 and is disconnected (connections.py); capture
+records go into the worker's fixed-size ring (capture.py) before the answer is sent.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import numpy as np
 from sconeflow.config import ServingSettings
 from sconeflow.errors import ModelError
 from sconeflow.serving.capture import CaptureWriter
-from sconeflow.serving.connections import Deadlines
 from sconeflow.serving.inference import (
     InvalidImageError,
     LoopBatcher,
@@ -68,12 +67,11 @@ SMALL_BODY = 64 << 10
 
 
 class HttpError(Exception):
-    """An answer other than 200: status, AWS error code and a message naming the problem.
-    `close`: end the connection after the answer (the rest of the body was not read)."""
+    """An answer other than 200: status, AWS error code and a message naming the problem."""
 
-    def __init__(self, status: int, code: str, message: str, close: bool = False) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.close = status, code, message, close
+        self.status, self.code, self.message = status, code, message
 
 
 class BodyBudget:
@@ -156,7 +154,6 @@ class App:
         endpoint: str | None = None,
         capture: CaptureWriter | None = None,
         max_batch: int = 64,
-        deadlines: Deadlines | None = None,
     ) -> None:
         self._load = load
         self.serving = serving
@@ -168,8 +165,6 @@ class App:
         self.batcher: LoopBatcher | MicroBatcher | None = None
         self.startup_error: str | None = None  # why the model did not load, for the master
         self.bodies = BodyBudget(serving.body_buffer_bytes)
-        self.deadlines = deadlines or Deadlines(min(1.0, serving.read_timeout_s / 4))
-        self._slow: set[asyncio.Task[Any]] = set()  # body reads past their deadline
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ping_body = b'{"status":"Healthy"}'
 
@@ -355,8 +350,6 @@ class App:
         # Counted before the answer goes out, so a client that has its answer sees it counted.
         self.metrics.count(200 if failure is None else failure.status, model_error)
         if failure is not None:
-            if failure.close:
-                extra.append(_CLOSE[0])
             await _send_error(send, failure, extra)
             return
         await _send(send, 200, response_type.encode(), payload, extra)
@@ -449,45 +442,21 @@ class App:
             ) from None
 
     async def _read_body(self, receive: Receive) -> bytes:
-        """The whole body, within the read timeout of starting to read it (408 after)."""
+        """The whole body. A client that sends it too slowly is cut off by the read
+        deadline of its connection (connections.py): receive() then says disconnect."""
         limit = self.serving.max_payload_bytes
-        task = asyncio.current_task()
-        assert task is not None
-        self.deadlines.add(task, self.serving.read_timeout_s, self._too_slow)
         chunks, size = [], 0
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise HttpError(400, "ValidationError", "the client disconnected mid-request")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:  # chunked bodies carry no Content-Length to check up front
-                    raise HttpError(
-                        413, "ValidationError", f"the body is over the {limit}-byte limit"
-                    )
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        except asyncio.CancelledError:
-            if task not in self._slow:
-                raise
-            task.uncancel()
-            raise HttpError(
-                408,
-                "ValidationError",
-                f"the request body did not arrive within {self.serving.read_timeout_s:g} s "
-                "(SCONEFLOW_READ_TIMEOUT); send the whole request at once",
-                close=True,
-            ) from None
-        finally:
-            self.deadlines.discard(task)
-            self._slow.discard(task)
-
-    def _too_slow(self, task: asyncio.Task[Any]) -> None:
-        self._slow.add(task)
-        self.metrics.read_timeout()
-        task.cancel()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "ValidationError", "the client disconnected mid-request")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # chunked bodies carry no Content-Length to check up front
+                raise HttpError(413, "ValidationError", f"the body is over the {limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _predict(self, pixels: np.ndarray) -> np.ndarray:
         assert self._loop is not None and self.batcher is not None  # set by startup()
@@ -519,9 +488,6 @@ def _expire(future: asyncio.Future[Any], seconds: float) -> None:
                 f"the model did not answer within {seconds:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
             )
         )
-
-
-_CLOSE = [(b"connection", b"close")]
 
 
 async def _send(

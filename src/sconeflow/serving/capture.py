@@ -38,7 +38,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sconeflow.errors import ConfigError
-from sconeflow.serving.spool import DROPPED, FAILED, FLUSHING, HEAD, TAIL, WRITTEN, Ring, make_rings
+from sconeflow.serving.spool import (
+    DROPPED,
+    FAILED,
+    FLUSHING,
+    HEAD,
+    TAIL,
+    WRITTEN,
+    Ring,
+    make_rings,
+)
 from sconeflow.store import Store
 
 if TYPE_CHECKING:
@@ -322,13 +331,15 @@ class CaptureWriter:
                 flags |= _HAS_ID
             if custom_attributes is not None:
                 flags |= _HAS_ATTRS
-            packed = b"".join((
-                _REC.pack(time.time(), flags, *shape, len(in_type), len(input_body),
-                          len(out_type), len(output_body), len(ident), len(attrs)),
+            n_in, n_out, n_id, n_attrs = len(input_body), len(output_body), len(ident), len(attrs)
+            framed = b"".join((
+                _FRAMED.pack(_REC.size + len(in_type) + n_in + len(out_type) + n_out + n_id
+                             + n_attrs, time.time(), flags, *shape, len(in_type), n_in,
+                             len(out_type), n_out, n_id, n_attrs),
                 in_type, input_body, out_type, output_body, ident, attrs,
             ))  # fmt: skip
             ring = self.ring
-            if not ring.append(packed):
+            if not ring.append(framed):
                 self._slots[DROPPED] += 1
                 if not self._wake.is_set():
                     self._wake.set()
@@ -457,6 +468,7 @@ class CaptureWriter:
 # A packed record: time, flags, pixel shape (H, W, C) when the input is raw pixels, then
 # the byte lengths of input type, input, output type, output, inference id, attributes.
 _REC = struct.Struct("<dBHHBIIIIII")
+_FRAMED = struct.Struct("<I" + _REC.format[1:])  # the same after the ring's LEN prefix
 _PIXELS, _HAS_ID, _HAS_ATTRS = 1, 2, 4
 
 

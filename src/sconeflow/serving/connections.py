@@ -15,15 +15,14 @@ registered only while they matter, so a request that arrives whole costs nothing
 - an idle connection (new, or between requests) is closed `keep_alive_s` after it went
   idle, whatever bytes that are not a request it sends meanwhile;
 - once a request's first byte is in, its headers must be complete within
-  `read_timeout_s`, else the client is answered 408 and the connection closed;
+  `read_timeout_s`, and then its body within `read_timeout_s` more, else the client is
+  answered 408 and the connection closed. Time during which the worker itself stopped
+  reading (uvicorn's flow control: a large body waiting for room in the body budget, a
+  pipelined request waiting its turn) does not count against the client;
 - headers over MAX_HEADER_BYTES are answered 431 and the connection closed;
-- a body the app answered without reading (413, 404, ...) is read and thrown away, as
-  uvicorn does, for at most `read_timeout_s`; then the connection is closed. Closing at
-  once would reset the connection under a client still sending, which then never sees
-  the answer.
-
-The body's deadline is the app's (app.py `_read_body`): it knows when it starts reading a
-body, and a request waiting for room in the body budget is not the client's fault.
+- a body the app answered without reading (413, 404, 503) is read and thrown away, as
+  uvicorn does, until its deadline; then the connection is closed. Closing at once would
+  reset the connection under a client still sending, which then never sees the answer.
 """
 
 from __future__ import annotations
@@ -95,10 +94,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._idle_since: float | None = None
-        self._in_headers = False
+        self._in_headers = False  # between a request's first byte and its blank line
+        self._in_body = False  # between its blank line and its last body byte
+        self._deadline = False  # a read deadline is registered
         self._header_bytes = 0
-        self._timed = False  # a header deadline is registered
-        self._lingering = False  # a deadline for throwing away an unread body
         self._went_idle(self.loop.time())
 
     def data_received(self, data: bytes) -> None:
@@ -111,9 +110,11 @@ class GuardedProtocol(HttpToolsProtocol):
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse(431, "Request Header Fields Too Large",
                              f"the request headers exceed {MAX_HEADER_BYTES} bytes")  # fmt: skip
-            elif not self._timed:
-                self._timed = True
-                self.deadlines.add(self, self.read_timeout, _headers_too_slow)
+                return
+        if self._in_headers or self._in_body:
+            if not self._deadline:  # a request that arrived whole never gets here
+                self._deadline = True
+                self.deadlines.add(self, self.read_timeout, _expired)
         elif idle_since is not None and self._idle_since is not None and not self.pipeline:
             # Bytes that began no request (blank lines): the connection is as idle as before.
             self._went_idle(idle_since)
@@ -125,33 +126,49 @@ class GuardedProtocol(HttpToolsProtocol):
         self._idle_since = None
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
-        if self._timed:
-            self._timed = False
-            self.deadlines.discard(self)
+        self._in_headers, self._in_body = False, True
+        self._stop_deadline()  # the body has a deadline of its own, from now
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        if self._lingering:
-            self._lingering = False
-            self.deadlines.discard(self)
+        self._in_body = False
+        self._stop_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # arms uvicorn's keep-alive timer when idle
-        if self.transport.is_closing():
-            return
-        if self.cycle is not None and self.cycle.more_body:  # answered before the body ended
-            self._lingering = True
-            self.deadlines.add(self, self.read_timeout, _stop_lingering)
-        elif not self.pipeline:
+        if not self.transport.is_closing() and not self._in_body and not self.pipeline:
             self._idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timed or self._lingering:
-            self._timed = self._lingering = False
-            self.deadlines.discard(self)
+        self._stop_deadline()
         super().connection_lost(exc)
+
+    def expired(self) -> None:
+        """The read deadline passed: 408 and close (just close when an answer is under
+        way, or was given to a body that is still coming)."""
+        self._deadline = False
+        cycle = self.cycle
+        if self.transport.is_closing():
+            return
+        if self._in_body and self.flow.read_paused and not (cycle and cycle.response_started):
+            # The worker stopped reading (a body waiting for room in the body budget, or a
+            # pipelined request waiting its turn): that time is not the client's.
+            self._deadline = True
+            self.deadlines.add(self, self.read_timeout, _expired)
+            return
+        if cycle is None or not cycle.response_started or self._in_headers:
+            self.on_timeout()
+            part = "headers" if self._in_headers else "body"
+            self._refuse(408, "Request Timeout",
+                         f"the request {part} did not arrive within {self.read_timeout:g} s "
+                         "(SCONEFLOW_READ_TIMEOUT); send the whole request at once")  # fmt: skip
+        self.transport.close()
+
+    def _stop_deadline(self) -> None:
+        if self._deadline:
+            self._deadline = False
+            self.deadlines.discard(self)
 
     def _went_idle(self, since: float) -> None:
         """(Re)arm the keep-alive timer for an idle period that began at `since`."""
@@ -161,29 +178,17 @@ class GuardedProtocol(HttpToolsProtocol):
         left = max(0.0, since + self.timeout_keep_alive - self.loop.time())
         self.timeout_keep_alive_task = self.loop.call_later(left, self.timeout_keep_alive_handler)
 
-    def too_slow(self) -> None:
-        """The header deadline passed: answer 408 and close."""
-        self._timed = False
-        self.on_timeout()
-        self._refuse(408, "Request Timeout",
-                     f"the request headers did not arrive within {self.read_timeout:g} s "
-                     "(SCONEFLOW_READ_TIMEOUT); send the whole request at once")  # fmt: skip
-
     def _refuse(self, status: int, reason: str, message: str) -> None:
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:  # not inside another answer
-            self.transport.write(_answer(status, reason, message))
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            self.transport.write(_answer(status, reason, message))  # not inside an answer
         self.transport.close()
 
 
-def _headers_too_slow(protocol: GuardedProtocol) -> None:
-    protocol.too_slow()
-
-
-def _stop_lingering(protocol: GuardedProtocol) -> None:
-    protocol._lingering = False
-    protocol.transport.close()
+def _expired(protocol: GuardedProtocol) -> None:
+    protocol.expired()
 
 
 def guarded_protocol(

@@ -203,7 +203,6 @@ def _serve_worker(
         endpoint=spec.name,
         capture=capture,
         max_batch=spec.max_batch,
-        deadlines=deadlines,
     )
     config = uvicorn.Config(
         app,

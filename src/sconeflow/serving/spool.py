@@ -12,7 +12,8 @@ Why a ring in shared memory rather than a queue of Python objects:
 
 Layout of one ring: a header of eight u64 slots, then `capacity` bytes of data. Positions
 are byte counts since the ring was made (they never wrap; `% capacity` places them), so
-`head - tail` is what is buffered. Each record is a u32 length and that many bytes.
+`head - tail` is what is buffered. Each record is a u32 length (LEN) and that many bytes;
+the caller packs the length with the record, so that appending is one copy.
 
     slot 0 head       end of the last whole record (moved after its bytes are in place)
     slot 1 tail       start of the oldest record not yet written to the store
@@ -36,7 +37,7 @@ import struct
 _SLOTS = 8
 _HEADER = _SLOTS * 8
 HEAD, TAIL, FLUSHING, WRITTEN, DROPPED, FAILED = range(6)
-_LEN = struct.Struct("<I")
+LEN = struct.Struct("<I")  # the length before each record
 
 
 class Ring:
@@ -53,15 +54,15 @@ class Ring:
         """Bytes buffered and not yet written."""
         return int(self.slots[HEAD] - self.slots[TAIL])
 
-    def append(self, record: bytes) -> bool:
-        """Queue one record; False (and nothing written) when it does not fit."""
-        size = _LEN.size + len(record)
-        head = self.slots[HEAD]
-        if size > self.capacity - (head - self.slots[TAIL]):
+    def append(self, framed: bytes) -> bool:
+        """Queue one record, given with its LEN prefix; False (and nothing written) when
+        it does not fit."""
+        slots = self.slots
+        head = slots[HEAD]
+        if len(framed) > self.capacity - (head - slots[TAIL]):
             return False
-        self._put(head, _LEN.pack(len(record)))
-        self._put(head + _LEN.size, record)
-        self.slots[HEAD] = head + size  # last: a worker killed before this wrote nothing
+        self._put(head, framed)
+        slots[HEAD] = head + len(framed)  # last: a worker killed before this wrote nothing
         return True
 
     def read(self, start: int, end: int, max_records: int, max_bytes: int) -> list[bytes]:
@@ -70,23 +71,26 @@ class Ring:
         out: list[bytes] = []
         pos, taken = start, 0
         while pos < end and len(out) < max_records and (not out or taken < max_bytes):
-            (size,) = _LEN.unpack(self._get(pos, _LEN.size))
-            out.append(self._get(pos + _LEN.size, size))
-            pos += _LEN.size + size
+            (size,) = LEN.unpack(self._get(pos, LEN.size))
+            out.append(self._get(pos + LEN.size, size))
+            pos += LEN.size + size
             taken += size
         return out
 
     @staticmethod
     def span(records: list[bytes]) -> int:
         """Bytes of ring that `records` occupy."""
-        return sum(_LEN.size + len(r) for r in records)
+        return sum(LEN.size + len(r) for r in records)
 
     def _put(self, pos: int, data: bytes) -> None:
         at = pos % self.capacity
-        first = min(len(data), self.capacity - at)
-        self._data[at : at + first] = data[:first]
-        if first < len(data):
-            self._data[: len(data) - first] = data[first:]
+        size = len(data)
+        if at + size <= self.capacity:
+            self._data[at : at + size] = data
+            return
+        first = self.capacity - at  # wraps: the end of the ring, then its start
+        self._data[at:] = data[:first]
+        self._data[: size - first] = data[first:]
 
     def _get(self, pos: int, size: int) -> bytes:
         at = pos % self.capacity
