@@ -411,7 +411,7 @@ class CaptureWriter:
                 hour = _utc_hour(int(when))
                 if hour not in by_hour:
                     by_hour[hour] = (when, bytearray())
-                body = by_hour[hour][1]
+                body = by_hour[hour][1]  # grown in place: fresh 4.5 MB buffers page-fault
                 body += line.encode("utf-8")
                 body += b"\n"
             except Exception:

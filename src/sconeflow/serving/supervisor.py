@@ -100,15 +100,22 @@ def supervise(
                 slot.due = time.monotonic() + BACKOFF_S[1]
                 return
         assert slot.sock is not None
-        pipe_r, pipe_w = os.pipe()
         # Blocked across the fork: the master's handlers must never run in a new worker.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        pid = os.fork()
+        try:
+            pipe_r, pipe_w = os.pipe()
+            pid = os.fork()
+        except OSError as err:  # out of processes or memory: try again later
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            log.error("worker %d: cannot start a process (%s); trying again", slot.row, err)
+            slot.due = time.monotonic() + BACKOFF_S[1]
+            return
         if pid == 0:  # the worker
             status = 1
             try:
                 os.close(pipe_r)
-                _become_worker(wake_r, wake_w, [s.sock for s in slots if s is not slot])
+                _become_worker([wake_r, wake_w, *(s.pipe for s in slots if s.pipe >= 0)],
+                               [s.sock for s in slots if s is not slot])  # fmt: skip
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 status = work(slot.row, slot.sock, _reporter(pipe_w))
             except SystemExit as exit_:
@@ -236,16 +243,16 @@ def _reporter(fd: int) -> Callable[[str], None]:
     return report
 
 
-def _become_worker(wake_r: int, wake_w: int, others: list[socket.socket | None]) -> None:
-    """In a new worker: drop the master's signal plumbing and the other workers' sockets
-    (so that closing a socket in the master takes it out of the port's group), and ask the
-    kernel for SIGTERM when the master dies."""
+def _become_worker(fds: list[int], others: list[socket.socket | None]) -> None:
+    """In a new worker: drop the master's signal plumbing, its pipes and the other workers'
+    sockets (so that closing a socket in the master takes it out of the port's group),
+    and ask the kernel for SIGTERM when the master dies."""
     master = os.getppid()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master
-    for fd in (wake_r, wake_w):
+    for fd in fds:
         os.close(fd)
     for sock in others:
         if sock is not None:
