@@ -153,9 +153,10 @@ class ServingSettings:
 
     Ours (SCONEFLOW_*), each bounding what one client can hold in a worker:
     read_timeout_s:   SCONEFLOW_READ_TIMEOUT (20): seconds a request's headers may take from
-                      its first byte, and its body from when the worker starts reading it;
-                      a slower client is answered 408 and disconnected. Also the longest a
-                      large body waits for room in the body budget (then 503).
+                      its first byte, and its body as long again (time the worker itself
+                      stops reading does not count); a slower client is answered 408 and
+                      disconnected. Also the longest a large body waits for room in the
+                      body budget (then 503).
     keep_alive_s:     SCONEFLOW_KEEP_ALIVE_TIMEOUT (75): seconds an idle connection (new, or
                       between requests) is kept; longer than typical client pools, as ALBs.
     body_buffer_bytes: SCONEFLOW_BODY_BUFFER_MB (4 x the payload limit, 24 MiB): bytes of
