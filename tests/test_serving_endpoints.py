@@ -7,6 +7,8 @@ import contextlib
 import http.client
 import json
 import os
+import re
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,6 +170,8 @@ def test_deploy_failures_explain_themselves(cleanup: Settings, tmp_path: Path) -
     )
     assert isinstance(res.exception, EndpointError)
     assert "exited" in str(res.exception) and "cannot be loaded" in str(res.exception)
+    # The master's why, whichever worker failed first, even past the log's tail.
+    assert re.search(r"while starting: worker \d could not start: ModelError", str(res.exception))
     listed = json.loads(_run(settings, "endpoint", "list", "--json").output)
     assert [(e["EndpointName"], e["EndpointStatus"]) for e in listed] == [("broken", "Failed")]
 
@@ -183,6 +187,32 @@ def test_deploy_failures_explain_themselves(cleanup: Settings, tmp_path: Path) -
     assert isinstance(res.exception, EndpointError) and "in use" in str(res.exception)
     res = _run(settings, "endpoint", "describe", "nope")
     assert isinstance(res.exception, EndpointError) and "not found" in str(res.exception)
+
+
+def test_a_stopped_endpoint_is_out_of_service_a_killed_one_failed(
+    cleanup: Settings, tmp_path: Path
+) -> None:
+    settings = cleanup
+    model = write_model_dir(tmp_path / "m")
+    pids = {}
+    for name in ("stopped", "killed"):
+        res = _run(settings, "deploy", "--model", str(model), "--name", name, "--port",
+                   str(free_port()), "--workers", "1", "--json")  # fmt: skip
+        assert res.exit_code == 0, res.output
+        pids[name] = json.loads(res.output)["Pid"]
+    os.kill(pids["stopped"], signal.SIGTERM)  # as an operator or an init system would
+    os.kill(pids["killed"], signal.SIGKILL)
+    # deploy ran in this process: the servers are our children
+    codes = {name: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for name, pid in pids.items()}
+    assert codes == {"stopped": 0, "killed": -signal.SIGKILL}
+    listed = json.loads(_run(settings, "endpoint", "list", "--json").output)
+    assert {e["EndpointName"]: e["EndpointStatus"] for e in listed} == {
+        "stopped": "OutOfService",
+        "killed": "Failed",
+    }
+    for name in pids:
+        assert _run(settings, "endpoint", "delete", name, "--timeout", "5").exit_code == 0
+    assert list_endpoints(settings) == []
 
 
 def test_endpoint_names_follow_sagemaker_rules() -> None:

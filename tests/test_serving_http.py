@@ -8,7 +8,9 @@ import http.client
 import json
 import random
 import re
+import socket
 import struct
+import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from sconeflow.store import open_store
 from test_serving_support import (
     META,
     ServerProcess,
+    padded_png,
     png_bytes,
     post,
     write_artifact,
@@ -206,14 +209,34 @@ def _mutate(rng: random.Random, seed_png: bytes) -> bytes:
     return bytes(data)
 
 
-def test_fuzzed_bodies_never_give_5xx(server: ServerProcess) -> None:
+def _raw(port: int, pieces: list[bytes], pause: float) -> int:
+    """Send a request in `pieces`, `pause` seconds apart; the status of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        for n, piece in enumerate(pieces):
+            if n:
+                time.sleep(pause)
+            sock.sendall(piece)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        resp.read()
+        return resp.status
+
+
+def test_fuzzed_bodies_never_give_5xx(tmp_path: Path, model_dir: Path) -> None:
+    """10,000 mutated bodies, maximum-size valid images padded with ancillary chunks, and
+    slow clients, all at once against one endpoint with capture on: never a 5xx."""
+    srv = ServerProcess(
+        tmp_path / "home", model_dir, "--workers", "2", "--name", "fuzz",
+        "--capture-config", CAPTURE_100, env={"SCONEFLOW_READ_TIMEOUT": "1"},
+    )  # fmt: skip
     rng = random.Random(20250822)
     seeds = [png_bytes(i) for i in range(4)]
-    bodies = [_mutate(rng, rng.choice(seeds)) for _ in range(2400)]
+    bodies = [_mutate(rng, rng.choice(seeds)) for _ in range(10_000)]
     types = ["image/png", "image/jpeg", "application/x-image"]
+    offline = load_predictor(model_dir)
 
-    def run(chunk: list[bytes]) -> list[int]:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    def fuzz(chunk: list[bytes]) -> list[int]:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
         statuses = []
         for i, body in enumerate(chunk):
             conn.request("POST", "/invocations", body=body, headers={"Content-Type": types[i % 3]})
@@ -223,17 +246,49 @@ def test_fuzzed_bodies_never_give_5xx(server: ServerProcess) -> None:
         conn.close()
         return statuses
 
-    with ThreadPoolExecutor(4) as pool:
-        statuses = [s for part in pool.map(run, [bodies[i::4] for i in range(4)]) for s in part]
-    assert len(statuses) == 2400
+    def largest() -> list[bool]:
+        ok = []
+        for seed, kind in enumerate([b"tEXt", b"prIv", b"tEXt", b"prIv", b"zTXt"]):
+            plain = seeds[seed % 4]
+            status, _, answer = post(srv.url, padded_png(plain, MAX_BODY, kind))
+            ok.append(status == 200 and json.loads(answer) == predict(offline, [plain])[0].tolist())
+        ok.append(post(srv.url, padded_png(seeds[0], MAX_BODY + 1))[0] == 413)
+        return ok
+
+    def slow() -> list[int]:
+        png = seeds[1]
+        head = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(png))  # fmt: skip
+        answers = []
+        for _ in range(3):
+            quarter = len(png) // 4  # in time: four pieces, 0.1 s apart
+            answers.append(_raw(srv.port, [head, *(png[k * quarter : (k + 1) * quarter]
+                                                   for k in range(3)), png[3 * quarter :]], 0.1))
+            answers.append(_raw(srv.port, [head + png[:100]], 0))  # stalls mid-body
+            answers.append(_raw(srv.port, [head[:30]], 0))  # stalls mid-headers
+        return answers
+
+    with ThreadPoolExecutor(6) as pool:
+        fuzzed = [pool.submit(fuzz, bodies[i::4]) for i in range(4)]
+        large, slowed = pool.submit(largest), pool.submit(slow)
+        statuses = [s for f in fuzzed for s in f.result()]
+        large_ok, slow_answers = large.result(), slowed.result()
+    assert len(statuses) == 10_000
     assert set(statuses) <= {200, 400}, sorted(set(statuses))
-    assert statuses.count(400) > 1000  # the mutator really produced bad bodies
-    with urllib.request.urlopen(f"{server.url}/ping") as resp:
-        assert resp.status == 200
-    with urllib.request.urlopen(f"{server.url}/metrics") as resp:
-        assert re.search(r"^Invocation5XXErrors_total\{.*\} 0\.0$", resp.read().decode(), re.M)
-    assert server.proc.poll() is None
-    assert "Traceback" not in server.log.read_text()
+    assert statuses.count(400) > 4000  # the mutator really produced bad bodies
+    assert large_ok == [True] * 6  # padded to the limit: answered as the plain image; 413 above
+    assert slow_answers == [200, 408, 408] * 3  # in time, stalled in the body, in the headers
+    with urllib.request.urlopen(f"{srv.url}/metrics") as resp:
+        text = resp.read().decode()
+    assert re.search(r"^Invocation5XXErrors_total\{.*\} 0\.0$", text, re.M)
+    assert re.search(r"^CaptureDroppedRecords_total\{.*\} 0\.0$", text, re.M)
+    assert srv.proc.poll() is None
+    assert srv.stop() == 0
+    assert "Traceback" not in srv.log.read_text()
+    # Every answered request is captured; a padded body as the PNG of its pixels.
+    lines = _capture_lines(tmp_path / "home", "fuzz")
+    assert len(lines) == statuses.count(200) + 5 + 3
+    assert max(len(ln) for ln in lines) < 20_000
 
 
 def _load(url: str, n: int, concurrency: int = 8) -> list[int]:

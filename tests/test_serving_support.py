@@ -7,11 +7,13 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tarfile
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,27 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (32, 32), mode: str = "RGB"
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def padded_png(png: bytes, size: int, kind: bytes = b"tEXt") -> bytes:
+    """A valid PNG of exactly `size` bytes: `png` with ancillary chunks of `kind` after its
+    IHDR. tEXt: one text chunk; zTXt: compressed text, each chunk inflating to ~1 MB (as
+    much as Pillow allows), the rest private; anything else: one chunk of that type."""
+
+    def chunk(ctype: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(ctype + data))
+        return struct.pack(">I", len(data)) + ctype + data + crc
+
+    head, rest = png[:33], png[33:]  # signature + IHDR, then the image data
+    extra = b""
+    if kind == b"zTXt":
+        extra = chunk(b"zTXt", b"k\0\0" + zlib.compress(b"x" * 1_000_000, 9)) * 60
+        kind = b"prIv"
+    n = size - len(png) - len(extra) - 12
+    data = b"Comment\0" + b"x" * (n - 8) if kind == b"tEXt" else b"\0" * n
+    out = head + extra + chunk(kind, data) + rest
+    assert len(out) == size
+    return out
 
 
 def free_port() -> int:

@@ -161,6 +161,23 @@ class ServingSettings:
     max_payload_bytes: SAGEMAKER_MAX_PAYLOAD_IN_MB (6) in bytes: 6 MiB = 6,291,456.
     model_dir:        where the unpacked model lives: SM_MODEL_DIR, the SageMaker toolkits'
                       name for it, else /opt/ml/model (the container contract's path).
+
+    Ours (SCONEFLOW_*), each bounding what one client can hold in a worker:
+    read_timeout_s:   SCONEFLOW_READ_TIMEOUT (20): seconds a request's headers may take from
+                      its first byte, and its body as long again (time the worker itself
+                      stops reading does not count); a slower client is answered 408 and
+                      disconnected. Also the longest a large body waits for room in the
+                      body budget (then 503).
+    keep_alive_s:     SCONEFLOW_KEEP_ALIVE_TIMEOUT (75): seconds an idle connection (new, or
+                      between requests) is kept; longer than typical client pools, as ALBs.
+    body_buffer_bytes: SCONEFLOW_BODY_BUFFER_MB (4 x the payload limit, 24 MiB): bytes of
+                      request bodies over 64 KiB that one worker holds at once; more wait,
+                      up to the read timeout (then 503).
+    capture_buffer_bytes: SCONEFLOW_CAPTURE_BUFFER_MB (16): bytes of captured records one
+                      worker holds before they are written; records beyond it are dropped
+                      and counted (CaptureDroppedRecords in /metrics).
+    capture_flush_s:  SCONEFLOW_CAPTURE_FLUSH_SECONDS (5): the longest a captured record
+                      waits to be written.
     """
 
     port: int = 8080
@@ -169,6 +186,11 @@ class ServingSettings:
     default_accept: str = "application/json"
     max_payload_bytes: int = 6 * _MIB
     model_dir: Path = Path(DEFAULT_MODEL_DIR)
+    read_timeout_s: float = 20.0
+    keep_alive_s: float = 75.0
+    body_buffer_bytes: int = 24 * _MIB
+    capture_buffer_bytes: int = 16 * _MIB
+    capture_flush_s: float = 5.0
 
 
 def serving_settings(env: Mapping[str, str] | None = None) -> ServingSettings:
@@ -197,12 +219,25 @@ def serving_settings(env: Mapping[str, str] | None = None) -> ServingSettings:
             "SAGEMAKER_BIND_TO_PORT and SAGEMAKER_MODEL_SERVER_WORKERS must be "
             f"whole numbers; got {port!r} and {workers!r}"
         )
+    max_payload = int(number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 0.001, 1024) * _MIB)
+    body_mb = number("SCONEFLOW_BODY_BUFFER_MB", 4 * max_payload / _MIB, 0.001, 65536)
+    if body_mb * _MIB < max_payload:
+        raise ConfigError(
+            f"SCONEFLOW_BODY_BUFFER_MB: {body_mb:g} MiB is below the payload limit "
+            f"({max_payload / _MIB:g} MiB), so the largest request could never be read; "
+            f"unset it or use at least {max_payload / _MIB:g}"
+        )
     return ServingSettings(
         port=int(port),
         workers=int(workers),
         timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60.0, 0.001, 3600),
         default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip()
         or "application/json",
-        max_payload_bytes=int(number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 0.001, 1024) * _MIB),
+        max_payload_bytes=max_payload,
+        read_timeout_s=number("SCONEFLOW_READ_TIMEOUT", 20.0, 0.01, 3600),
+        keep_alive_s=number("SCONEFLOW_KEEP_ALIVE_TIMEOUT", 75.0, 0.01, 3600),
+        body_buffer_bytes=int(body_mb * _MIB),
+        capture_buffer_bytes=int(number("SCONEFLOW_CAPTURE_BUFFER_MB", 16, 0.01, 65536) * _MIB),
+        capture_flush_s=number("SCONEFLOW_CAPTURE_FLUSH_SECONDS", 5.0, 0.001, 3600),
         model_dir=Path(env.get("SM_MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR),
     )

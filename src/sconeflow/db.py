@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS training_jobs (
 );
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
-    status TEXT NOT NULL,               -- Creating | InService | Failed | Deleting
+    status TEXT NOT NULL,               -- Creating|InService|OutOfService|Failed|Deleting
     model TEXT NOT NULL,                -- training job name or artifact path
     url TEXT NOT NULL,
     port INTEGER NOT NULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 
@@ -247,6 +248,10 @@ def serve(
         code = run_server(spec)
     if code:
         raise EndpointError(f"the server stopped with status {code}; see the messages above")
+    if name:  # stopped on purpose: an endpoint of this workspace is OutOfService, not Failed
+        from sconeflow.serving.endpoints import record_stopped
+
+        record_stopped(ctx.settings, name, os.getpid())
 
 
 @click.command()

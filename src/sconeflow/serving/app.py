@@ -14,14 +14,21 @@ microseconds on uvicorn + httptools + uvloop (see server.py).
 
 Errors are JSON `{"code": ..., "message": ...}` with the `x-amzn-ErrorType` header, as
 botocore parses them: ValidationError 400 (bad image, bad header, unknown endpoint),
-406 (Accept), 413 (body too large), 415 (Content-Type), ModelError 424, InternalFailure 500,
-ServiceUnavailable 503. Anything unexpected is logged with its traceback and answered 500;
-no request can stop the worker.
+406 (Accept), 408 (body too slow), 413 (body too large), 415 (Content-Type), ModelError
+424, InternalFailure 500, ServiceUnavailable 503. Anything unexpected is logged with its
+traceback and answered 500; no request can stop the worker.
+
+Memory per worker is bounded by bytes (docs/serving.md states the bound): bodies over
+64 KiB take their declared size from `BodyBudget` before they are read, and wait for
+room in arrival order (at most SCONEFLOW_READ_TIMEOUT, then 503); a client that sends
+its headers or body too slowly gets 408 and is disconnected (connections.py); capture
+records go into the worker's fixed-size ring (capture.py) before the answer is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import logging
@@ -54,6 +61,9 @@ ACCEPT_TYPES = ("application/json", "application/jsonlines")
 VARIANT = "AllTraffic"
 _MAX_ATTRIBUTES = 1024
 _MAX_INFERENCE_ID = 64
+# Bodies up to this size skip the body budget: uvicorn buffers this much per connection
+# anyway (its flow-control high-water mark) before it stops reading from the socket.
+SMALL_BODY = 64 << 10
 
 
 class HttpError(Exception):
@@ -62,6 +72,53 @@ class HttpError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class BodyBudget:
+    """Bytes of request bodies one worker holds at once, granted in arrival order.
+
+    On the event loop's thread only. A body that does not fit waits, unread: its bytes
+    stay in the client's socket and TCP slows the client down. The budget is at least the
+    payload limit (config.py checks it), so the largest valid body always fits alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def acquire(self, size: int) -> None:
+        if not self._waiting and self.used + size <= self.limit:
+            self.used += size
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((size, future))
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release(size)  # granted just as the waiter gave up
+            else:
+                future.cancel()
+                self._grant()  # it may have been first in line
+            raise
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        self._grant()
+
+    def _grant(self) -> None:
+        waiting = self._waiting
+        while waiting:
+            size, future = waiting[0]
+            if future.done():  # gave up waiting
+                waiting.popleft()
+                continue
+            if self.used + size > self.limit:
+                return
+            waiting.popleft()
+            self.used += size
+            future.set_result(None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,6 +163,8 @@ class App:
         self.max_batch = max_batch
         self.predictor: Predictor | None = None
         self.batcher: LoopBatcher | MicroBatcher | None = None
+        self.startup_error: str | None = None  # why the model did not load, for the master
+        self.bodies = BodyBudget(serving.body_buffer_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ping_body = b'{"status":"Healthy"}'
 
@@ -171,6 +230,7 @@ class App:
                     self.startup()
                 except Exception as err:
                     log.exception("model load failed")
+                    self.startup_error = f"{type(err).__name__}: {err}"
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -200,7 +260,10 @@ class App:
             )
         elif path == "/metrics" and method == "GET":
             await _send(
-                send, 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+                send,
+                200,
+                b"text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
             )
         else:
             await _send_error(
@@ -234,6 +297,9 @@ class App:
                 elif name == b"x-amzn-sagemaker-target-variant":
                     variant = text
         extra: list[tuple[bytes, bytes]] = [(b"x-amzn-invoked-production-variant", b"AllTraffic")]
+        reserved = 0
+        failure: HttpError | None = None
+        response_type, payload = "", b""
         try:
             response_type = self._validate(
                 scope["path"],
@@ -246,9 +312,14 @@ class App:
             )
             if attributes is not None:
                 extra.append((b"x-amzn-sagemaker-custom-attributes", attributes.encode()))
-            body = await _read_body(receive, self.serving.max_payload_bytes)
             if self.batcher is None or self.predictor is None:
                 raise HttpError(503, "ServiceUnavailable", "the model is still loading; retry")
+            # Chunked bodies declare no size: they reserve the largest one allowed.
+            size = length if length >= 0 else self.serving.max_payload_bytes
+            if size > SMALL_BODY:
+                await self._reserve(size)
+                reserved = size
+            body = await self._read_body(receive)
             model_start = time.perf_counter()
             pixels = decode(body, self.predictor.meta)
             probs = await self._predict(pixels)
@@ -259,34 +330,32 @@ class App:
                 if response_type == "application/json"
                 else json.dumps({"prediction": values})
             ).encode()
-            await _send(send, 200, response_type.encode(), payload, extra)
-            status = 200
-            if self.capture is not None:
+            if self.capture is not None:  # before the answer: an answered request is captured
                 self.capture.record(
-                    content_type or "", body, response_type, payload, inference_id, attributes
-                )
+                    content_type or "", body, response_type, payload, inference_id, attributes,
+                    pixels,
+                )  # fmt: skip
         except InvalidImageError as err:
-            status = 400
-            await _send_error(send, HttpError(400, "ValidationError", str(err)), extra)
+            failure = HttpError(400, "ValidationError", str(err))
         except HttpError as err:
-            status = err.status
-            await _send_error(send, err, extra)
+            failure = err
         except ModelError as err:
-            status, model_error = 424, True
-            await _send_error(send, HttpError(424, "ModelError", str(err)), extra)
+            failure, model_error = HttpError(424, "ModelError", str(err)), True
         except Exception:
             log.exception("unexpected error in /invocations")
-            status = 500
-            await _send_error(
-                send,
-                HttpError(500, "InternalFailure", "internal error; see the endpoint log"),
-                extra,
-            )
+            failure = HttpError(500, "InternalFailure", "internal error; see the endpoint log")
+        finally:
+            if reserved:
+                self.bodies.release(reserved)
+        # Counted before the answer goes out, so a client that has its answer sees it counted.
+        self.metrics.count(200 if failure is None else failure.status, model_error)
+        if failure is not None:
+            await _send_error(send, failure, extra)
+            return
+        await _send(send, 200, response_type.encode(), payload, extra)
         total = time.perf_counter() - start
-        self.metrics.count(status, model_error)
-        if status == 200:
-            self.metrics.observe(0, model_seconds * 1e6)
-            self.metrics.observe(1, (total - model_seconds) * 1e6)
+        self.metrics.observe(0, model_seconds * 1e6)
+        self.metrics.observe(1, (total - model_seconds) * 1e6)
 
     def _validate(
         self,
@@ -356,6 +425,39 @@ class App:
             )
         return response_type
 
+    async def _reserve(self, size: int) -> None:
+        """Room for a body of `size` bytes in the body budget, waiting up to the read
+        timeout for it: 503 after that, the worker is saturated with large bodies (some
+        perhaps sent slowly, which their own read timeout ends). So no request waits here
+        longer than the read timeout, whoever holds the budget."""
+        try:
+            async with asyncio.timeout(self.serving.read_timeout_s):
+                await self.bodies.acquire(size)
+        except TimeoutError:
+            raise HttpError(
+                503,
+                "ServiceUnavailable",
+                f"no room for a {size}-byte body within {self.serving.read_timeout_s:g} s: "
+                "the worker is busy with large requests; retry",
+            ) from None
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body. A client that sends it too slowly is cut off by the read
+        deadline of its connection (connections.py): receive() then says disconnect."""
+        limit = self.serving.max_payload_bytes
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "ValidationError", "the client disconnected mid-request")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # chunked bodies carry no Content-Length to check up front
+                raise HttpError(413, "ValidationError", f"the body is over the {limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     async def _predict(self, pixels: np.ndarray) -> np.ndarray:
         assert self._loop is not None and self.batcher is not None  # set by startup()
         future: asyncio.Future[np.ndarray] = self._loop.create_future()
@@ -386,21 +488,6 @@ def _expire(future: asyncio.Future[Any], seconds: float) -> None:
                 f"the model did not answer within {seconds:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
             )
         )
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HttpError(400, "ValidationError", "the client disconnected mid-request")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:  # chunked bodies carry no Content-Length to check up front
-            raise HttpError(413, "ValidationError", f"the body is over the {limit}-byte limit")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _send(

@@ -5,8 +5,11 @@ DataCaptureConfig in AWS's shape) plus a background server process on 127.0.0.1 
 with `sconeflow serve`. Files: the unpacked model in `<home>/endpoints/<name>/model/`, the
 log in `<home>/logs/<name>.log`, the pid in `<home>/run/<name>.pid`.
 
-Statuses: Creating -> InService, or Failed (the process died; its log tail is in the
-error). `list`/`describe` report Failed for an InService row whose process is gone.
+Statuses (SageMaker's): Creating -> InService, or Failed (the process died; its log tail
+is in the error). A server stopped on purpose (SIGTERM, Ctrl-C) records OutOfService
+itself as it exits; `list`/`describe` report Failed for an InService row whose process is
+gone without saying so (killed outright, or a crash of the master). `endpoint delete`
+marks the row Deleting, stops the server and removes the row.
 """
 
 from __future__ import annotations
@@ -296,10 +299,16 @@ def deploy(
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if proc.returncode == 0:  # stopped on purpose while starting: OutOfService
+                raise EndpointError(
+                    f"endpoint {name!r} was stopped (SIGTERM) while starting; delete it with "
+                    f"`sconeflow endpoint delete {name}` and deploy again"
+                )
             _update(settings, name, status="Failed")
             raise EndpointError(
-                f"endpoint {name!r} exited with status {proc.returncode} while starting; "
-                f"log {log_path(settings, name)}:\n{_tail(log_path(settings, name))}"
+                f"endpoint {name!r} exited with status {proc.returncode} while starting"
+                f"{_why(log_path(settings, name))}; log {log_path(settings, name)}:\n"
+                f"{_tail(log_path(settings, name))}"
             )
         if ping(url):
             _update(settings, name, status="InService")
@@ -328,6 +337,20 @@ def _update(settings: Settings, name: str, **fields: Any) -> None:
             f"UPDATE endpoints SET {cols}, updated_at = ? WHERE name = ?",
             (*fields.values(), _now(), name),
         )
+
+
+def _why(path: Path) -> str:
+    """The master's own reason for stopping (`worker N could not start: ...`), if it logged
+    one: with several workers, the others' tracebacks can follow it past the log's tail."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        at = line.find("worker ")
+        if at >= 0 and "could not start:" in line:
+            return ": " + line[at:].split("; stopping")[0]
+    return ""
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -361,8 +384,20 @@ def _alive(pid: int | None, name: str) -> bool:
     return True
 
 
+def record_stopped(settings: Settings, name: str, pid: int) -> None:
+    """The server `pid` of endpoint `name` stopped on purpose: OutOfService, not Failed.
+    Leaves the row alone if it belongs to another server or is being deleted."""
+    with _db(settings) as conn:
+        conn.execute(
+            "UPDATE endpoints SET status = 'OutOfService', updated_at = ? WHERE name = ? "
+            "AND pid = ? AND status IN ('Creating', 'InService')",
+            (_now(), name, pid),
+        )
+
+
 def _stop_process(pid: int, name: str, timeout: float) -> None:
-    """SIGTERM (the server finishes requests and flushes capture), then SIGKILL."""
+    """SIGTERM (the server finishes requests and flushes capture), then SIGKILL to the
+    server's whole process group (the master and its workers)."""
     if not _alive(pid, name):
         return
     os.kill(pid, signal.SIGTERM)
@@ -372,7 +407,10 @@ def _stop_process(pid: int, name: str, timeout: float) -> None:
             return
         time.sleep(0.05)
     try:
-        os.kill(pid, signal.SIGKILL)
+        if os.getpgid(pid) == pid:  # deploy starts it as a group leader
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     while _alive(pid, name):

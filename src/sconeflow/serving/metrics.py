@@ -2,8 +2,10 @@
 
 Each worker process owns one row of an anonymous shared-memory block that the server
 creates before forking, and is its only writer (the event-loop thread), so the hot path is
-a few float adds with no lock, file or syscall. GET /metrics on any worker sums all rows,
-so the numbers are for the whole endpoint, not for the worker that happened to answer.
+a few float adds with no lock, file or syscall. The master owns one more row (worker
+restarts). A replacement worker takes over its predecessor's row, so counts survive
+restarts. GET /metrics on any worker sums all rows, so the numbers are for the whole
+endpoint, not for the worker that happened to answer.
 prometheus_client renders the text format; its own multiprocess mode was not used because
 it needs an environment variable set before import and writes mmap files per process.
 
@@ -12,7 +14,12 @@ Metrics: Invocations, Invocation4XXErrors, Invocation5XXErrors, InvocationModelE
 microseconds, as CloudWatch reports them). WorkerInvocations (ours, labelled by worker)
 shows how the kernel spreads the load over the worker processes. InferenceBatches and
 InferenceBatchImages (ours) count model calls and the images they carried: their ratio is
-the mean micro-batch size. ModelLatency is the
+the mean micro-batch size. RequestReadTimeouts (ours) counts requests whose headers or body
+came too slowly (closed with 408); WorkerRestarts (ours) counts workers the master
+replaced after they died. The capture counters are read from the workers' capture rings
+(spool.py): CaptureWrittenRecords, CaptureDroppedRecords (no room in the byte budget),
+CaptureFailedRecords (not formatted or not stored), and the gauge CaptureBufferedBytes.
+ModelLatency is the
 time from the request body being read to the probabilities being ready (decode, queue
 wait, batch inference); OverheadLatency is the rest of the time the server spent on the
 request (HTTP, headers, encoding the answer, queuing capture).
@@ -26,7 +33,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from sconeflow.serving.spool import DROPPED, FAILED, WRITTEN, Ring
 
 # Upper bounds in microseconds; +Inf is implied.
 BUCKETS_US = (
@@ -51,8 +60,16 @@ COUNTERS = (
     "InvocationModelErrors",
     "InferenceBatches",
     "InferenceBatchImages",
+    "RequestReadTimeouts",
+    "WorkerRestarts",
 )
 _BATCHES = COUNTERS.index("InferenceBatches")
+_TIMEOUTS = COUNTERS.index("RequestReadTimeouts")
+_RESTARTS = COUNTERS.index("WorkerRestarts")
+_ORIGIN = {"InferenceBatches": "sconeflow", "InferenceBatchImages": "sconeflow",
+           "RequestReadTimeouts": "sconeflow", "WorkerRestarts": "sconeflow"}  # fmt: skip
+_CAPTURE = (("CaptureWrittenRecords", WRITTEN), ("CaptureDroppedRecords", DROPPED),
+            ("CaptureFailedRecords", FAILED))  # fmt: skip
 HISTOGRAMS = ("ModelLatency", "OverheadLatency")
 _NB = len(BUCKETS_US) + 1  # + the +Inf bucket
 # Row layout: counters, then per histogram: sum, count, buckets (not cumulative).
@@ -63,13 +80,23 @@ _DOUBLE = 8
 
 
 class SharedMetrics:
-    """A (workers x ROW) table of float64 in anonymous shared memory."""
+    """A ((workers + 1) x ROW) table of float64 in anonymous shared memory; the last row is
+    the master's. `rings` are the workers' capture rings, when capture is on."""
 
-    def __init__(self, workers: int, endpoint: str, variant: str = "AllTraffic") -> None:
+    def __init__(
+        self,
+        workers: int,
+        endpoint: str,
+        variant: str = "AllTraffic",
+        rings: list[Ring] | None = None,
+    ) -> None:
         self.workers = workers
         self.labels = {"EndpointName": endpoint, "VariantName": variant}
-        self._mem = mmap.mmap(-1, workers * ROW * _DOUBLE)  # MAP_SHARED: survives fork
+        self.rings = rings or []
+        rows = workers + 1
+        self._mem = mmap.mmap(-1, rows * ROW * _DOUBLE)  # MAP_SHARED: survives fork
         self._cells = memoryview(self._mem).cast("d")
+        self._rows = rows
         self.row = 0  # which row this process writes; set in each worker after fork
 
     def count(self, status: int, model_error: bool = False) -> None:
@@ -89,6 +116,14 @@ class SharedMetrics:
         cells[at] += 1
         cells[at + 1] += images
 
+    def read_timeout(self) -> None:
+        """One request closed because its headers or body came too slowly."""
+        self._cells[self.row * ROW + _TIMEOUTS] += 1
+
+    def restart(self) -> None:
+        """One worker replaced (the master's row: only the master calls this)."""
+        self._cells[self.workers * ROW + _RESTARTS] += 1
+
     def observe(self, histogram: int, micros: float) -> None:
         """Add one observation (microseconds) to histogram 0 (Model) or 1 (Overhead)."""
         cells = self._cells
@@ -102,9 +137,9 @@ class SharedMetrics:
         return [self._cells[w * ROW + index] for w in range(self.workers)]
 
     def totals(self) -> list[float]:
-        """Sums over all workers' rows."""
+        """Sums over all rows (the workers' and the master's)."""
         cells = self._cells
-        return [sum(cells[w * ROW + i] for w in range(self.workers)) for i in range(ROW)]
+        return [sum(cells[w * ROW + i] for w in range(self._rows)) for i in range(ROW)]
 
     def render(self) -> bytes:
         """The Prometheus text exposition of the summed rows."""
@@ -121,10 +156,20 @@ class _Collector:
         totals = self.metrics.totals()
         names, values = list(self.metrics.labels), list(self.metrics.labels.values())
         for i, name in enumerate(COUNTERS):
-            origin = "sconeflow" if name.startswith("Inference") else "SageMaker"
+            origin = _ORIGIN.get(name, "SageMaker")
             family = CounterMetricFamily(name, f"{origin} {name}", labels=names)
             family.add_metric(values, totals[i])
             yield family
+        rings = self.metrics.rings
+        for name, slot in _CAPTURE:
+            family = CounterMetricFamily(name, f"sconeflow {name}", labels=names)
+            family.add_metric(values, sum(int(r.slots[slot]) for r in rings))
+            yield family
+        buffered = GaugeMetricFamily(
+            "CaptureBufferedBytes", "captured bytes not yet written", labels=names
+        )
+        buffered.add_metric(values, sum(r.used for r in rings))
+        yield buffered
         workers = CounterMetricFamily(
             "WorkerInvocations", "invocations per worker process", labels=[*names, "worker"]
         )

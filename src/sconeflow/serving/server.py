@@ -1,12 +1,13 @@
-"""Run a model server: one process, or a pre-fork master with N worker processes.
+"""Run a model server: a pre-fork master (supervisor.py) with N worker processes.
 
 Stack: uvicorn with httptools (HTTP parsing in C) and uvloop (libuv event loop) under the
 bare ASGI app of app.py. This was chosen for per-request cost: it keeps HTTP handling at a
 few tens of microseconds per request, next to 0.1-0.3 ms of model time, while uvicorn
 supplies the parts that are easy to get wrong (keep-alive, pipelining, graceful shutdown
-on SIGTERM, lifespan). With one onnxruntime thread per worker (the default) the model
-runs on the worker's event loop thread between I/O passes; with more, on a batcher
-thread of its own (inference.py explains the choice).
+on SIGTERM, lifespan). connections.py adds the deadlines uvicorn lacks for slow clients.
+With one onnxruntime thread per worker (the default) the model runs on the worker's
+event loop thread between I/O passes; with more, on a batcher thread of its own
+(inference.py explains the choice).
 
 Workers (SAGEMAKER_MODEL_SERVER_WORKERS): the master binds one listening socket per worker
 with SO_REUSEPORT, so the kernel spreads new connections evenly over the workers. One
@@ -15,22 +16,20 @@ connections at once, the worker that happened to be waiting in accept took every
 them, and the other worker sat idle for the whole run (1,374 req/s instead of ~2,500). A
 port that any SO_REUSEPORT socket may join could let a second endpoint silently share it,
 so the master first binds the port exclusively (no SO_REUSEPORT) to prove it is free, then
-replaces that probe with the workers' sockets. The master keeps every socket open, so a
-worker's queued connections wait for its replacement instead of being reset. Workers load
-the model after the fork (no onnxruntime threads cross a fork). The master restarts a
-worker that dies, and on SIGTERM forwards it to every worker, each of which finishes its
-requests, flushes capture and exits.
+replaces that probe with the workers' sockets. Workers load the model after the fork (no
+onnxruntime threads cross a fork). Even one worker runs under the master, so that an
+endpoint outlives its workers: supervisor.py says how a dead worker is told from a broken
+model, and how the master stops on SIGTERM. Before forking, the master also maps the
+shared memory the workers write into: the metrics table and one capture ring per worker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,8 @@ from sconeflow.serving.capture import CaptureConfig, CaptureWriter
 from sconeflow.serving.inference import Predictor
 from sconeflow.serving.metrics import SharedMetrics
 from sconeflow.serving.model import read_meta
+from sconeflow.serving.spool import Ring, make_rings
+from sconeflow.serving.supervisor import EXIT_START_FAILED, supervise
 
 log = logging.getLogger("sconeflow.serving")
 
@@ -79,7 +80,6 @@ class ServerSpec:
     threads: int = 1  # onnxruntime intra-op threads per worker
     max_batch: int = DEFAULT_MAX_BATCH
     capture_flush_records: int = 1000
-    capture_flush_seconds: float = 5.0
 
 
 def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -120,19 +120,22 @@ def bind_sockets(host: str, port: int, count: int = 1) -> list[socket.socket]:
 
 
 def run_server(spec: ServerSpec, ready: Callable[[int], None] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code. `ready(port)` runs once bound."""
+    """Serve until SIGTERM/SIGINT and return 0; `ready(port)` runs once bound. Raises
+    EndpointError when the workers cannot start (a model that does not load)."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
     meta = read_meta(spec.model_dir)  # fail before binding if the model folder is wrong
-    if spec.capture is not None and spec.capture.enabled and spec.settings is None:
+    capture_on = spec.capture is not None and spec.capture.enabled
+    if capture_on and spec.settings is None:
         raise EndpointError("data capture needs the workspace settings (store) to write to")
     workers = spec.serving.workers
     socks = bind_sockets(spec.host, spec.serving.port, workers)
     port = socks[0].getsockname()[1]
-    metrics = SharedMetrics(workers, spec.name or "local")
+    rings = make_rings(workers, spec.serving.capture_buffer_bytes) if capture_on else []
+    metrics = SharedMetrics(workers, spec.name or "local", rings=rings)
     log.info(
         "endpoint %s: model %s (%d classes) on http://%s:%d with %d worker(s)",
         spec.name or "-",
@@ -144,28 +147,55 @@ def run_server(spec: ServerSpec, ready: Callable[[int], None] | None = None) -> 
     )
     if ready is not None:
         ready(port)
-    if workers == 1:
-        return _serve_worker(spec, socks[0], metrics, 0)
-    return _prefork(spec, socks, metrics)
+
+    def work(row: int, sock: socket.socket, report: Callable[[str], None]) -> int:
+        return _serve_worker(spec, sock, metrics, row, rings[row] if rings else None, report)
+
+    def rebind() -> socket.socket:
+        return _listen(spec.host, port, reuse_port=True)
+
+    return supervise(socks, work, rebind if workers > 1 else None, metrics.restart)
 
 
-def _serve_worker(spec: ServerSpec, sock: socket.socket, metrics: SharedMetrics, row: int) -> int:
+def _serve_worker(
+    spec: ServerSpec,
+    sock: socket.socket,
+    metrics: SharedMetrics,
+    row: int,
+    ring: Ring | None,
+    report: Callable[[str], None],
+) -> int:
+    """One worker: load the model, serve until SIGTERM, write capture; its exit status."""
     import uvicorn
 
     from sconeflow.serving.app import App
+    from sconeflow.serving.connections import Deadlines, guarded_protocol
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                report("ready")  # the master now knows a later death is not a bad model
 
     metrics.row = row
     capture = None
-    if spec.capture is not None and spec.capture.enabled and spec.settings is not None:
-        from sconeflow.store import open_store  # after the fork: boto3 clients don't fork
+    try:
+        if ring is not None and spec.capture is not None and spec.settings is not None:
+            from sconeflow.store import open_store  # after the fork: boto3 clients don't fork
 
-        capture = CaptureWriter(
-            spec.capture,
-            open_store(spec.settings),
-            spec.name or "local",
-            flush_records=spec.capture_flush_records,
-            flush_seconds=spec.capture_flush_seconds,
-        )
+            capture = CaptureWriter(
+                spec.capture,
+                open_store(spec.settings),
+                spec.name or "local",
+                flush_records=spec.capture_flush_records,
+                flush_seconds=spec.serving.capture_flush_s,
+                ring=ring,
+            )
+    except Exception as err:
+        log.exception("data capture cannot start")
+        report(f"fail data capture cannot start: {type(err).__name__}: {err}")
+        return EXIT_START_FAILED
+    deadlines = Deadlines(min(1.0, spec.serving.read_timeout_s / 4))
     app = App(
         load=lambda: Predictor(spec.model_dir, threads=spec.threads),
         serving=spec.serving,
@@ -177,26 +207,29 @@ def _serve_worker(spec: ServerSpec, sock: socket.socket, metrics: SharedMetrics,
     config = uvicorn.Config(
         app,
         loop=_available("uvloop", "asyncio"),
-        http=_available("httptools", "h11"),
+        http=guarded_protocol(spec.serving.read_timeout_s, deadlines, metrics.read_timeout),
         lifespan="on",
         access_log=False,
         log_level="warning",
         server_header=False,
         proxy_headers=False,  # no proxy in front: skip the X-Forwarded-* middleware per request
-        timeout_keep_alive=75,  # longer than typical client pools, as ALBs do
+        timeout_keep_alive=spec.serving.keep_alive_s,  # type: ignore[arg-type]  # float works
         timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the
     # previous handler: make that a clean exit rather than death by signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         server.run(sockets=[sock])
     except SystemExit:
-        pass
+        pass  # our SIGTERM handler, or uvicorn's exit when the lifespan startup failed
     finally:
-        app.shutdown()  # idempotent: flushes capture even if lifespan shutdown did not run
-    return 0 if server.started else 1
+        app.shutdown()  # idempotent: writes capture even if lifespan shutdown did not run
+    if not server.started and app.startup_error is not None:
+        report(f"fail {app.startup_error}")
+        return EXIT_START_FAILED
+    return 0
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:
@@ -207,56 +240,3 @@ def _available(module: str, fallback: str) -> str:
     import importlib.util
 
     return module if importlib.util.find_spec(module) is not None else fallback
-
-
-def _prefork(spec: ServerSpec, socks: list[socket.socket], metrics: SharedMetrics) -> int:
-    children: dict[int, tuple[int, float]] = {}  # pid -> (row, start time)
-    stopping = False
-    code = 0
-
-    def spawn(row: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the worker
-            signal.signal(signal.SIGTERM, _exit_cleanly)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master
-            status = 1
-            try:
-                status = _serve_worker(spec, socks[row], metrics, row)
-            except SystemExit:
-                status = 0
-            except BaseException:
-                log.exception("worker %d failed", row)
-            finally:
-                logging.shutdown()
-                os._exit(status)
-        children[pid] = (row, time.monotonic())
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for row in range(spec.serving.workers):
-        spawn(row)
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        row, started = children.pop(pid, (-1, 0.0))
-        if row < 0 or stopping:
-            continue
-        if time.monotonic() - started < 5:  # dies at once: a broken model, not bad luck
-            log.error("worker %d exited at start (status %d); stopping the endpoint", row, status)
-            code = 1
-            stop(signal.SIGTERM, None)
-            continue
-        log.warning("worker %d (pid %d) died (status %d); starting another", row, pid, status)
-        spawn(row)
-    for sock in socks:
-        sock.close()
-    return code
