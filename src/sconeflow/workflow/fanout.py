@@ -11,6 +11,7 @@ from typing import Any
 
 from .data import json_type
 from .dataflow import effective_input, enter, exit_state, finish, select
+from .distributed import exceeds_tolerance, map_concurrency, map_tolerance, run_distributed_map
 from .errors import EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
 from .machine import State, StateMachine
 from .recovery import guarded
@@ -45,7 +46,10 @@ def run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, 
 def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Map (spec: "Map State"): run the ItemProcessor on each item of ItemsPath; the result
     is the array of outputs in item order. ToleratedFailureCount/Percentage let some
-    iterations fail (their entries hold the error); past that, the state fails."""
+    iterations fail (their entries hold the error); past that, the state fails. A Map in
+    Distributed mode runs as a Map Run of child executions (distributed.py)."""
+    if state.distributed is not None:
+        return run_distributed_map(run, state, data, frame)
     enter(run, state, data, frame)
     assert state.iterator is not None  # machine.py sets it for every Map
     iterator = state.iterator
@@ -64,7 +68,13 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
                 f"Map state input must be an array but was: {json_type(items)} "
                 f"(ItemsPath '{state.items_path_text}')",
             )
+        limit = state.max_concurrency if state.max_concurrency_path is None else (
+            map_concurrency(state, effective)
+        )
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": len(items)})
+        count, pct = state.tolerated_count, state.tolerated_percentage
+        if state.tolerated_count_path is not None or state.tolerated_percentage_path is not None:
+            count, pct = map_tolerance(state, effective)
         inputs = []
         for index, item in enumerate(items):
             if state.item_selector is None:
@@ -73,13 +83,13 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
                 item_ctx = dict(ctx or run.context)
                 item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
                 inputs.append(state.item_selector(effective, item_ctx))
-        tolerant = state.tolerated_count is not None or state.tolerated_percentage is not None
+        tolerant = count is not None or pct is not None
         jobs = [(iterator, value) for value in inputs]
         outcomes = fan_out(
             run,
             jobs,
             frame,
-            limit=state.max_concurrency,
+            limit=limit,
             map_name=state.name,
             stop_on_failure=not tolerant,
         )
@@ -87,7 +97,7 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
         if failures and not tolerant:
             run.emit(frame, "MapStateFailed")
             raise failures[0]
-        if failures and _exceeds_tolerance(state, len(failures), len(items)):
+        if failures and exceeds_tolerance(count, pct, len(failures), len(items)):
             run.emit(frame, "MapStateFailed")
             raise StatesFailure(
                 EXCEED_TOLERATED_FAILURE_THRESHOLD,
@@ -103,14 +113,6 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
     output, nxt = guarded(run, state, data, frame, attempt)
     exit_state(run, state, output, frame)
     return output, nxt
-
-
-def _exceeds_tolerance(state: State, failed: int, total: int) -> bool:
-    if state.tolerated_count is not None and failed > state.tolerated_count:
-        return True
-    return (
-        state.tolerated_percentage is not None and failed * 100 > state.tolerated_percentage * total
-    )
 
 
 def fan_out(

@@ -16,6 +16,7 @@ from typing import Any
 from .choice import Predicate, compile_rule, parse_timestamp
 from .errors import DefinitionError
 from .intrinsics import IntrinsicSyntaxError, compile_intrinsic, is_intrinsic
+from .mapspec import DistributedSpec, PathValue, compile_distributed, path_value
 from .paths import Step, compile_path, parse_reference_path
 from .payload import Template, compile_template
 from .validate import (
@@ -111,6 +112,11 @@ class State:
     max_concurrency: int = 0
     tolerated_count: int | None = None
     tolerated_percentage: float | None = None
+    max_concurrency_path: PathValue | None = None
+    tolerated_count_path: PathValue | None = None
+    tolerated_percentage_path: PathValue | None = None
+    label: str | None = None
+    distributed: DistributedSpec | None = None  # ProcessorConfig.Mode DISTRIBUTED
 
 
 @dataclass
@@ -126,6 +132,7 @@ class StateMachine:
     region: str = DEFAULT_REGION
     account: str = DEFAULT_ACCOUNT
     function_names: frozenset[str] = field(default_factory=frozenset)
+    uses_store: bool = False  # a Distributed Map reads (ItemReader) or writes (ResultWriter)
 
     @property
     def arn(self) -> str:
@@ -174,7 +181,20 @@ def parse_definition(
     machine.timeout_seconds = definition.get("TimeoutSeconds")
     machine.uses_context = "$$" in json.dumps(definition)
     machine.function_names = frozenset(names)
+    machine.uses_store = _uses_store(machine)
     return machine
+
+
+def _uses_store(machine: StateMachine) -> bool:
+    for state in machine.states.values():
+        spec = state.distributed
+        writer = spec.result_writer if spec is not None else None
+        if spec is not None and (spec.item_reader or (writer and writer.parameters)):
+            return True
+        inner = [*state.branches, *([state.iterator] if state.iterator else [])]
+        if any(_uses_store(m) for m in inner):
+            return True
+    return False
 
 
 def _compile_machine(
@@ -278,6 +298,18 @@ def _compile_state(
         state.max_concurrency = spec.get("MaxConcurrency", 0)
         state.tolerated_count = spec.get("ToleratedFailureCount")
         state.tolerated_percentage = spec.get("ToleratedFailurePercentage")
+        for fname, attr in (
+            ("MaxConcurrencyPath", "max_concurrency_path"),
+            ("ToleratedFailureCountPath", "tolerated_count_path"),
+            ("ToleratedFailurePercentagePath", "tolerated_percentage_path"),
+        ):
+            if fname in spec:
+                setattr(state, attr, attempt(fname, partial(path_value, spec[fname])))
+        state.label = spec.get("Label")
+        if (processor.get("ProcessorConfig") or {}).get("Mode") == "DISTRIBUTED":
+            state.distributed = attempt(
+                "ItemProcessor", partial(compile_distributed, spec, processor)
+            )
     return state
 
 

@@ -22,6 +22,8 @@ from statelint.config import Config
 from statelint.linter import Linter
 from statelint.problem import ProblemType
 
+from .mapspec import check_map_fields, check_processor_config
+
 MAX_DEFINITION_CHARS = 1_048_576  # AWS's limit on a definition's size
 MAX_NESTING_DEPTH = 10  # Parallel/Map inside Parallel/Map
 MAX_STATES = 10_000
@@ -67,6 +69,12 @@ ALLOWED_FIELDS: dict[str, set[str]] = {
         "ToleratedFailurePercentage",
         "ToleratedFailureCount",
         "Label",
+        "ItemReader",
+        "ItemBatcher",
+        "ResultWriter",
+        "MaxConcurrencyPath",
+        "ToleratedFailurePercentagePath",
+        "ToleratedFailureCountPath",
     },
 }
 _RETRIER_FIELDS = {
@@ -80,15 +88,10 @@ _RETRIER_FIELDS = {
 }
 _CATCHER_FIELDS = {"ErrorEquals", "Next", "ResultPath", "Comment"}
 _NOT_SUPPORTED = {
-    "ItemReader": "sconeflow runs inline Maps only: pass the items in the input and use ItemsPath",
-    "ResultWriter": "sconeflow runs inline Maps only: the Map's output holds its results",
     "Assign": "workflow variables are not supported: carry values in the state data",
     "Arguments": "'Arguments' belongs to JSONata mode: use 'Parameters' in JSONPath mode",
     "Output": "'Output' belongs to JSONata mode: use 'OutputPath'/'ResultSelector'",
     "Credentials": "cross-account task credentials are not supported",
-    "MaxConcurrencyPath": "use a literal 'MaxConcurrency'",
-    "ToleratedFailurePercentagePath": "use a literal 'ToleratedFailurePercentage'",
-    "ToleratedFailureCountPath": "use a literal 'ToleratedFailureCount'",
 }
 
 
@@ -98,6 +101,9 @@ def lint_definition(definition: dict[str, Any]) -> list[str]:
     Its path checks are switched off: its path grammar rejects filters such as
     `$.items[?(@.n > 1)]` and bracketed names with spaces, which AWS runs; machine.py checks
     every path by compiling it instead. So is its float check: AWS accepts `BackoffRate: 2`.
+    Its schema predates the Distributed Map, so a Map's Label, ItemReader, ItemBatcher,
+    ResultWriter and a legacy Iterator's ProcessorConfig are hidden from it (mapspec.py
+    checks those).
     """
     ignored = {
         ProblemType.FLOAT,
@@ -105,11 +111,32 @@ def lint_definition(definition: dict[str, Any]) -> list[str]:
         ProblemType.REFERENCE_PATH,
         ProblemType.REFERENCE_PATH_OR_FUNC,
     }
-    problems = Linter.validate(definition, Config(ignored_problem_types=ignored))
+    problems = Linter.validate(_statelint_view(definition), Config(ignored_problem_types=ignored))
     return [f"statelint: {p}" for p in problems if _PATH_PROBLEM not in p]
 
 
 _PATH_PROBLEM = "is not a JSONPath or intrinsic function expression"  # reported untyped
+_MAP_FIELDS_UNKNOWN_TO_STATELINT = ("Label", "ItemReader", "ItemBatcher", "ResultWriter")
+
+
+def _statelint_view(machine: Any) -> Any:
+    """A copy of a (sub-)machine without the Map fields statelint does not know."""
+    if not isinstance(machine, dict) or not isinstance(machine.get("States"), dict):
+        return machine
+    states = {}
+    for name, state in machine["States"].items():
+        if isinstance(state, dict) and state.get("Type") == "Map":
+            state = {k: v for k, v in state.items() if k not in _MAP_FIELDS_UNKNOWN_TO_STATELINT}
+            for key in ("ItemProcessor", "Iterator"):
+                if isinstance(state.get(key), dict):
+                    inner = _statelint_view(state[key])
+                    if key == "Iterator":
+                        inner = {k: v for k, v in inner.items() if k != "ProcessorConfig"}
+                    state[key] = inner
+        elif isinstance(state, dict) and isinstance(state.get("Branches"), list):
+            state = {**state, "Branches": [_statelint_view(b) for b in state["Branches"]]}
+        states[name] = state
+    return {**machine, "States": states}
 
 
 def check_definition(definition: Any) -> list[str]:
@@ -218,14 +245,12 @@ def _check_state(
         if ("Iterator" in state) == ("ItemProcessor" in state):
             problems.append(f"{at}: give exactly one of 'ItemProcessor' or the legacy 'Iterator'")
         processor = state.get("ItemProcessor", state.get("Iterator"))
+        mode = "INLINE"
         if isinstance(processor, dict):
-            mode = (processor.get("ProcessorConfig") or {}).get("Mode", "INLINE")
-            if mode != "INLINE":
-                problems.append(
-                    f"{at}: ProcessorConfig.Mode {mode!r} is not supported; use 'INLINE'"
-                )
+            mode = check_processor_config(at, processor.get("ProcessorConfig"), problems)
             inner = {k: v for k, v in processor.items() if k != "ProcessorConfig"}
             _check_machine(inner, f"{name}.ItemProcessor", depth + 1, problems)
+        check_map_fields(at, state, mode, problems)
         if "ItemSelector" in state and "Parameters" in state:
             problems.append(f"{at}: give 'ItemSelector' or the legacy 'Parameters', not both")
         for field in ("MaxConcurrency", "ToleratedFailureCount"):
