@@ -14,7 +14,8 @@ from sconeflow.errors import WorkflowError
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-PACKAGED = ("stepfunction", "fanout")  # definitions shipped in sconeflow/definitions/
+# Definitions shipped in sconeflow/definitions/.
+PACKAGED = ("stepfunction", "fanout", "fanout_distributed")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9_]*)\}")
 
 
@@ -31,7 +32,8 @@ def load_definition(
     source: str | Path | None = None, *, name: str | None = None,
     region: str = REGION, account: str = ACCOUNT,
 ) -> Definition:  # fmt: skip
-    """A packaged definition by name ('stepfunction', the default, or 'fanout') or a file,
+    """A packaged definition by name ('stepfunction', the default, 'fanout' or
+    'fanout_distributed') or a file,
     with `${<Function>Arn}` placeholders replaced by local Lambda ARNs."""
     source = source or "stepfunction"
     if str(source) in PACKAGED:
