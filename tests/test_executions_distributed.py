@@ -184,5 +184,7 @@ def test_cli_runs_fanout_distributed_over_data_test(settings: Settings) -> None:
         assert {c["status"] for c in children} == {"FAILED"}
         code, out = _cli(settings, "history", children[0]["executionArn"], "--json")
         assert json.loads(out)["events"][-1]["type"] == "ExecutionFailed"
+        code, out = _cli(settings, "redrive", children[0]["executionArn"])
+        assert code == 1 and "is a child execution of the Map Run" in out
     finally:
         endpoint.close()

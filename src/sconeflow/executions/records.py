@@ -178,7 +178,7 @@ class ChildRecorder:
         with self.lock:
             create_execution(
                 self.conn, arn=child.arn, name=child.name, state_machine=child.state_machine,
-                execution_input=child.input, definition=json.dumps(child.definition),
+                execution_input=child.input, definition=json.dumps(_standalone(child.definition)),
                 started_at=child.start_date, threshold=self.threshold,
                 map_run_arn=child.map_run_arn, parent_arn=child.parent_arn,
             )  # fmt: skip
@@ -207,6 +207,11 @@ class ChildRecorder:
 def _details_of(event: Mapping[str, Any]) -> Any:
     """The event's one `*EventDetails` value, or None (without loading the engine)."""
     return next((v for k, v in event.items() if k.endswith("EventDetails")), None)
+
+
+def _standalone(processor: Mapping[str, Any]) -> dict[str, Any]:
+    """An ItemProcessor as the definition of the child's own state machine."""
+    return {k: v for k, v in processor.items() if k != "ProcessorConfig"}
 
 
 def _insert_event(conn: sqlite3.Connection, arn: str, event: Mapping[str, Any]) -> None:

@@ -252,6 +252,7 @@ def redrive_execution(
     """RedriveExecution: run a failed execution again from the top-level state that failed,
     with the input that state had; same ARN, history continues, redriveCount + 1."""
     record = records.find_execution(settings, arn_or_name)
+    _refuse_child(record)
     if record.status not in FAILED_STATUSES:
         raise WorkflowError(
             f"ExecutionNotRedrivable: {record.arn} is {record.status}; only FAILED, TIMED_OUT "
@@ -288,12 +289,22 @@ def redrive_local(
     from sconeflow.workflow import parse_definition
 
     record = records.find_execution(settings, arn_or_name)
+    _refuse_child(record)
     machine = parse_definition(records.definition_of(settings, record.arn))
     if threshold is None:
         threshold = DEFAULT_THRESHOLD if record.threshold is None else record.threshold
     handlers = local_handlers(settings, endpoint, threshold, functions=machine.function_names)
     return redrive_execution(settings, record.arn, handlers, notifier=notifier,
                              max_workers=max_workers)  # fmt: skip
+
+
+def _refuse_child(record: ExecutionRecord) -> None:
+    """A Distributed Map's child is redriven with its parent, as on AWS."""
+    if record.map_run_arn:
+        raise WorkflowError(
+            f"ExecutionNotRedrivable: {record.arn} is a child execution of the Map Run "
+            f"{record.map_run_arn}; redrive the execution that started that Map Run"
+        )
 
 
 def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str, Any]:
