@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -566,6 +567,33 @@ CASES = [
         tasks=True,
     ),
     Case(
+        "json_missing_object",
+        dmap(ItemReader=reader(GET, "absent.json", InputType="JSON")),
+        {"bucket": "<bucket>"},
+        aws_expected=failed(
+            "States.ItemReaderFailed", "ObjectNotFoundError: no object at s3://<bucket>/absent.json"
+        ),
+        why="moto lets boto3's NoSuchKey through as States.Runtime; AWS names a dataset the "
+        "ItemReader cannot read States.ItemReaderFailed ('Error handling in Step Functions', "
+        "States.ItemReaderFailed); the cause is the store's own message",
+    ),
+    Case(
+        "list_objects_empty_prefix",
+        dmap(ItemReader=reader(LIST, "nothing/here/")),
+        {"bucket": "<bucket>"},
+        objects=IMAGES,
+        aws_expected=ok([]),
+        why="moto fails with KeyError 'Contents' when ListObjectsV2 finds nothing; on AWS an "
+        "empty prefix is an empty dataset and the Map Run has no children",
+    ),
+    Case(
+        "json_max_items_path_not_integer",
+        dmap(ItemReader=reader(GET, "items.json", InputType="JSON", MaxItemsPath="$.n")),
+        {"bucket": "<bucket>", "n": "lots"},
+        objects={"items.json": ITEMS_JSON},
+        same_events=False,
+    ),
+    Case(
         "jsonl_object",
         dmap(ItemReader=reader(GET, "items.jsonl", InputType="JSONL")),
         {"bucket": "<bucket>"},
@@ -1036,3 +1064,51 @@ def test_a_store_is_required_when_the_definition_reads_or_writes_objects() -> No
     machine = parse_definition(dmap(ItemReader={"Resource": LIST, "Parameters": {"Bucket": "b"}}))
     with pytest.raises(HandlerError, match="pass store="):
         run_execution(machine, {})
+
+
+def test_a_stop_aborts_the_map_run_and_starts_no_more_children() -> None:
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def work(event: Any, context: Any) -> Any:
+        seen.append(event["n"])
+        if event["n"] == 2:
+            stop.set()  # StopExecution while the second child runs
+        return event
+
+    definition = dmap({"T": task("work")})
+    kids: list[str] = []
+
+    def child_listener(child: ChildExecution) -> Callable[[dict[str, Any]], None]:
+        return lambda event: (
+            kids.append(event["type"]) if event["type"].startswith("ExecutionS") else None
+        )
+
+    result = run_execution(parse_definition(definition), [{"n": 1}, {"n": 2}, {"n": 3}],
+                           {"work": work}, stop=stop, children=child_listener)  # fmt: skip
+    assert result.status == "ABORTED"
+    assert seen == [1, 2]  # the third never started
+    kinds = [e["type"] for e in result.events]
+    assert kinds[-3:] == ["MapRunStarted", "MapRunAborted", "ExecutionAborted"]
+
+
+def test_children_run_on_a_pool_and_keep_item_order() -> None:
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+    together = threading.Barrier(3, timeout=30)  # passes only when 3 children run at once
+
+    def slow(event: Any, context: Any) -> Any:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        together.wait()
+        with lock:
+            running["now"] -= 1
+        return {"n": event["n"] * 10}
+
+    definition = dmap({"T": task("slow")}, MaxConcurrency=3)
+    items = [{"n": i} for i in range(12)]
+    result = run_execution(parse_definition(definition), items, {"slow": slow}, max_workers=8)
+    assert result.status == "SUCCEEDED", result.cause
+    assert result.output == [{"n": i * 10} for i in range(12)]
+    assert running["most"] == 3  # MaxConcurrency bounds the pool of 8 workers
