@@ -10,7 +10,7 @@ history holds `MapRunStarted` and `MapRunSucceeded`/`MapRunFailed` instead of
 (0 by default: one failed child fails the Map Run with
 States.ExceedToleratedFailureThreshold). A ResultWriter exports every child's record to
 `Prefix/<map run id>/` (manifest.json, SUCCEEDED_0.json, FAILED_0.json, PENDING_0.json)
-and the state's result becomes `{"MapRunArn", "ResultWriterDetails"}`.
+and the state's result becomes `{"MapRunArn", "ResultWriterDetails"}` (maprun.py).
 
 Also here, because the inline Map shares them: MaxConcurrencyPath and the Tolerated*Path
 fields, read from the Map's effective input.
@@ -22,7 +22,6 @@ import dataclasses
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from .clock import iso_millis
@@ -30,10 +29,11 @@ from .data import dumps, json_type, within_quota
 from .dataflow import effective_input, enter, exit_state, finish, select
 from .errors import DATA_LIMIT_EXCEEDED, EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
 from .history import ChildExecution
-from .items import ITEM_READER_FAILED, RESULT_WRITER_FAILED, read_items
+from .items import ITEM_READER_FAILED, read_items
 from .lambdas import new_request_id
-from .machine import State, StateMachine
-from .mapspec import DistributedSpec, ItemBatcherSpec, PathValue, ResultWriterSpec
+from .machine import State
+from .maprun import Child, MapRun, map_results
+from .mapspec import DistributedSpec, ItemBatcherSpec, PathValue
 from .recovery import guarded
 from .run import ExecutionAborted, Frame, Run
 
@@ -95,31 +95,6 @@ def _path_number(path: PathValue, effective: Any, field: str, kind: str) -> floa
 # --- the Map Run ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Child:
-    """One item (or batch) of a Map Run and how its child execution went."""
-
-    index: int
-    input: Any
-    input_json: str
-    status: str = "PENDING"  # PENDING | SUCCEEDED | FAILED | TIMED_OUT
-    output: Any = None
-    error: str | None = None
-    cause: str | None = None
-    arn: str = ""
-    name: str = ""
-    start: str = ""
-    stop: str = ""
-
-
-@dataclass
-class _MapRun:
-    arn: str
-    id: str
-    machine: StateMachine  # the child state machine MACHINE/LABEL
-    parent_arn: str
-
-
 def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Map in Distributed mode: a Map Run of child workflow executions."""
     enter(run, state, data, frame)
@@ -160,7 +135,7 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
                 raise ExecutionAborted(state.name, "the execution was stopped")
             threshold = exceeds_tolerance(count, pct, failed, len(items))
             writer = spec.result_writer
-            result = _results(run, writer, map_run, children, effective, ctx)
+            result = map_results(run, writer, map_run, children, effective, ctx)
         except ExecutionAborted:
             run.emit(frame, "MapRunAborted")
             raise
@@ -183,7 +158,7 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
     return output, nxt
 
 
-def _start_map_run(run: Run, state: State) -> _MapRun:
+def _start_map_run(run: Run, state: State) -> MapRun:
     machine = run.machine
     label = state.label or new_request_id()
     run_id = new_request_id()
@@ -195,7 +170,7 @@ def _start_map_run(run: Run, state: State) -> _MapRun:
         uses_store=machine.uses_store, timeout_seconds=None,
     )  # fmt: skip
     arn = f"arn:aws:states:{machine.region}:{machine.account}:mapRun:{name}:{run_id}"
-    return _MapRun(arn, run_id, child, str(run.context["Execution"]["Id"]))
+    return MapRun(arn, run_id, child, str(run.context["Execution"]["Id"]))
 
 
 def _read(run: Run, spec: DistributedSpec, effective: Any, ctx: Any) -> list[Any]:
@@ -222,7 +197,7 @@ def _read(run: Run, spec: DistributedSpec, effective: Any, ctx: Any) -> list[Any
 def _children(
     run: Run, state: State, batcher: ItemBatcherSpec | None, items: list[Any], effective: Any,
     ctx: Any,
-) -> list[_Child]:  # fmt: skip
+) -> list[Child]:  # fmt: skip
     """ItemSelector on each item, then ItemBatcher: the inputs of the child executions."""
     values = items
     if state.item_selector is not None:
@@ -232,11 +207,11 @@ def _children(
             item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
             values.append(state.item_selector(effective, item_ctx))
     if batcher is None:
-        return [_Child(i, v, dumps(v)) for i, v in enumerate(values)]
+        return [Child(i, v, dumps(v)) for i, v in enumerate(values)]
     return _batches(batcher, values, effective, ctx)
 
 
-def _batches(batcher: ItemBatcherSpec, values: list[Any], effective: Any, ctx: Any) -> list[_Child]:
+def _batches(batcher: ItemBatcherSpec, values: list[Any], effective: Any, ctx: Any) -> list[Child]:
     """Group items as `{"BatchInput": ..., "Items": [...]}` (AWS: "ItemBatcher (Map)"),
     at most MaxItemsPerBatch items and MaxInputBytesPerBatch bytes of input each."""
     max_items = batcher.max_items
@@ -272,7 +247,7 @@ def _batches(batcher: ItemBatcherSpec, values: list[Any], effective: Any, ctx: A
     children = []
     for index, group in enumerate(groups):
         batch = {**head, "Items": group}
-        children.append(_Child(index, batch, dumps(batch)))
+        children.append(Child(index, batch, dumps(batch)))
     return children
 
 
@@ -284,7 +259,7 @@ def _positive(path: PathValue, effective: Any, field: str) -> int:
 
 
 def _run_children(
-    run: Run, state: State, map_run: _MapRun, children: list[_Child], concurrency: int,
+    run: Run, state: State, map_run: MapRun, children: list[Child], concurrency: int,
     count: int | None, pct: float | None,
 ) -> int:  # fmt: skip
     """Run the child executions, at most `concurrency` at once; stop starting new ones once
@@ -295,7 +270,7 @@ def _run_children(
     lock = threading.Lock()
     execution_type = state.distributed.execution_type if state.distributed else "STANDARD"
 
-    def one(child: _Child) -> None:
+    def one(child: Child) -> None:
         if stop.is_set() or (run.stop is not None and run.stop.is_set()):
             return  # stays PENDING
         _run_child(run, map_run, child, execution_type)
@@ -315,14 +290,14 @@ def _run_children(
     return failed[0]
 
 
-def _items_in(child: _Child, state: State) -> int:
+def _items_in(child: Child, state: State) -> int:
     """Items a child carries: a batch counts each of its items (tolerance counts items)."""
     if state.distributed is not None and state.distributed.item_batcher is not None:
         return len(child.input["Items"])
     return 1
 
 
-def _run_child(run: Run, map_run: _MapRun, child: _Child, execution_type: str) -> None:
+def _run_child(run: Run, map_run: MapRun, child: Child, execution_type: str) -> None:
     machine = map_run.machine
     child.name = new_request_id()
     where = f"{machine.region}:{machine.account}"
@@ -354,94 +329,3 @@ def _run_child(run: Run, map_run: _MapRun, child: _Child, execution_type: str) -
 
 def _drop(event: Any) -> None:
     """The listener of a child execution nobody records."""
-
-
-# --- results --------------------------------------------------------------------------------
-
-
-def _record(child: _Child, map_run: _MapRun) -> dict[str, Any]:
-    """A child execution as ResultWriter's NONE transformation writes it (DescribeExecution's
-    fields, capitalised)."""
-    if child.status == "PENDING":
-        return {"Input": child.input_json, "InputDetails": {"Included": True}, "Status": "PENDING"}
-    record: dict[str, Any] = {}
-    if child.status != "SUCCEEDED":
-        record.update({k: v for k, v in (("Cause", child.cause), ("Error", child.error)) if v})
-    record.update({"ExecutionArn": child.arn, "Input": child.input_json,
-                   "InputDetails": {"Included": True}, "Name": child.name})  # fmt: skip
-    if child.status == "SUCCEEDED":
-        record["Output"] = dumps(child.output)
-        record["OutputDetails"] = {"Included": True}
-    record["RedriveCount"] = 0
-    if child.status == "SUCCEEDED":
-        record["RedriveStatus"] = "NOT_REDRIVABLE"
-        record["RedriveStatusReason"] = "Execution is SUCCEEDED and cannot be redriven"
-    else:
-        record["RedriveStatus"] = "REDRIVABLE"
-    record.update({"StartDate": child.start, "StateMachineArn": map_run.machine.arn,
-                   "Status": child.status, "StopDate": child.stop})  # fmt: skip
-    return record
-
-
-def _transform(children: list[_Child], map_run: _MapRun, transformation: str) -> list[Any]:
-    """NONE: every child's record; COMPACT: outputs (a failed child's record stays whole);
-    FLATTEN: COMPACT with array outputs spread into the list."""
-    out: list[Any] = []
-    for child in children:
-        if transformation == "NONE" or child.status != "SUCCEEDED":
-            out.append(_record(child, map_run))
-        elif transformation == "FLATTEN" and isinstance(child.output, list):
-            out.extend(child.output)
-        else:
-            out.append(child.output)
-    return out
-
-
-def _results(
-    run: Run, writer: ResultWriterSpec | None, map_run: _MapRun, children: list[_Child],
-    effective: Any, ctx: Any,
-) -> Any:  # fmt: skip
-    """The Map's result: the outputs, or what the ResultWriter exported."""
-    if writer is None:
-        return _transform([c for c in children if c.status != "PENDING"], map_run, "COMPACT")
-    if writer.parameters is None:
-        return _transform([c for c in children if c.status != "PENDING"], map_run,
-                          writer.transformation)  # fmt: skip
-    params = writer.parameters(effective, ctx)
-    bucket, prefix = params.get("Bucket") if isinstance(params, dict) else None, ""
-    if isinstance(params, dict):
-        prefix = params.get("Prefix", "")
-    if not isinstance(bucket, str) or not isinstance(prefix, str):
-        raise StatesFailure(
-            RESULT_WRITER_FAILED,
-            f"ResultWriter Parameters must give a string Bucket (and Prefix), got {dumps(params)}",
-        )
-    base = f"{prefix.rstrip('/')}/{map_run.id}/" if prefix else f"{map_run.id}/"
-    extension = ".json" if writer.output_type == "JSON" else ".jsonl"
-    files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
-    for status in ("SUCCEEDED", "FAILED", "PENDING"):
-        group = [c for c in children if (c.status == status) or (
-            status == "FAILED" and c.status not in ("SUCCEEDED", "PENDING"))]  # fmt: skip
-        if not group:
-            continue
-        records = _transform(group, map_run, writer.transformation)
-        if writer.output_type == "JSON":
-            body = dumps(records).encode()
-        else:
-            body = "".join(dumps(r) + "\n" for r in records).encode()
-        key = f"{base}{status}_0{extension}"
-        _put(run, bucket, key, body)
-        files[status].append({"Key": key, "Size": len(body)})
-    manifest = {"DestinationBucket": bucket, "MapRunArn": map_run.arn, "ResultFiles": files}
-    _put(run, bucket, f"{base}manifest.json", dumps(manifest).encode())
-    return {
-        "MapRunArn": map_run.arn,
-        "ResultWriterDetails": {"Bucket": bucket, "Key": f"{base}manifest.json"},
-    }
-
-
-def _put(run: Run, bucket: str, key: str, body: bytes) -> None:
-    try:
-        run.store.put(bucket, key, body)
-    except Exception as err:  # any backend's failure is the writer's failure
-        raise StatesFailure(RESULT_WRITER_FAILED, f"{type(err).__name__}: {err}") from err
