@@ -1,8 +1,11 @@
 """ASL engine throughput: sconeflow's engine against moto's interpreter (LocalStack's), same run.
 
-Two workloads, with trivial in-process handlers so the numbers are engine cost:
+Three workloads, with trivial in-process handlers so the numbers are engine cost:
   * the reference 3-task workflow (lambda:invoke, Payload.$, OutputPath $.Payload, Retry);
-  * a Map over 100 items, each running one lambda:invoke Task.
+  * a Map over 100 items, each running one lambda:invoke Task;
+  * a Distributed Map over 1,000 items (`dmap-1000`), each a child workflow execution
+    running one lambda:invoke Task, every child's history kept (in memory, or in SQLite as
+    the execution service records children: a row and its history per child).
 Three engines: ours with history kept in memory, ours with every event persisted to a
 SQLite file through the listener (WAL, one commit per execution), and moto's interpreter
 (definition parsed once, reused; its Lambda client swapped for the same handlers).
@@ -14,7 +17,8 @@ Measured (2 shared CPUs, load average ~7.7, Python 3.11.7, moto 5.2.1): 3-task 6
 exec/s in memory, 0.086 ms CPU overhead per execution, 810x moto's throughput; 182x with
 history in SQLite. Map over 100 items: 355x moto in memory, 124x in SQLite.
 
-    python benchmarks/workflow_bench.py [--seconds 2]
+    python benchmarks/workflow_bench.py [--seconds 2] \
+        [--workloads 3-task,3-jsonata,map-100,dmap-1000]
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from asl_moto_harness import MotoMachine
 
 from sconeflow import db
 from sconeflow.executions.definitions import function_arns, load_definition, substitute
-from sconeflow.executions.records import HistoryWriter
+from sconeflow.executions.records import ChildRecorder, HistoryWriter
 from sconeflow.workflow import InMemoryHistory, parse_definition, run_execution
 
 FN = "arn:aws:lambda:us-east-1:123456789012:function:{}:$LATEST"
@@ -104,6 +108,16 @@ MAP_100 = {
 }
 
 
+
+def distributed_map(items: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Distributed Map workload over `items` items, and its input."""
+    definition = json.loads(json.dumps(MAP_100).replace("FanOut", "DistributedFanOut"))
+    processor = definition["States"]["DistributedFanOut"]["ItemProcessor"]
+    processor["ProcessorConfig"] = {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    definition["States"]["DistributedFanOut"]["Label"] = "fanout"
+    return definition, {"images": [{"s3_key": f"test/img_{i}.png"} for i in range(items)]}
+
+
 def serialize(event: Any, context: Any) -> Any:
     return {**event, "image_data": "iVBORw0KGgo="}
 
@@ -156,21 +170,38 @@ def handler_cost(calls: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    parser.add_argument(
+        "--workloads", default="3-task,3-jsonata,map-100,dmap-1000",
+        help="comma-separated workloads",
+    )
+    parser.add_argument(
+        "--dmap-items", type=int, default=1000, help="items of dmap-1000 (smaller for a smoke run)"
+    )
     args = parser.parse_args()
+    chosen = args.workloads.split(",")
+    dmap, dmap_event = distributed_map(args.dmap_items)
 
     rows: list[tuple[str, str, float, float, float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         conn = db.connect(Path(tmp) / "history.db")
-        for label, definition, event, calls in (
+        workloads = [
             ("3-task", THREE_TASKS, EVENT, 3),
             ("3-jsonata", JSONATA_THREE_TASKS, EVENT, 3),
             ("map-100", MAP_100, MAP_EVENT, 100),
-        ):
+            ("dmap-1000", dmap, dmap_event, args.dmap_items),
+        ]
+        for label, definition, event, calls in (w for w in workloads if w[0] in chosen):
             machine = parse_definition(definition)
             counter = iter(range(10**9))
 
             def ours_memory(m: Any = machine, e: Any = event) -> None:
-                result = run_execution(m, e, HANDLERS, listener=InMemoryHistory())
+                kept: list[InMemoryHistory] = []  # each child execution's own history
+
+                def child(_: Any) -> InMemoryHistory:
+                    kept.append(InMemoryHistory())
+                    return kept[-1]
+
+                result = run_execution(m, e, HANDLERS, listener=InMemoryHistory(), children=child)
                 assert result.status == "SUCCEEDED", result.cause
 
             def ours_sqlite(
@@ -179,7 +210,10 @@ def main() -> None:
                 name = f"{label}-{next(counter)}"
                 arn = f"{m.arn.replace(':stateMachine:', ':execution:')}:{name}"
                 listener = HistoryWriter(conn, arn, commit_every=1_000_000, keep=False)
-                result = run_execution(m, e, HANDLERS, name=name, listener=listener)
+                children = ChildRecorder(conn)  # the service's recorder of child executions
+                result = run_execution(
+                    m, e, HANDLERS, name=name, listener=listener, children=children
+                )
                 assert result.status == "SUCCEEDED", result.cause
 
             moto = MotoMachine(definition)
@@ -215,7 +249,7 @@ def main() -> None:
             f"{cpu * 1e3:>9.3f} {overhead * 1e3:>12.3f} {runs:>6}"
         )
     print()
-    for label in ("3-task", "3-jsonata", "map-100"):
+    for label in (w[0] for w in workloads if w[0] in chosen):
         by_engine = {engine: per for lab, engine, per, _, _, _ in rows if lab == label}
         moto_s = by_engine["moto (LocalStack) interpreter"]
         memory = moto_s / by_engine["sconeflow, history in memory"]
@@ -224,16 +258,22 @@ def main() -> None:
             f"{label}: {memory:.0f}x moto's throughput with history in memory (target >= 30x), "
             f"{sqlite_ratio:.0f}x with history in SQLite (target >= 10x)"
         )
-    overhead_3 = next(o for lab, eng, _, _, o, _ in rows if lab == "3-task" and "memory" in eng)
-    print(
-        f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms CPU per execution, handlers "
-        "excluded (target <= 0.3 ms)"
-    )
-    overhead_j = next(o for lab, eng, _, _, o, _ in rows if lab == "3-jsonata" and "memory" in eng)
-    print(
-        f"3-task JSONata engine overhead: {overhead_j * 1e3:.3f} ms CPU per execution, "
-        f"{overhead_j / overhead_3:.1f}x JSONPath mode's (target <= 3x)"
-    )
+    if "3-task" in chosen:
+        overhead_3 = next(
+            o for lab, eng, _, _, o, _ in rows if lab == "3-task" and "memory" in eng
+        )
+        print(
+            f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms CPU per execution, handlers "
+            "excluded (target <= 0.3 ms)"
+        )
+    if "3-task" in chosen and "3-jsonata" in chosen:
+        overhead_j = next(
+            o for lab, eng, _, _, o, _ in rows if lab == "3-jsonata" and "memory" in eng
+        )
+        print(
+            f"3-task JSONata engine overhead: {overhead_j * 1e3:.3f} ms CPU per execution, "
+            f"{overhead_j / overhead_3:.1f}x JSONPath mode's (target <= 3x)"
+        )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -355,9 +356,13 @@ def _cli(settings: Settings, *args: str) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, "-m", "sconeflow", "--home", str(settings.home), "workflow", *args],
         capture_output=True, text=True, timeout=120, check=False,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **_PYTHONPATH},
     )  # fmt: skip
     return done.returncode, done.stdout + done.stderr
+
+
+# A worktree runs its own copy of sconeflow (PYTHONPATH), in child processes too.
+_PYTHONPATH = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
 
 
 def test_cli_run_list_describe_history_redrive(

@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS executions (
     redrive_of TEXT,
     threshold REAL,                     -- filterLowConfidence's THRESHOLD for this run
     owner_pid INTEGER,                  -- the process running it, while RUNNING
-    owner_start TEXT                    -- that process's start time (a reused pid differs)
+    owner_start TEXT,                   -- that process's start time (a reused pid differs)
+    map_run_arn TEXT,                   -- a Distributed Map's child: its Map Run
+    parent_arn TEXT                     -- ... and the execution that started the Map Run
 );
 CREATE TABLE IF NOT EXISTS history_events (
     execution_arn TEXT NOT NULL,
@@ -85,6 +87,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("executions", "threshold", "REAL"),
     ("executions", "owner_pid", "INTEGER"),
     ("executions", "owner_start", "TEXT"),
+    ("executions", "map_run_arn", "TEXT"),
+    ("executions", "parent_arn", "TEXT"),
 )
 
 

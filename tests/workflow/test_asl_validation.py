@@ -172,7 +172,7 @@ def choice(rules: list[Any]) -> dict[str, Any]:
                     "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Succeed"}}},
                 }
             ),
-            "inline Maps only",
+            "ItemReader needs a Distributed Map",
         ),
         (
             single(

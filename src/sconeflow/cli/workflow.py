@@ -37,7 +37,8 @@ definition_option = click.option(
     "--definition",
     default="stepfunction",
     show_default=True,
-    help="ASL file, or a packaged definition: stepfunction (the reference) or fanout (Map).",
+    help="ASL file, or a packaged definition: stepfunction (the reference), fanout (Map) or "
+    "fanout_distributed (a Distributed Map over data/test/).",
 )
 endpoint_option = click.option(
     "--endpoint", help="Endpoint name (default: the newest InService endpoint)."
@@ -188,11 +189,13 @@ def _print_summary(records: list[ExecutionRecord], names: list[str], as_json: bo
 @workflow.command("list")
 @click.option("--status", type=click.Choice(["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT",
                                              "ABORTED"]))  # fmt: skip
+@click.option("--map-run", help="List the child executions of this Map Run ARN instead.")
 @json_option
 @pass_context
-def list_(ctx: Context, status: str | None, as_json: bool) -> None:
-    """List executions, newest first (ListExecutions)."""
-    records = list_executions(ctx.settings, status=status)
+def list_(ctx: Context, status: str | None, map_run: str | None, as_json: bool) -> None:
+    """List executions, newest first (ListExecutions); a Distributed Map's child
+    executions with --map-run (its ARN is in the parent's MapRunStarted event)."""
+    records = list_executions(ctx.settings, status=status, map_run_arn=map_run)
     if as_json:
         print_json({"executions": [r.describe() for r in records]})
         return
@@ -263,7 +266,9 @@ def redrive(
 
 
 @workflow.command()
-@click.option("--definition", help="ASL file or packaged name (stepfunction, fanout).")
+@click.option(
+    "--definition", help="ASL file or packaged name (stepfunction, fanout, fanout_distributed)."
+)
 @click.option("--execution", help="Execution ARN or name: colour states by outcome.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output path; both PATH.svg and PATH.png are written.")  # fmt: skip

@@ -14,7 +14,8 @@ from sconeflow.errors import WorkflowError
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-PACKAGED = ("stepfunction", "fanout", "stepfunction_jsonata")  # in sconeflow/definitions/
+# Definitions shipped in sconeflow/definitions/.
+PACKAGED = ("stepfunction", "fanout", "stepfunction_jsonata", "fanout_distributed")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9_]*)\}")
 
 
@@ -32,7 +33,7 @@ def load_definition(
     region: str = REGION, account: str = ACCOUNT,
 ) -> Definition:  # fmt: skip
     """A packaged definition by name ('stepfunction', the default, 'fanout' or
-    'stepfunction_jsonata') or a file,
+    'stepfunction_jsonata', 'fanout_distributed') or a file,
     with `${<Function>Arn}` placeholders replaced by local Lambda ARNs."""
     source = source or "stepfunction"
     if str(source) in PACKAGED:

@@ -14,15 +14,19 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sconeflow import db
 from sconeflow.config import Settings
 from sconeflow.errors import WorkflowError
+
+if TYPE_CHECKING:  # the engine is loaded only by those that run executions
+    from sconeflow.workflow.history import ChildExecution
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,11 @@ class ExecutionRecord:
     redrive_count: int = 0
     redrive_date: str | None = None
     threshold: float | None = None  # filterLowConfidence's THRESHOLD for this run
+    map_run_arn: str | None = None  # set on a Distributed Map's child execution
     notification_error: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # A Distributed Map's child executions, when this process ran the parent.
+    children: list[ExecutionRecord] = field(default_factory=list, repr=False)
 
     @property
     def state_machine_arn(self) -> str:
@@ -78,6 +85,8 @@ class ExecutionRecord:
         if self.redrive_date:
             out["redriveDate"] = self.redrive_date
         out["redriveStatus"] = "REDRIVABLE" if self.status in FAILED_STATUSES else "NOT_REDRIVABLE"
+        if self.map_run_arn:
+            out["mapRunArn"] = self.map_run_arn
         return out
 
 
@@ -141,6 +150,70 @@ class HistoryWriter:
         self._pending = 0
 
 
+_ENDINGS = {
+    "ExecutionSucceeded": "SUCCEEDED",
+    "ExecutionFailed": "FAILED",
+    "ExecutionTimedOut": "TIMED_OUT",
+    "ExecutionAborted": "ABORTED",
+}
+
+
+class ChildRecorder:
+    """The engine's `children` factory: records each child workflow execution of a
+    Distributed Map as an execution of its own, a row (state machine `MACHINE/LABEL`, its
+    Map Run and parent) and its history, ended from its last event.
+
+    Children may run on several threads and share the parent's connection, so every write
+    goes under one lock. A child's events are committed together when it ends (one
+    transaction per child instead of one per event; a crash loses at most the events of
+    the children still running, whose rows then end ABORTED as orphans).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, threshold: float | None = None) -> None:
+        self.conn, self.threshold = conn, threshold
+        self.lock = threading.Lock()
+        self.arns: list[str] = []  # every child recorded, in start order
+
+    def __call__(self, child: ChildExecution) -> Callable[[Mapping[str, Any]], None]:
+        with self.lock:
+            create_execution(
+                self.conn, arn=child.arn, name=child.name, state_machine=child.state_machine,
+                execution_input=child.input, definition=json.dumps(_standalone(child.definition)),
+                started_at=child.start_date, threshold=self.threshold,
+                map_run_arn=child.map_run_arn, parent_arn=child.parent_arn,
+            )  # fmt: skip
+            self.arns.append(child.arn)
+        writer = HistoryWriter(self.conn, child.arn, commit_every=1_000_000, keep=False)
+
+        def listen(event: Mapping[str, Any]) -> None:
+            with self.lock:
+                writer(event)
+                status = _ENDINGS.get(event["type"])
+                if status is None:
+                    return
+                details = _details_of(event) or {}
+                output = details.get("output")
+                stamp = event["timestamp"]
+                finish_execution(
+                    self.conn, child.arn, status=status,
+                    output=None if output is None else json.loads(output),
+                    error=details.get("error"), cause=details.get("cause"),
+                    stopped_at=stamp if isinstance(stamp, dt.datetime) else dt.datetime.now(dt.UTC),
+                )  # fmt: skip
+
+        return listen
+
+
+def _details_of(event: Mapping[str, Any]) -> Any:
+    """The event's one `*EventDetails` value, or None (without loading the engine)."""
+    return next((v for k, v in event.items() if k.endswith("EventDetails")), None)
+
+
+def _standalone(processor: Mapping[str, Any]) -> dict[str, Any]:
+    """An ItemProcessor as the definition of the child's own state machine."""
+    return {k: v for k, v in processor.items() if k != "ProcessorConfig"}
+
+
 def _insert_event(conn: sqlite3.Connection, arn: str, event: Mapping[str, Any]) -> None:
     # The event's one `*EventDetails` entry, if any (importing the engine's helper for this
     # would load the whole engine, and statelint, into every command that reads records).
@@ -170,16 +243,19 @@ def create_execution(
     definition: str,
     started_at: dt.datetime,
     threshold: float | None = None,
+    map_run_arn: str | None = None,
+    parent_arn: str | None = None,
 ) -> None:
-    """The RUNNING row of a new execution; ExecutionAlreadyExists when the ARN ran before."""
+    """The RUNNING row of a new execution; ExecutionAlreadyExists when the ARN ran before.
+    A Distributed Map's child execution also names its Map Run and parent execution."""
     pid, start = owner()
     try:
         conn.execute(
             "INSERT INTO executions (arn, name, state_machine, status, input, definition,"
-            " started_at, threshold, owner_pid, owner_start)"
-            " VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
+            " started_at, threshold, owner_pid, owner_start, map_run_arn, parent_arn)"
+            " VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?)",
             (arn, name, state_machine, json.dumps(execution_input), definition,
-             started_at.isoformat(), threshold, pid, start),
+             started_at.isoformat(), threshold, pid, start, map_run_arn, parent_arn),
         )  # fmt: skip
     except sqlite3.IntegrityError as err:
         raise WorkflowError(
@@ -247,6 +323,16 @@ def abort_execution(
             conn.rollback()
         log.warning("could not record the abort of %s: %s", arn, err)
         return False
+
+
+def abort_children(conn: sqlite3.Connection, parent_arn: str, cause: str) -> None:
+    """End as ABORTED the child executions of `parent_arn` still RUNNING (its runner
+    was interrupted while a Distributed Map ran)."""
+    rows = conn.execute(
+        "SELECT arn FROM executions WHERE parent_arn = ? AND status = 'RUNNING'", (parent_arn,)
+    ).fetchall()
+    for row in rows:
+        abort_execution(conn, row["arn"], cause)
 
 
 def owner() -> tuple[int, str | None]:
@@ -318,8 +404,17 @@ def read_record(conn: sqlite3.Connection, arn: str) -> ExecutionRecord:
         status=row["status"], input=row["input"], started_at=row["started_at"],
         output=row["output"], error=row["error"], cause=row["cause"],
         stopped_at=row["stopped_at"], redrive_count=int(redrives[0]), redrive_date=redrives[1],
-        threshold=row["threshold"],
+        threshold=row["threshold"], map_run_arn=row["map_run_arn"],
     )  # fmt: skip
+
+
+def read_children(conn: sqlite3.Connection, parent_arn: str) -> list[ExecutionRecord]:
+    """The child executions an execution's Distributed Maps started, in start order."""
+    rows = conn.execute(
+        "SELECT arn FROM executions WHERE parent_arn = ? ORDER BY started_at, rowid",
+        (parent_arn,),
+    ).fetchall()
+    return [read_record(conn, row["arn"]) for row in rows]
 
 
 def read_history(conn: sqlite3.Connection, arn: str) -> list[dict[str, Any]]:
@@ -361,13 +456,17 @@ def find_execution(settings: Settings, arn_or_name: str) -> ExecutionRecord:
         return read_record(conn, row["arn"])
 
 
-def list_executions(settings: Settings, *, status: str | None = None) -> list[ExecutionRecord]:
-    """Every recorded execution, newest first (ListExecutions)."""
+def list_executions(
+    settings: Settings, *, status: str | None = None, map_run_arn: str | None = None
+) -> list[ExecutionRecord]:
+    """Recorded executions, newest first (ListExecutions): those started directly, or with
+    `map_run_arn` the child executions of that Map Run (as AWS lists them apart)."""
     with closing(db.connect(settings.db_path)) as conn:
         recover_orphans(conn)
         arns = conn.execute(
-            "SELECT arn FROM executions WHERE ? IS NULL OR status = ? ORDER BY started_at DESC",
-            (status, status),
+            "SELECT arn FROM executions WHERE (? IS NULL OR status = ?) AND "
+            "(map_run_arn IS ? OR map_run_arn = ?) ORDER BY started_at DESC",
+            (status, status, map_run_arn, map_run_arn),
         ).fetchall()
         return [read_record(conn, r["arn"]) for r in arns]
 

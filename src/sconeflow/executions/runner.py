@@ -121,6 +121,13 @@ class WorkflowRunner:
         self.threshold = threshold  # recorded on each execution row (what monitoring reads)
         # Set to end every running execution ABORTED at its next state (`stop_all`).
         self.stop = threading.Event()
+        # What a Distributed Map reads items from and writes results to: the workspace's store.
+        self.objects = None
+        if self.machine.uses_store:
+            from sconeflow.executions.objects import StoreObjects
+            from sconeflow.store import open_store
+
+            self.objects = StoreObjects(open_store(settings))
         with closing(db.connect(settings.db_path)) as conn:
             records.recover_orphans(conn)
 
@@ -153,17 +160,21 @@ class WorkflowRunner:
              start_at: str | None, original: Any = None) -> ExecutionRecord:  # fmt: skip
         from sconeflow.workflow import run_execution
 
+        # A Distributed Map's child executions are recorded as executions of their own.
+        children = records.ChildRecorder(conn, threshold=self.threshold)
         try:
             result = run_execution(
                 self.machine, data, self.handlers, name=name, listener=writer,
                 clock=self.clock, start_at=start_at, max_workers=self.max_workers,
                 execution_input=data if original is None else original, stop=self.stop,
+                store=self.objects, children=children,
             )  # fmt: skip
         except BaseException as err:
             # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
             # staying RUNNING forever; AWS's StopExecution leaves the same trace.
-            records.abort_execution(conn, writer.arn, f"{type(err).__name__}: {err}",
-                                    writer.last_id or None)  # fmt: skip
+            cause = f"{type(err).__name__}: {err}"
+            records.abort_execution(conn, writer.arn, cause, writer.last_id or None)
+            records.abort_children(conn, writer.arn, cause)
             raise
         records.finish_execution(
             conn, writer.arn, status=result.status, output=result.output, error=result.error,
@@ -171,6 +182,8 @@ class WorkflowRunner:
         )  # fmt: skip
         record = records.read_record(conn, writer.arn)
         record.events = writer.events
+        if children.arns:
+            record.children = records.read_children(conn, writer.arn)
         record.notification_error = self.notifier.notify(record)
         return record
 
@@ -239,6 +252,7 @@ def redrive_execution(
     """RedriveExecution: run a failed execution again from the top-level state that failed,
     with the input that state had; same ARN, history continues, redriveCount + 1."""
     record = records.find_execution(settings, arn_or_name)
+    _refuse_child(record)
     if record.status not in FAILED_STATUSES:
         raise WorkflowError(
             f"ExecutionNotRedrivable: {record.arn} is {record.status}; only FAILED, TIMED_OUT "
@@ -275,12 +289,22 @@ def redrive_local(
     from sconeflow.workflow import parse_definition
 
     record = records.find_execution(settings, arn_or_name)
+    _refuse_child(record)
     machine = parse_definition(records.definition_of(settings, record.arn))
     if threshold is None:
         threshold = DEFAULT_THRESHOLD if record.threshold is None else record.threshold
     handlers = local_handlers(settings, endpoint, threshold, functions=machine.function_names)
     return redrive_execution(settings, record.arn, handlers, notifier=notifier,
                              max_workers=max_workers)  # fmt: skip
+
+
+def _refuse_child(record: ExecutionRecord) -> None:
+    """A Distributed Map's child is redriven with its parent, as on AWS."""
+    if record.map_run_arn:
+        raise WorkflowError(
+            f"ExecutionNotRedrivable: {record.arn} is a child execution of the Map Run "
+            f"{record.map_run_arn}; redrive the execution that started that Map Run"
+        )
 
 
 def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str, Any]:

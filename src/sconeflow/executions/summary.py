@@ -3,6 +3,7 @@ each item of a fan-out (Map) run, as `workflow run` and the pipeline print them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -39,8 +40,16 @@ def class_names(store: Store, bucket: str) -> list[str]:
 
 def summarize(record: ExecutionRecord, names: Sequence[str] = ()) -> list[SummaryRow]:
     """Status, error, predicted class and confidence per execution, or per item of a
-    fan-out execution (an output holding a `results` list)."""
+    fan-out execution (an output holding a `results` list), or per child execution of a
+    Distributed Map whose results were exported (`results` names its Map Run)."""
     output = json.loads(record.output) if record.output else None
+    results = output.get("results") if isinstance(output, dict) else None
+    if isinstance(results, dict) and "MapRunArn" in results and record.children:
+        return [
+            dataclasses.replace(row, execution=f"{record.name}[{i}]")
+            for i, child in enumerate(record.children)
+            for row in summarize(child, names)
+        ]
     if isinstance(output, dict) and isinstance(output.get("results"), list):
         rows = []
         for i, item in enumerate(output["results"]):

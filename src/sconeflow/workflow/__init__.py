@@ -28,6 +28,11 @@ The API:
   db writer is `sconeflow.executions.records.HistoryWriter`);
   `clock` (`SystemClock`, `FakeClock`) serves Wait, retry back-off and timeouts;
   `start_at=result.failed_state` re-runs ("redrives") from the state that failed.
+* Distributed Maps (`ProcessorConfig.Mode: DISTRIBUTED`, distributed.py) run each item as
+  a child execution of `MACHINE/LABEL`: `run_execution(store=..., children=...)` takes the
+  object store their ItemReader and ResultWriter use (any `ObjectStore`: list/get/put;
+  `MemoryObjectStore` here, the workspace's in `sconeflow.executions.objects`) and a
+  factory `children(ChildExecution) -> listener` for each child's own history.
 
 Limits as in AWS: 256 KiB state payloads (States.DataLimitExceeded), 25,000 history events,
 256 KiB per variable and per Assign, 10 MiB of variables; and bounded nesting (10 levels of
@@ -39,11 +44,13 @@ handlers run.
 from .clock import Clock, FakeClock, SystemClock
 from .engine import ExecutionResult, error_matches, retry_delay, run_execution
 from .errors import DefinitionError, HandlerError
-from .history import Event, InMemoryHistory
+from .history import ChildExecution, Event, InMemoryHistory
+from .items import MemoryObjectStore, ObjectInfo, ObjectStore
 from .lambdas import LambdaContext
 from .machine import StateMachine, parse_definition
 
 __all__ = [
+    "ChildExecution",
     "Clock",
     "DefinitionError",
     "Event",
@@ -52,6 +59,9 @@ __all__ = [
     "HandlerError",
     "InMemoryHistory",
     "LambdaContext",
+    "MemoryObjectStore",
+    "ObjectInfo",
+    "ObjectStore",
     "StateMachine",
     "SystemClock",
     "error_matches",

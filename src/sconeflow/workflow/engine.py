@@ -17,7 +17,7 @@ from .clock import Clock, SystemClock, iso_millis
 from .data import MAX_PAYLOAD_BYTES, TRUNCATED, dumps, within_quota
 from .errors import RUNTIME, TIMEOUT, HandlerError, StatesFailure
 from .fanout import run_map, run_parallel
-from .history import Event, InMemoryHistory
+from .history import ChildListeners, Event, InMemoryHistory
 from .lambdas import Handler, new_request_id
 from .machine import StateMachine
 from .recovery import error_matches, retry_delay
@@ -33,7 +33,14 @@ from .run import (
 )
 from .states import run_choice, run_fail, run_pass, run_succeed, run_task, run_wait
 
-__all__ = ["RUNNERS", "ExecutionResult", "error_matches", "retry_delay", "run_execution"]
+__all__ = [
+    "RUNNERS",
+    "ExecutionResult",
+    "error_matches",
+    "execute",
+    "retry_delay",
+    "run_execution",
+]
 
 DEFAULT_ROLE_ARN = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
 
@@ -70,6 +77,8 @@ def run_execution(
     role_arn: str = DEFAULT_ROLE_ARN,
     max_workers: int = 1,
     stop: StopSignal | None = None,
+    store: Any = None,
+    children: ChildListeners | None = None,
 ) -> ExecutionResult:
     """Run one execution to its end and report it.
 
@@ -81,7 +90,10 @@ def run_execution(
     `execution_input` the execution's original input, which `$$.Execution.Input` keeps
     showing after a redrive, as on AWS. `stop` (a threading.Event) ends the execution
     ABORTED before its next state, and cuts short a Wait or retry back-off in progress (a
-    handler already running finishes first). Raises HandlerError for unusable arguments;
+    handler already running finishes first). A Distributed Map reads and writes objects
+    through `store` (items.ObjectStore); `children(child)` returns the listener of each of
+    its child workflow executions (history.ChildExecution), whose events are dropped
+    without it. Raises HandlerError for unusable arguments;
     failures of the state machine itself are reported in the result, never raised.
     """
     handlers = handlers or {}
@@ -106,7 +118,39 @@ def run_execution(
         raise HandlerError(
             f"the execution input exceeds AWS's {MAX_PAYLOAD_BYTES}-byte limit; pass less data"
         )
-    clock = clock or SystemClock()
+    if machine.uses_store and store is None:
+        raise HandlerError(
+            "the definition has a Distributed Map that reads or writes objects "
+            "(ItemReader/ResultWriter); pass store= (anything with list/get/put, see "
+            "sconeflow.workflow.items.ObjectStore)"
+        )
+    return execute(
+        machine, data, input_json, handlers, name=name, listener=listener,
+        clock=clock or SystemClock(), start_at=start_at,
+        execution_input=data if execution_input is _SAME else execution_input,
+        role_arn=role_arn, max_workers=max_workers, stop=stop, store=store, children=children,
+    )  # fmt: skip
+
+
+def execute(
+    machine: StateMachine,
+    data: Any,
+    input_json: str,
+    handlers: Mapping[str, Handler],
+    *,
+    name: str | None,
+    listener: Listener | None,
+    clock: Clock,
+    start_at: str | None,
+    execution_input: Any,
+    role_arn: str,
+    max_workers: int,
+    stop: StopSignal | None,
+    store: Any,
+    children: ChildListeners | None,
+) -> ExecutionResult:
+    """Run one execution whose arguments were checked: `run_execution` and each child
+    workflow execution of a Distributed Map (distributed.py, through `Run.spawn`)."""
     collector = InMemoryHistory() if listener is None else None
     emit_to: Listener = collector if collector is not None else listener  # type: ignore[assignment]
     name = name or new_request_id()
@@ -115,7 +159,7 @@ def run_execution(
     context = {
         "Execution": {
             "Id": arn,
-            "Input": data if execution_input is _SAME else execution_input,
+            "Input": execution_input,
             "Name": name,
             "RoleArn": role_arn,
             "StartTime": iso_millis(started),
@@ -125,7 +169,8 @@ def run_execution(
     deadline = (
         started + dt.timedelta(seconds=machine.timeout_seconds) if machine.timeout_seconds else None
     )
-    run = Run(machine, handlers, clock, emit_to, context, max_workers, deadline, RUNNERS, stop)
+    run = Run(machine, handlers, clock, emit_to, context, max_workers, deadline, RUNNERS,
+              stop, store=store, children=children, spawn=execute)  # fmt: skip
     top = Frame(0)
     run.emit(
         top,

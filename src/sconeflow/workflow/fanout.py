@@ -21,6 +21,7 @@ from .dataflow import (
     select,
     states_of,
 )
+from .distributed import exceeds_tolerance, map_concurrency, map_tolerance, run_distributed_map
 from .errors import EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
 from .jsonata import QUERY_EVALUATION_ERROR
 from .machine import State, StateMachine
@@ -79,7 +80,10 @@ def _finish(
 def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Map (spec: "Map State"): run the ItemProcessor on each item of ItemsPath; the result
     is the array of outputs in item order. ToleratedFailureCount/Percentage let some
-    iterations fail (their entries hold the error); past that, the state fails."""
+    iterations fail (their entries hold the error); past that, the state fails. A Map in
+    Distributed mode runs as a Map Run of child executions (distributed.py)."""
+    if state.distributed is not None:
+        return run_distributed_map(run, state, data, frame)
     enter(run, state, data, frame)
     assert state.iterator is not None  # machine.py sets it for every Map
     iterator = state.iterator
@@ -113,6 +117,10 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
             tolerated_count = state.tolerated_count
             tolerated_percentage = state.tolerated_percentage
             max_concurrency = state.max_concurrency
+            if state.max_concurrency_path is not None:
+                max_concurrency = map_concurrency(state, effective)
+            if state.tolerated_count_path or state.tolerated_percentage_path:
+                tolerated_count, tolerated_percentage = map_tolerance(state, effective)
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": len(items)})
         tolerant = tolerated_count is not None or tolerated_percentage is not None
         jobs = [(iterator, value) for value in inputs]
@@ -128,7 +136,7 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
         if failures and not tolerant:
             run.emit(frame, "MapStateFailed")
             raise failures[0]
-        exceeded = _exceeds_tolerance(
+        exceeded = exceeds_tolerance(
             tolerated_count, tolerated_percentage, len(failures), len(items)
         )
         if failures and exceeded:
@@ -195,14 +203,6 @@ def _jsonata_items(
             value = value if field == "ToleratedFailurePercentage" else int(value)
         values.append(value)
     return items, inputs, (values[0], values[1], int(values[2] or 0))
-
-
-def _exceeds_tolerance(
-    tolerated_count: int | None, tolerated_percentage: float | None, failed: int, total: int
-) -> bool:
-    if tolerated_count is not None and failed > tolerated_count:
-        return True
-    return tolerated_percentage is not None and failed * 100 > tolerated_percentage * total
 
 
 def fan_out(

@@ -17,6 +17,7 @@ from . import jsonata as jsonata_mode
 from .choice import compile_rule, parse_timestamp
 from .errors import DefinitionError
 from .intrinsics import IntrinsicSyntaxError, compile_intrinsic, is_intrinsic
+from .mapspec import DistributedSpec, PathValue, compile_distributed, path_value
 from .paths import Step, compile_path, parse_reference_path
 from .payload import Template, compile_template
 from .validate import (
@@ -137,6 +138,11 @@ class State:
     max_concurrency: int = 0
     tolerated_count: int | None = None
     tolerated_percentage: float | None = None
+    max_concurrency_path: PathValue | None = None
+    tolerated_count_path: PathValue | None = None
+    tolerated_percentage_path: PathValue | None = None
+    label: str | None = None
+    distributed: DistributedSpec | None = None  # ProcessorConfig.Mode DISTRIBUTED
 
 
 @dataclass
@@ -152,6 +158,7 @@ class StateMachine:
     region: str = DEFAULT_REGION
     account: str = DEFAULT_ACCOUNT
     function_names: frozenset[str] = field(default_factory=frozenset)
+    uses_store: bool = False  # a Distributed Map reads (ItemReader) or writes (ResultWriter)
 
     @property
     def arn(self) -> str:
@@ -202,7 +209,20 @@ def parse_definition(
     machine.timeout_seconds = definition.get("TimeoutSeconds")
     machine.uses_context = "$$" in text or jsonata_mode.mentions_context(text)
     machine.function_names = frozenset(names)
+    machine.uses_store = _uses_store(machine)
     return machine
+
+
+def _uses_store(machine: StateMachine) -> bool:
+    for state in machine.states.values():
+        spec = state.distributed
+        writer = spec.result_writer if spec is not None else None
+        if spec is not None and (spec.item_reader or (writer and writer.parameters)):
+            return True
+        inner = [*state.branches, *([state.iterator] if state.iterator else [])]
+        if any(_uses_store(m) for m in inner):
+            return True
+    return False
 
 
 def _compile_machine(
@@ -290,6 +310,18 @@ def _compile_state(
         ):
             if fname in spec and not jsonata_mode.is_expression(spec[fname]):
                 setattr(state, attr, spec[fname])
+        for fname, attr in (
+            ("MaxConcurrencyPath", "max_concurrency_path"),
+            ("ToleratedFailureCountPath", "tolerated_count_path"),
+            ("ToleratedFailurePercentagePath", "tolerated_percentage_path"),
+        ):
+            if fname in spec:
+                setattr(state, attr, attempt(fname, partial(path_value, spec[fname])))
+        state.label = spec.get("Label")
+        if (processor.get("ProcessorConfig") or {}).get("Mode") == "DISTRIBUTED":
+            state.distributed = attempt(
+                "ItemProcessor", partial(compile_distributed, spec, processor)
+            )
     return state
 
 

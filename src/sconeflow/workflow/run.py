@@ -91,6 +91,10 @@ class Run:
         deadline: dt.datetime | None,
         runners: Mapping[str, StateRunner],
         stop: StopSignal | None = None,
+        *,
+        store: Any = None,
+        children: Any = None,
+        spawn: Callable[..., Any] | None = None,
     ) -> None:
         self.machine = machine
         self.handlers = handlers
@@ -105,6 +109,12 @@ class Run:
         self.rng = _RNG
         self.runners = runners  # state type -> its runner (engine.RUNNERS)
         self.stop = stop  # set from outside to end the execution ABORTED
+        # Distributed Map: the object store (items.ObjectStore), the factory of child
+        # executions' listeners (history.ChildListeners) and the engine's own function
+        # that runs one execution (engine.execute), handed in like `runners`.
+        self.store = store
+        self.children = children
+        self.spawn = spawn
 
     def emit(self, frame: Frame, kind: str, key: str | None = None, details: Any = None) -> int:
         """Record one history event; fails the execution at AWS's 25,000-event quota."""

@@ -1,0 +1,339 @@
+"""The Distributed Map (AWS developer guide, "Using Map state in Distributed mode").
+
+A Map whose ItemProcessor has `ProcessorConfig.Mode: DISTRIBUTED` starts a *Map Run*
+(`arn:aws:states:REGION:ACCOUNT:mapRun:MACHINE/LABEL:ID`): its items come from the state
+input or an ItemReader (items.py), pass through ItemSelector and ItemBatcher, and each
+item (or batch) runs as a child workflow execution of the state machine `MACHINE/LABEL`
+with a history of its own (`ExecutionStarted` ... `ExecutionSucceeded`). The parent's
+history holds `MapRunStarted` and `MapRunSucceeded`/`MapRunFailed` instead of
+`MapIteration*` events. Failures are tolerated up to ToleratedFailureCount/Percentage
+(0 by default: one failed child fails the Map Run with
+States.ExceedToleratedFailureThreshold). A ResultWriter exports every child's record to
+`Prefix/<map run id>/` (manifest.json, SUCCEEDED_0.json, FAILED_0.json, PENDING_0.json)
+and the state's result becomes `{"MapRunArn", "ResultWriterDetails"}` (maprun.py).
+
+Also here, because the inline Map shares them: MaxConcurrencyPath and the Tolerated*Path
+fields, read from the Map's effective input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .clock import iso_millis
+from .data import dumps, json_type, within_quota
+from .dataflow import (
+    apply_assign,
+    effective_input,
+    enter,
+    exit_state,
+    finish,
+    jsonpath_assign,
+    select,
+)
+from .errors import DATA_LIMIT_EXCEEDED, EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
+from .history import ChildExecution
+from .items import ITEM_READER_FAILED, read_items
+from .lambdas import new_request_id
+from .machine import State
+from .maprun import Child, MapRun, map_results
+from .mapspec import DistributedSpec, ItemBatcherSpec, PathValue
+from .recovery import guarded
+from .run import ExecutionAborted, Frame, Run
+
+THRESHOLD_CAUSE = "The specified tolerated failure threshold was exceeded"
+
+
+# --- the fields the inline Map shares -------------------------------------------------------
+
+
+def map_concurrency(state: State, effective: Any) -> int:
+    """MaxConcurrency, or MaxConcurrencyPath's value (0: no limit)."""
+    path = state.max_concurrency_path
+    if path is None:
+        return state.max_concurrency
+    value = _path_number(path, effective, "MaxConcurrencyPath", "integer")
+    if value < 0:
+        raise StatesFailure(
+            RUNTIME, f"Expected non-negative integer for MaxConcurrency, got '{value}' instead."
+        )
+    return int(value)
+
+
+def map_tolerance(state: State, effective: Any) -> tuple[int | None, float | None]:
+    """(ToleratedFailureCount, ToleratedFailurePercentage), literal or from their Paths."""
+    count, pct = state.tolerated_count, state.tolerated_percentage
+    if state.tolerated_count_path is not None:
+        path = state.tolerated_count_path
+        count = int(_path_number(path, effective, "ToleratedFailureCountPath", "integer"))
+        if count < 0:
+            raise StatesFailure(RUNTIME, "ToleratedFailureCount cannot be negative.")
+    if state.tolerated_percentage_path is not None:
+        path = state.tolerated_percentage_path
+        pct = float(_path_number(path, effective, "ToleratedFailurePercentagePath", "float"))
+        if not 0 <= pct <= 100:
+            raise StatesFailure(RUNTIME, "ToleratedFailurePercentage must be between 0 and 100.")
+    return count, pct
+
+
+def exceeds_tolerance(count: int | None, pct: float | None, failed: int, total: int) -> bool:
+    if count is not None and failed > count:
+        return True
+    return pct is not None and failed * 100 > pct * total
+
+
+def _path_number(path: PathValue, effective: Any, field: str, kind: str) -> float:
+    value = select(path.getter, path.text, effective)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # AWS reads "5" as 5
+        value = int(value)
+    ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
+    if not ok or isinstance(value, bool):
+        shown = value if isinstance(value, str) else json.dumps(value)
+        raise StatesFailure(
+            RUNTIME,
+            f'The {field} field refers to value "{shown}" which is not a valid {kind}: {path.text}',
+        )
+    return value
+
+
+# --- the Map Run ----------------------------------------------------------------------------
+
+
+def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
+    """Map in Distributed mode: a Map Run of child workflow executions."""
+    enter(run, state, data, frame)
+    spec = state.distributed
+    assert spec is not None and state.iterator is not None  # run_map sends only these here
+
+    def attempt(retry_count: int) -> Any:
+        ctx = run.state_context(state, retry_count)
+        effective = effective_input(state, data, ctx)
+        concurrency = map_concurrency(state, effective)
+        items: Any = None
+        if spec.item_reader is None:
+            items = (
+                effective
+                if state.items_path is None
+                else select(state.items_path, state.items_path_text, effective)
+            )
+            if not isinstance(items, list):
+                raise StatesFailure(
+                    RUNTIME,
+                    f"Map state input must be an array but was: {json_type(items)} "
+                    f"(ItemsPath '{state.items_path_text}')",
+                )
+        length = 0 if items is None else len(items)
+        run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": length})
+        count, pct = map_tolerance(state, effective)
+        if count is None and pct is None:
+            count = 0  # a Distributed Map tolerates no failure unless told otherwise
+        map_run = _start_map_run(run, state)
+        run.emit(frame, "MapRunStarted", "mapRunStartedEventDetails", {"mapRunArn": map_run.arn})
+        try:
+            if items is None:
+                items = _read(run, spec, effective, ctx)
+            children = _children(run, state, spec.item_batcher, items, effective, ctx)
+            failed = _run_children(run, state, map_run, children, concurrency, count, pct)
+            if run.stop is not None and run.stop.is_set():
+                # Stopped: the children ended ABORTED; so does this execution, not a failure.
+                raise ExecutionAborted(state.name, "the execution was stopped")
+            threshold = exceeds_tolerance(count, pct, failed, len(items))
+            writer = spec.result_writer
+            result = map_results(run, writer, map_run, children, effective, ctx)
+        except ExecutionAborted:
+            run.emit(frame, "MapRunAborted")
+            raise
+        except StatesFailure as failure:
+            details = {k: v for k, v in (("error", failure.error), ("cause", failure.cause)) if v}
+            run.emit(frame, "MapRunFailed", "mapRunFailedEventDetails", details)
+            run.emit(frame, "MapStateFailed")
+            raise
+        if threshold:
+            details = {"error": EXCEED_TOLERATED_FAILURE_THRESHOLD, "cause": THRESHOLD_CAUSE}
+            run.emit(frame, "MapRunFailed", "mapRunFailedEventDetails", details)
+            run.emit(frame, "MapStateFailed")
+            raise StatesFailure(EXCEED_TOLERATED_FAILURE_THRESHOLD, THRESHOLD_CAUSE)
+        run.emit(frame, "MapRunSucceeded")
+        run.emit(frame, "MapStateSucceeded")
+        return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
+
+    output, nxt, pending = guarded(run, state, data, frame, attempt)
+    exit_state(run, state, output, frame, apply_assign(state, pending, frame))
+    return output, nxt
+
+
+def _start_map_run(run: Run, state: State) -> MapRun:
+    machine = run.machine
+    label = state.label or new_request_id()
+    run_id = new_request_id()
+    name = f"{machine.name}/{label}"
+    assert state.iterator is not None
+    child = dataclasses.replace(
+        state.iterator, name=name, region=machine.region, account=machine.account,
+        uses_context=machine.uses_context, function_names=machine.function_names,
+        uses_store=machine.uses_store, timeout_seconds=None,
+    )  # fmt: skip
+    arn = f"arn:aws:states:{machine.region}:{machine.account}:mapRun:{name}:{run_id}"
+    return MapRun(arn, run_id, child, str(run.context["Execution"]["Id"]))
+
+
+def _read(run: Run, spec: DistributedSpec, effective: Any, ctx: Any) -> list[Any]:
+    reader = spec.item_reader
+    assert reader is not None
+    max_items = reader.max_items
+    if reader.max_items_path is not None:
+        value = select(reader.max_items_path.getter, reader.max_items_path.text, effective)
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise StatesFailure(
+                ITEM_READER_FAILED,
+                f"The MaxItemsPath field refers to value '{value}' which is not a valid "
+                f"integer: {reader.max_items_path.text}",
+            )
+        if value < 0:
+            raise StatesFailure(ITEM_READER_FAILED, "field MaxItems must be positive")
+        max_items = value
+    params = reader.parameters(effective, ctx)
+    return read_items(run.store, reader.resource, params, reader.config, max_items)
+
+
+def _children(
+    run: Run, state: State, batcher: ItemBatcherSpec | None, items: list[Any], effective: Any,
+    ctx: Any,
+) -> list[Child]:  # fmt: skip
+    """ItemSelector on each item, then ItemBatcher: the inputs of the child executions."""
+    values = items
+    if state.item_selector is not None:
+        values = []
+        for index, item in enumerate(items):
+            item_ctx = dict(ctx or run.context)
+            item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
+            values.append(state.item_selector(effective, item_ctx))
+    if batcher is None:
+        return [Child(i, v, dumps(v)) for i, v in enumerate(values)]
+    return _batches(batcher, values, effective, ctx)
+
+
+def _batches(batcher: ItemBatcherSpec, values: list[Any], effective: Any, ctx: Any) -> list[Child]:
+    """Group items as `{"BatchInput": ..., "Items": [...]}` (AWS: "ItemBatcher (Map)"),
+    at most MaxItemsPerBatch items and MaxInputBytesPerBatch bytes of input each."""
+    max_items = batcher.max_items
+    if batcher.max_items_path is not None:
+        max_items = _positive(batcher.max_items_path, effective, "MaxItemsPerBatchPath")
+    max_bytes = batcher.max_bytes
+    if batcher.max_bytes_path is not None:
+        max_bytes = _positive(batcher.max_bytes_path, effective, "MaxInputBytesPerBatchPath")
+    head: dict[str, Any] = {}
+    if batcher.batch_input is not None:
+        head["BatchInput"] = batcher.batch_input(effective, ctx)
+    # Bytes of {"BatchInput":...,"Items":[]} and of each item with its comma.
+    base = len(dumps({**head, "Items": []}).encode())
+    groups: list[list[Any]] = []
+    size = 0
+    for value in values:
+        item_bytes = len(dumps(value).encode()) + 1
+        full = groups and (
+            (max_items is not None and len(groups[-1]) >= max_items)
+            or (max_bytes is not None and size + item_bytes > max_bytes)
+        )
+        if not groups or full:
+            if max_bytes is not None and base + item_bytes - 1 > max_bytes:
+                raise StatesFailure(
+                    RUNTIME,
+                    f"An item of {item_bytes - 1} bytes does not fit MaxInputBytesPerBatch "
+                    f"({max_bytes} bytes with the batch's own {base} bytes); raise the limit",
+                )
+            groups.append([])
+            size = base - 1  # the first item brings no comma
+        groups[-1].append(value)
+        size += item_bytes
+    children = []
+    for index, group in enumerate(groups):
+        batch = {**head, "Items": group}
+        children.append(Child(index, batch, dumps(batch)))
+    return children
+
+
+def _positive(path: PathValue, effective: Any, field: str) -> int:
+    value = int(_path_number(path, effective, field, "integer"))
+    if value <= 0:
+        raise StatesFailure(RUNTIME, f"{field} must select a positive integer, got {value}")
+    return value
+
+
+def _run_children(
+    run: Run, state: State, map_run: MapRun, children: list[Child], concurrency: int,
+    count: int | None, pct: float | None,
+) -> int:  # fmt: skip
+    """Run the child executions, at most `concurrency` at once; stop starting new ones once
+    the failures exceed the tolerance. Returns the number of failed items."""
+    total = sum(_items_in(c, state) for c in children)
+    failed = [0]
+    stop = threading.Event()
+    lock = threading.Lock()
+    execution_type = state.distributed.execution_type if state.distributed else "STANDARD"
+
+    def one(child: Child) -> None:
+        if stop.is_set() or (run.stop is not None and run.stop.is_set()):
+            return  # stays PENDING
+        _run_child(run, map_run, child, execution_type)
+        if child.status != "SUCCEEDED":
+            with lock:
+                failed[0] += _items_in(child, state)
+                if exceeds_tolerance(count, pct, failed[0], total):
+                    stop.set()
+
+    workers = min(run.max_workers, concurrency or len(children), len(children))
+    if workers <= 1:
+        for child in children:
+            one(child)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, children))
+    return failed[0]
+
+
+def _items_in(child: Child, state: State) -> int:
+    """Items a child carries: a batch counts each of its items (tolerance counts items)."""
+    if state.distributed is not None and state.distributed.item_batcher is not None:
+        return len(child.input["Items"])
+    return 1
+
+
+def _run_child(run: Run, map_run: MapRun, child: Child, execution_type: str) -> None:
+    machine = map_run.machine
+    child.name = new_request_id()
+    where = f"{machine.region}:{machine.account}"
+    child.arn = f"arn:aws:states:{where}:execution:{machine.name}:{child.name}"
+    started = run.clock.now()
+    child.start = iso_millis(started)
+    if not within_quota(child.input_json):
+        child.status, child.error, child.stop = "FAILED", DATA_LIMIT_EXCEEDED, child.start
+        child.cause = "The child workflow execution's input exceeds the 262144-byte limit"
+        return
+    listener = _drop
+    if run.children is not None:
+        listener = run.children(ChildExecution(
+            arn=child.arn, name=child.name, state_machine=machine.name, map_run_arn=map_run.arn,
+            parent_arn=map_run.parent_arn, execution_type=execution_type, input=child.input,
+            definition=machine.definition, start_date=started,
+        ))  # fmt: skip
+    assert run.spawn is not None  # engine.execute hands itself in
+    result = run.spawn(
+        machine, child.input, child.input_json, run.handlers, name=child.name,
+        listener=listener, clock=run.clock, start_at=None, execution_input=child.input,
+        role_arn=run.context["Execution"]["RoleArn"], max_workers=1, stop=run.stop,
+        store=run.store, children=run.children,
+    )  # fmt: skip
+    child.status, child.output = result.status, result.output
+    child.error, child.cause = result.error, result.cause
+    child.stop = iso_millis(result.stop_date)
+
+
+def _drop(event: Any) -> None:
+    """The listener of a child execution nobody records."""

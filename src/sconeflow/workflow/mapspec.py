@@ -1,0 +1,317 @@
+"""A Distributed Map's own fields, compiled once with the rest of the definition:
+ItemReader, ItemBatcher, ResultWriter and ProcessorConfig (AWS developer guide,
+"Map state input and output fields"). validate.py has already checked their structure;
+here paths and payload templates compile, so a bad one is reported like any other.
+The runtime is distributed.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .items import (
+    CSV_DELIMITERS,
+    GET_OBJECT,
+    LIST_OBJECTS,
+    MAX_ITEMS_LIMIT,
+    PUT_OBJECT,
+    ReaderConfig,
+)
+from .paths import compile_path, parse_reference_path
+from .payload import Template, compile_template
+
+Getter = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class PathValue:
+    """A `...Path` field: a reference path read from the Map's effective input."""
+
+    getter: Getter
+    text: str
+
+
+@dataclass(frozen=True)
+class ItemReaderSpec:
+    resource: str  # LIST_OBJECTS or GET_OBJECT
+    parameters: Template
+    config: ReaderConfig
+    max_items: int = 0  # 0: no limit
+    max_items_path: PathValue | None = None
+
+
+@dataclass(frozen=True)
+class ItemBatcherSpec:
+    max_items: int | None = None
+    max_items_path: PathValue | None = None
+    max_bytes: int | None = None
+    max_bytes_path: PathValue | None = None
+    batch_input: Template | None = None
+
+
+@dataclass(frozen=True)
+class ResultWriterSpec:
+    parameters: Template | None  # None: WriterConfig alone, results stay in the output
+    transformation: str  # NONE | COMPACT | FLATTEN
+    output_type: str  # JSON | JSONL
+
+
+@dataclass(frozen=True)
+class DistributedSpec:
+    execution_type: str  # STANDARD | EXPRESS
+    item_reader: ItemReaderSpec | None = None
+    item_batcher: ItemBatcherSpec | None = None
+    result_writer: ResultWriterSpec | None = None
+
+
+def path_value(text: Any) -> PathValue:
+    """Compile a `...Path` field; ValueError names the problem."""
+    if not isinstance(text, str) or parse_reference_path(text) is None:
+        raise ValueError(f"{text!r} must be a reference path such as '$.limit'")
+    return PathValue(compile_path(text), text)
+
+
+def compile_distributed(spec: dict[str, Any], processor: dict[str, Any]) -> DistributedSpec:
+    """The DistributedSpec of a Map whose ProcessorConfig.Mode is DISTRIBUTED."""
+    config = processor.get("ProcessorConfig") or {}
+    return DistributedSpec(
+        execution_type=config.get("ExecutionType", "STANDARD"),
+        item_reader=_item_reader(spec["ItemReader"]) if "ItemReader" in spec else None,
+        item_batcher=_item_batcher(spec["ItemBatcher"]) if "ItemBatcher" in spec else None,
+        result_writer=_result_writer(spec["ResultWriter"]) if "ResultWriter" in spec else None,
+    )
+
+
+def _item_reader(spec: dict[str, Any]) -> ItemReaderSpec:
+    config = spec.get("ReaderConfig") or {}
+    reader = ReaderConfig(
+        input_type=config.get("InputType"),
+        header_location=config.get("CSVHeaderLocation", "FIRST_ROW"),
+        headers=tuple(config.get("CSVHeaders", ())),
+        delimiter=CSV_DELIMITERS[config.get("CSVDelimiter", "COMMA")],
+    )
+    return ItemReaderSpec(
+        resource=spec["Resource"],
+        parameters=compile_template(spec.get("Parameters", {})),
+        config=reader,
+        max_items=config.get("MaxItems", 0),
+        max_items_path=path_value(config["MaxItemsPath"]) if "MaxItemsPath" in config else None,
+    )
+
+
+def _item_batcher(spec: dict[str, Any]) -> ItemBatcherSpec:
+    def optional_path(field: str) -> PathValue | None:
+        return path_value(spec[field]) if field in spec else None
+
+    return ItemBatcherSpec(
+        max_items=spec.get("MaxItemsPerBatch"),
+        max_items_path=optional_path("MaxItemsPerBatchPath"),
+        max_bytes=spec.get("MaxInputBytesPerBatch"),
+        max_bytes_path=optional_path("MaxInputBytesPerBatchPath"),
+        batch_input=compile_template(spec["BatchInput"]) if "BatchInput" in spec else None,
+    )
+
+
+def _result_writer(spec: dict[str, Any]) -> ResultWriterSpec:
+    config = spec.get("WriterConfig")
+    exporting = "Resource" in spec
+    if config is None:  # AWS's defaults: NONE when exporting to S3
+        transformation, output_type = "NONE", "JSON"
+    else:
+        transformation, output_type = config["Transformation"], config["OutputType"]
+    return ResultWriterSpec(
+        parameters=compile_template(spec.get("Parameters", {})) if exporting else None,
+        transformation=transformation,
+        output_type=output_type,
+    )
+
+
+# --- structure checks (run by validate.py before anything compiles) -------------------------
+
+_LABEL_FORBIDDEN = set(' ?*<>{}[]:;,\\|^~$#%&`"') | {
+    chr(i) for i in (*range(0x00, 0x20), *range(0x7F, 0xA0))
+}
+_READER_FIELDS = {"Resource", "Parameters", "ReaderConfig"}
+_READER_CONFIG_FIELDS = {
+    "InputType", "CSVHeaderLocation", "CSVHeaders", "CSVDelimiter", "MaxItems", "MaxItemsPath",
+}  # fmt: skip
+_BATCHER_FIELDS = {
+    "MaxItemsPerBatch", "MaxItemsPerBatchPath", "MaxInputBytesPerBatch",
+    "MaxInputBytesPerBatchPath", "BatchInput",
+}  # fmt: skip
+_WRITER_FIELDS = {"Resource", "Parameters", "WriterConfig"}
+MAX_BATCH_BYTES = 262_144  # AWS: a batch is at most 256 KiB
+
+
+def check_map_fields(at: str, state: dict[str, Any], mode: str, problems: list[str]) -> None:
+    """Problems with a Map's Label, ProcessorConfig and distributed-only fields."""
+    for field in ("ItemReader", "ItemBatcher", "ResultWriter"):
+        if field in state and mode != "DISTRIBUTED":
+            problems.append(
+                f"{at}: {field} needs a Distributed Map; set ItemProcessor.ProcessorConfig "
+                '{"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}'
+            )
+    for a, b in (
+        ("MaxConcurrency", "MaxConcurrencyPath"),
+        ("ToleratedFailureCount", "ToleratedFailureCountPath"),
+        ("ToleratedFailurePercentage", "ToleratedFailurePercentagePath"),
+    ):
+        if a in state and b in state:
+            problems.append(f"{at}: give either {a!r} or {b!r}, not both")
+    if "Label" in state:
+        label = state["Label"]
+        if not isinstance(label, str) or not 1 <= len(label) <= 40:
+            problems.append(f"{at}: Label must be a string of 1 to 40 characters")
+        elif bad := sorted(set(label) & _LABEL_FORBIDDEN):
+            problems.append(f"{at}: Label {label!r} has characters AWS refuses: {bad}")
+    if "ItemReader" in state:
+        _check_reader(at, state["ItemReader"], problems)
+    if "ItemBatcher" in state:
+        _check_batcher(at, state["ItemBatcher"], problems)
+    if "ResultWriter" in state:
+        _check_writer(at, state["ResultWriter"], problems)
+
+
+def check_processor_config(at: str, config: Any, problems: list[str]) -> str:
+    """Problems with ItemProcessor.ProcessorConfig; returns the Mode."""
+    if config is None:
+        return "INLINE"
+    if not isinstance(config, dict):
+        problems.append(f"{at}: ProcessorConfig must be an object such as {{'Mode': 'INLINE'}}")
+        return "INLINE"
+    for key in set(config) - {"Mode", "ExecutionType"}:
+        problems.append(f"{at}: ProcessorConfig field {key!r} is not allowed; remove it")
+    mode = config.get("Mode", "INLINE")
+    if mode not in ("INLINE", "DISTRIBUTED"):
+        problems.append(f"{at}: ProcessorConfig.Mode {mode!r} must be 'INLINE' or 'DISTRIBUTED'")
+    kind = config.get("ExecutionType")
+    if mode == "DISTRIBUTED" and kind not in ("STANDARD", "EXPRESS"):
+        problems.append(
+            f"{at}: a Distributed Map needs ProcessorConfig.ExecutionType 'STANDARD' or "
+            f"'EXPRESS', got {kind!r}"
+        )
+    return str(mode)
+
+
+def _check_reader(at: str, reader: Any, problems: list[str]) -> None:
+    where = f"{at}: ItemReader"
+    if not isinstance(reader, dict):
+        problems.append(f"{where} must be an object with Resource and Parameters")
+        return
+    _unknown(where, reader, _READER_FIELDS, problems)
+    resource = reader.get("Resource")
+    if resource not in (LIST_OBJECTS, GET_OBJECT):
+        problems.append(
+            f"{where}.Resource {resource!r} is not supported; use '{LIST_OBJECTS}' (objects "
+            f"under a prefix) or '{GET_OBJECT}' (a JSON, JSONL or CSV object)"
+        )
+    if not isinstance(reader.get("Parameters"), dict):
+        problems.append(
+            f"{where}.Parameters must be an object such as "
+            '{"Bucket": "sconeflow", "Prefix": "data/test/"}'
+        )
+    config = reader.get("ReaderConfig", {})
+    if not isinstance(config, dict):
+        problems.append(f"{where}.ReaderConfig must be an object")
+        return
+    _unknown(f"{where}.ReaderConfig", config, _READER_CONFIG_FIELDS, problems)
+    kind = config.get("InputType")
+    if resource == GET_OBJECT and kind not in ("JSON", "JSONL", "CSV"):
+        problems.append(
+            f"{where}.ReaderConfig.InputType {kind!r} is not supported with getObject; use "
+            "'JSON', 'JSONL' or 'CSV'"
+        )
+    if resource == LIST_OBJECTS and kind is not None:
+        problems.append(f"{where}.ReaderConfig.InputType is for getObject only; remove it")
+    location = config.get("CSVHeaderLocation", "FIRST_ROW")
+    if kind != "CSV":
+        for field in ("CSVHeaderLocation", "CSVHeaders", "CSVDelimiter"):
+            if field in config:
+                problems.append(f"{where}.ReaderConfig.{field} applies to InputType CSV only")
+    elif location not in ("FIRST_ROW", "GIVEN"):
+        problems.append(f"{where}.ReaderConfig.CSVHeaderLocation must be 'FIRST_ROW' or 'GIVEN'")
+    elif location == "GIVEN":
+        headers = config.get("CSVHeaders")
+        if (
+            not isinstance(headers, list)
+            or not headers
+            or not all(isinstance(h, str) for h in headers)
+        ):
+            problems.append(
+                f"{where}.ReaderConfig: CSVHeaderLocation GIVEN needs CSVHeaders, a non-empty "
+                'array of column names such as ["id", "label"]'
+            )
+    elif "CSVHeaders" in config:
+        problems.append(f"{where}.ReaderConfig.CSVHeaders needs CSVHeaderLocation 'GIVEN'")
+    if "CSVDelimiter" in config and config["CSVDelimiter"] not in CSV_DELIMITERS:
+        problems.append(
+            f"{where}.ReaderConfig.CSVDelimiter must be one of {sorted(CSV_DELIMITERS)}"
+        )
+    if "MaxItems" in config and "MaxItemsPath" in config:
+        problems.append(f"{where}.ReaderConfig: give either 'MaxItems' or 'MaxItemsPath'")
+    items = config.get("MaxItems", 0)
+    if not _int_in(items, 0, MAX_ITEMS_LIMIT):
+        problems.append(
+            f"{where}.ReaderConfig.MaxItems must be an integer from 0 to {MAX_ITEMS_LIMIT}, "
+            f"got {items!r}"
+        )
+
+
+def _check_batcher(at: str, batcher: Any, problems: list[str]) -> None:
+    where = f"{at}: ItemBatcher"
+    if not isinstance(batcher, dict):
+        problems.append(f"{where} must be an object such as {{'MaxItemsPerBatch': 10}}")
+        return
+    _unknown(where, batcher, _BATCHER_FIELDS, problems)
+    if not set(batcher) & (_BATCHER_FIELDS - {"BatchInput"}):
+        problems.append(
+            f"{where} needs MaxItemsPerBatch, MaxInputBytesPerBatch or one of their Path forms"
+        )
+    for a, limit in (("MaxItemsPerBatch", None), ("MaxInputBytesPerBatch", MAX_BATCH_BYTES)):
+        if a in batcher and f"{a}Path" in batcher:
+            problems.append(f"{where}: give either {a!r} or '{a}Path', not both")
+        if a in batcher and not _int_in(batcher[a], 1, limit):
+            bound = f" up to {limit}" if limit else ""
+            problems.append(f"{where}.{a} must be a positive integer{bound}, got {batcher[a]!r}")
+    if "BatchInput" in batcher and not isinstance(batcher["BatchInput"], dict):
+        problems.append(f"{where}.BatchInput must be an object (a payload template)")
+
+
+def _check_writer(at: str, writer: Any, problems: list[str]) -> None:
+    where = f"{at}: ResultWriter"
+    if not isinstance(writer, dict) or not writer:
+        problems.append(
+            f"{where} must be an object with Resource '{PUT_OBJECT}' and Parameters "
+            "{Bucket, Prefix}, and/or WriterConfig"
+        )
+        return
+    _unknown(where, writer, _WRITER_FIELDS, problems)
+    if ("Resource" in writer) != ("Parameters" in writer):
+        problems.append(f"{where}: give Resource and Parameters together")
+    if "Resource" in writer and writer["Resource"] != PUT_OBJECT:
+        problems.append(f"{where}.Resource must be '{PUT_OBJECT}', got {writer['Resource']!r}")
+    if "Parameters" in writer and not isinstance(writer["Parameters"], dict):
+        problems.append(f"{where}.Parameters must be an object such as {{'Bucket': 'b'}}")
+    if "WriterConfig" in writer:
+        config = writer["WriterConfig"]
+        if not isinstance(config, dict):
+            problems.append(f"{where}.WriterConfig must be an object")
+            return
+        _unknown(f"{where}.WriterConfig", config, {"Transformation", "OutputType"}, problems)
+        if config.get("Transformation") not in ("NONE", "COMPACT", "FLATTEN"):
+            problems.append(
+                f"{where}.WriterConfig.Transformation must be 'NONE', 'COMPACT' or 'FLATTEN'"
+            )
+        if config.get("OutputType") not in ("JSON", "JSONL"):
+            problems.append(f"{where}.WriterConfig.OutputType must be 'JSON' or 'JSONL'")
+
+
+def _unknown(where: str, spec: dict[str, Any], allowed: set[str], problems: list[str]) -> None:
+    for key in sorted(set(spec) - allowed):
+        problems.append(f"{where}: field {key!r} is not allowed; use {sorted(allowed)}")
+
+
+def _int_in(value: Any, low: int, high: int | None) -> bool:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return ok and (high is None or value <= high)
