@@ -32,9 +32,14 @@ _STOP_POLL_SECONDS = 0.1
 
 
 class StopSignal(Protocol):
-    """What run_execution's `stop` needs: a threading.Event works."""
+    """What run_execution's `stop` needs: a threading.Event works. A signal may also carry
+    `error` and `cause` attributes (StopExecution's), which the ExecutionAborted event then
+    records; without them the cause is STOPPED_CAUSE."""
 
     def is_set(self) -> bool: ...
+
+
+STOPPED_CAUSE = "the execution was stopped"
 
 _RNG = random.Random()  # retry jitter; seeding one per execution cost 0.1 ms in profiles
 
@@ -43,9 +48,9 @@ class ExecutionAborted(Exception):
     """A stop was requested (StopExecution, a signal to the runner): the execution ends
     ABORTED in the state it was about to run, never caught by Retry or Catch."""
 
-    def __init__(self, state: str | None, cause: str | None) -> None:
+    def __init__(self, state: str | None, cause: str | None, error: str | None = None) -> None:
         super().__init__(cause)
-        self.state, self.cause = state, cause
+        self.state, self.cause, self.error = state, cause, error
 
 
 class ExecutionTimedOut(Exception):
@@ -184,7 +189,10 @@ def run_states(
                     "stateEnteredEventDetails",
                     {"name": state.name, "input": frame.json_of(data), "inputDetails": TRUNCATED},
                 )
-                raise ExecutionAborted(state.name, "the execution was stopped")
+                stop = run.stop
+                raise ExecutionAborted(
+                    state.name, getattr(stop, "cause", STOPPED_CAUSE), getattr(stop, "error", None)
+                )
             try:
                 data, name = run.runners[state.type](run, state, data, frame)
             except StatesFailure as failure:
