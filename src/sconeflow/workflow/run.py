@@ -147,8 +147,13 @@ class Run:
         if seconds > 0 and stop is None:
             self.clock.sleep(seconds)
         elif seconds > 0 and stop is not None:
-            # In slices, so that a stop request ends a long Wait or retry back-off promptly.
-            while seconds > 0 and not stop.is_set():
+            # In slices, so that a stop request ends a long Wait or retry back-off promptly:
+            # the execution ends ABORTED in the state that was waiting, as StopExecution
+            # leaves it on AWS (no StateExited), so a redrive waits again.
+            while seconds > 0:
+                if stop.is_set():
+                    raise ExecutionAborted(None, getattr(stop, "cause", STOPPED_CAUSE),
+                                           getattr(stop, "error", None))  # fmt: skip
                 step = min(seconds, _STOP_POLL_SECONDS)
                 self.clock.sleep(step)
                 seconds -= step
