@@ -49,6 +49,8 @@ console_options = [
                  help="Extra Lambda handlers, a dict in a module or .py file, by function name."),
     click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True,
                  help="Executions running at once."),
+    click.option("--sample-seconds", type=click.FloatRange(min=0.1), default=5.0,
+                 show_default=True, help="How often endpoints' /metrics are sampled."),
 ]
 
 
@@ -59,11 +61,12 @@ def with_console_options(func: Any) -> Any:
 
 
 def run_console(ctx: Context, port: int | None, host: str, token: str | None,
-                handlers_spec: str | None, concurrency: int) -> None:
+                handlers_spec: str | None, concurrency: int, sample_seconds: float) -> None:
     from sconeflow.console.server import ConsoleOptions, serve
 
     options = ConsoleOptions(
         host=host, port=port, token=token, concurrency=concurrency,
+        sample_seconds=sample_seconds,
         handlers=load_handlers(handlers_spec) if handlers_spec else {},
     )
     serve(ctx.settings, options, announce=lambda line: click.echo(line, nl=True))
@@ -73,8 +76,8 @@ def run_console(ctx: Context, port: int | None, host: str, token: str | None,
 @with_console_options
 @pass_context
 def console(ctx: Context, port: int | None, host: str, token: str | None,
-            handlers_spec: str | None, concurrency: int) -> None:
+            handlers_spec: str | None, concurrency: int, sample_seconds: float) -> None:
     """Serve this workspace's AWS APIs (Step Functions, SageMaker, sagemaker-runtime) and the
     web console on one local URL, until Ctrl-C; executions still running then end ABORTED,
     redrivable."""
-    run_console(ctx, port, host, token, handlers_spec, concurrency)
+    run_console(ctx, port, host, token, handlers_spec, concurrency, sample_seconds)
