@@ -174,7 +174,7 @@ def _browser(sync_api: Any, profile: Path) -> Any:
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
 def test_click_through_every_page(workspace: tuple[Settings, str], executions: dict[str, str],
-                                  tmp_path: Path) -> None:  # fmt: skip
+                                  trained_home: Settings, tmp_path: Path) -> None:  # fmt: skip
     sync_api = pytest.importorskip("playwright.sync_api")
     _, url = workspace
     errors: list[str] = []
@@ -246,7 +246,13 @@ def test_click_through_every_page(workspace: tuple[Settings, str], executions: d
             page.goto(f"{url}/endpoints")
             assert "InService" in page.inner_text("table.list")
             page.click("text=ep >> nth=0")
-            time.sleep(1.0)  # a few samples at --sample-seconds 0.3
+            runtime = client(url, "sagemaker-runtime")
+            png = staged_split(trained_home, "test")[0][0]
+            for _ in range(3):  # traffic between samples (--sample-seconds 0.3)
+                for _ in range(10):
+                    runtime.invoke_endpoint(EndpointName="ep", ContentType="image/png",
+                                            Body=png)  # fmt: skip
+                time.sleep(0.4)
             page.reload()
             assert image_width("#endpoint-chart") > 600
             shot("endpoint")

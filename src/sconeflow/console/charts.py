@@ -94,6 +94,9 @@ def training_chart(runs: dict[str, list[list[float]]], name: str) -> bytes:
             label = kind + (f" (member {i + 1})" if len(kind_runs) > 1 else "")
             ax.plot(range(len(values)), values, marker="o", markersize=3, label=label,
                     color=colours[kind], alpha=1.0 if i == 0 else 0.5)  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{name}: accuracy by epoch", loc="left")

@@ -151,7 +151,8 @@ def job(settings: Settings, name: str) -> dict[str, Any] | None:
         return None
     numbers = {k: v for k, v in record.metrics.items()
                if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
-    other = {k: v for k, v in record.metrics.items() if k not in numbers}
+    other = {k: v if isinstance(v, str) else json.dumps(v) for k, v in record.metrics.items()
+             if k not in numbers}
     return {"job": record, "numbers": numbers, "other": other}
 
 
