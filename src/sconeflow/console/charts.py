@@ -12,6 +12,7 @@ import io
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from matplotlib.figure import Figure
 
@@ -40,8 +41,12 @@ def endpoint_chart(samples: Sequence[Sample], name: str) -> bytes:
     if len(samples) < 2:
         return message_chart("Sampling this endpoint's /metrics; the charts appear after "
                              "two samples.", f"{name}: metrics over time")  # fmt: skip
-    times, calls, errors, latency, batch = [], [], [], [], []
-    for a, b in zip(samples, samples[1:], strict=False):
+    times: list[datetime] = []
+    calls: list[float] = []
+    errors: list[float] = []
+    latency: list[float | None] = []
+    batch: list[float | None] = []
+    for a, b in pairwise(samples):
         dt = b.at - a.at
         d_calls = b.invocations - a.invocations
         if dt <= 0 or d_calls < 0:  # a restart: counters began again
@@ -55,7 +60,8 @@ def endpoint_chart(samples: Sequence[Sample], name: str) -> bytes:
         batch.append((b.batch_images - a.batch_images) / d_batches if d_batches else None)
     fig = Figure(figsize=(9, 6.4), layout="constrained")
     axes = fig.subplots(4, 1, sharex=True)
-    series = [(calls, "invocations / s", "#1565c0"), (errors, "errors / s (4xx + 5xx)", "#c62828"),
+    series: list[tuple[Sequence[float | None], str, str]] = [
+              (calls, "invocations / s", "#1565c0"), (errors, "errors / s (4xx + 5xx)", "#c62828"),
               (latency, "mean latency (ms)", "#6a1b9a"), (batch, "mean batch size", "#2e7d32")]
     for ax, (values, label, colour) in zip(axes, series, strict=True):
         ax.plot(times, [float("nan") if v is None else v for v in values], color=colour,

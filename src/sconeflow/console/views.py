@@ -32,17 +32,17 @@ def _pretty(text: str | None) -> str:
 
 def machines(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Registered state machines, and those that only `workflow run` ran (from executions)."""
-    counts = {}
-    rows = [{"name": m.name, "arn": m.arn, "type": m.type, "created": m.created_at,
-             "source": "CreateStateMachine"} for m in machine_rows.list_machines(conn)]
+    rows: list[dict[str, Any]] = [
+        {"name": m.name, "arn": m.arn, "type": m.type, "created": m.created_at,
+         "source": "CreateStateMachine"} for m in machine_rows.list_machines(conn)
+    ]  # fmt: skip
     known = {r["name"] for r in rows}
     for name in records.machine_names(conn):
         if name not in known:
             rows.append({"name": name, "arn": machine_rows.machine_arn(name), "type": "STANDARD",
                          "created": None, "source": "sconeflow workflow run"})  # fmt: skip
     for row in rows:
-        counts = records.count_by_status(conn, row["name"])
-        row["counts"] = counts
+        row["counts"] = records.count_by_status(conn, row["name"])
     return sorted(rows, key=lambda r: r["name"])
 
 
