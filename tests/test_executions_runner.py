@@ -397,7 +397,7 @@ def test_cli_run_list_describe_history_redrive(
         assert code == 0 and "1 SUCCEEDED" in out and len(endpoint.requests) == 3
         assert re.search(r"SUCCEEDED\s*│\s*│ 0\s*│ 0\.6000", out)  # no manifest: label "0"
         code, out = _cli(settings, "run", "--input", json.dumps(EVENT), "--name", "x y")
-        assert code == 1 and "WorkflowError: execution name 'x y' is invalid" in out
+        assert code == 1 and "WorkflowError: InvalidName: execution name 'x y'" in out
         code, out = _cli(settings, "describe", "nope")
         assert code == 1 and "ExecutionDoesNotExist" in out
     finally:

@@ -1,5 +1,5 @@
-"""The workspace database: one SQLite file holding training jobs, endpoints, executions
-and their history, and monitoring runs.
+"""The workspace database: one SQLite file holding training jobs, endpoints, state machines,
+executions and their history, and monitoring runs.
 
 Plain sqlite3, WAL mode so the endpoint process, the CLI and the workflow runner can use
 it at once. Rows carry JSON text for nested fields; callers parse them where they enter.
@@ -56,8 +56,13 @@ CREATE TABLE IF NOT EXISTS executions (
     owner_pid INTEGER,                  -- the process running it, while RUNNING
     owner_start TEXT,                   -- that process's start time (a reused pid differs)
     map_run_arn TEXT,                   -- a Distributed Map's child: its Map Run
-    parent_arn TEXT                     -- ... and the execution that started the Map Run
+    parent_arn TEXT,                    -- ... and the execution that started the Map Run
+    stop_requested TEXT                 -- JSON {"error", "cause"}: StopExecution from another
+                                        -- process, which the owner polls and obeys
 );
+CREATE INDEX IF NOT EXISTS executions_by_start ON executions (started_at);
+CREATE INDEX IF NOT EXISTS executions_by_machine ON executions (state_machine, started_at);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status, started_at);
 CREATE TABLE IF NOT EXISTS history_events (
     execution_arn TEXT NOT NULL,
     id INTEGER NOT NULL,
@@ -66,6 +71,18 @@ CREATE TABLE IF NOT EXISTS history_events (
     type TEXT NOT NULL,
     details TEXT NOT NULL,              -- JSON: the event's *EventDetails object
     PRIMARY KEY (execution_arn, id)
+);
+CREATE TABLE IF NOT EXISTS state_machines (
+    arn TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,                 -- STANDARD | EXPRESS
+    definition TEXT NOT NULL,           -- the ASL JSON as given to CreateStateMachine
+    role_arn TEXT NOT NULL,
+    revision_id TEXT NOT NULL,          -- changes with every UpdateStateMachine
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    logging TEXT NOT NULL DEFAULT '{}', -- JSON LoggingConfiguration
+    tracing TEXT NOT NULL DEFAULT '{}'  -- JSON TracingConfiguration
 );
 CREATE TABLE IF NOT EXISTS monitoring_runs (
     id TEXT PRIMARY KEY,
@@ -89,6 +106,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("executions", "owner_start", "TEXT"),
     ("executions", "map_run_arn", "TEXT"),
     ("executions", "parent_arn", "TEXT"),
+    ("executions", "stop_requested", "TEXT"),
 )
 
 

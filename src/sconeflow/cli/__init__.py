@@ -36,6 +36,7 @@ COMMANDS = {
     "pipeline": ("pipeline:pipeline", "Run everything end to end: stage to monitoring report."),
     "cleanup": ("pipeline:cleanup", "Delete endpoints and, if asked, models, captures, data."),
     "aws": ("aws:aws", "Move the workspace to AWS: synth, deploy, status, destroy."),
+    "console": ("console:console", "Serve the AWS APIs and the web console on one local URL."),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,6 +39,11 @@ from sconeflow.progress import RichProgress
 @click.option("--threshold", type=float, default=PipelineOptions.threshold, show_default=True,
               help="Confidence below which the workflow fails an image.")  # fmt: skip
 @click.option("--keep-endpoint", is_flag=True, help="Leave the endpoint running at the end.")
+@click.option("--console", "with_console", is_flag=True,
+              help="Then serve the console (as `sconeflow console`) to look at what ran, "
+              "until Ctrl-C; keeps the endpoint running.")  # fmt: skip
+@click.option("--console-port", type=click.IntRange(1, 65535),
+              help="The console's port (default: 4566, or the next free one).")  # fmt: skip
 @json_option
 @pass_context
 def pipeline(
@@ -50,6 +56,8 @@ def pipeline(
     port: int | None,
     threshold: float,
     keep_endpoint: bool,
+    with_console: bool,
+    console_port: int | None,
     as_json: bool,
 ) -> None:
     """Run the whole workflow: stage -> train -> evaluate -> deploy -> workflow over the
@@ -63,7 +71,7 @@ def pipeline(
         hyperparameters=_read_hyperparameters(hp_file, overrides),
         endpoint=endpoint,
         threshold=threshold,
-        keep_endpoint=keep_endpoint,
+        keep_endpoint=keep_endpoint or with_console,
         port=port,
     )
 
@@ -74,7 +82,15 @@ def pipeline(
         summary = run_pipeline(ctx.settings, options, log=log, progress=progress)
     if as_json:
         print_json(summary.to_dict())
-        return
+    else:
+        _print_summary(summary, keep_endpoint or with_console)
+    if with_console:
+        from sconeflow.cli.console import run_console
+
+        run_console(ctx, console_port, "127.0.0.1", None, None, 64, 5.0)
+
+
+def _print_summary(summary: Any, keep_endpoint: bool) -> None:
     # Plain lines, not a table: paths and names must stay whole and copyable at any width.
     click.echo("\nSteps")
     for st in summary.steps:

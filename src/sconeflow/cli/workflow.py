@@ -266,6 +266,30 @@ def redrive(
 
 
 @workflow.command()
+@click.argument("execution")
+@click.option("--error", help="Error code to record on the ExecutionAborted event.")
+@click.option("--cause", help="Cause to record on the ExecutionAborted event.")
+@click.option("--wait", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the execution to end.")  # fmt: skip
+@json_option
+@pass_context
+def stop(ctx: Context, execution: str, error: str | None, cause: str | None, wait: float,
+         as_json: bool) -> None:  # fmt: skip
+    """Stop a running execution, whichever process runs it (StopExecution): it ends ABORTED
+    with ExecutionAborted before its next state, and can be redriven."""
+    from sconeflow.executions.stop import stop_execution
+
+    record = stop_execution(ctx.settings, execution, error=error, cause=cause, wait=wait)
+    if as_json:
+        print_json(record.describe())
+    elif record.status == "RUNNING":
+        console.print(f"stop requested: {record.name} ends ABORTED when its running task "
+                      "returns", highlight=False)  # fmt: skip
+    else:
+        console.print(f"{record.status} {record.name}", highlight=False)
+
+
+@workflow.command()
 @click.option(
     "--definition", help="ASL file or packaged name (stepfunction, fanout, fanout_distributed)."
 )

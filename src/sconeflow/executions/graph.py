@@ -410,7 +410,28 @@ def render_graph(
     `out` may end in .svg or .png or have no suffix; both files are written next to each
     other and their paths returned.
     """
-    import matplotlib
+    stem = out.with_suffix("") if out.suffix.lower() in (".svg", ".png") else out
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".svg"), stem.with_suffix(".png")]
+    fig = _figure(definition, outcomes, title)
+    for path in paths:
+        path.write_bytes(_save(fig, path.suffix[1:]))
+    return paths
+
+
+def graph_image(
+    definition: Mapping[str, Any],
+    *,
+    outcomes: Mapping[str, StateOutcome] | None = None,
+    title: str | None = None,
+    fmt: str = "svg",
+) -> bytes:
+    """The same picture as render_graph, in memory: SVG or PNG bytes (the console's pages)."""
+    return _save(_figure(definition, outcomes, title), fmt)
+
+
+def _figure(definition: Mapping[str, Any], outcomes: Mapping[str, StateOutcome] | None,
+            title: str | None) -> Any:  # fmt: skip
     from matplotlib.figure import Figure  # Figure + savefig need no pyplot, no display
 
     scope = _build_scope(definition, "state machine")
@@ -430,14 +451,22 @@ def render_graph(
     _draw_scope(ax, scope, outcomes, depth=0)
     if outcomes is not None:
         _draw_legend(ax, width, height - legend_h / 2)
-    stem = out.with_suffix("") if out.suffix.lower() in (".svg", ".png") else out
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".svg"), stem.with_suffix(".png")]
-    # Text stays <text> in the SVG; a fixed hash salt and no date make it reproducible.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "sconeflow"}):
-        fig.savefig(paths[0], format="svg", metadata={"Date": None})
-    fig.savefig(paths[1], format="png", dpi=110)
-    return paths
+    return fig
+
+
+def _save(fig: Any, fmt: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    buffer = io.BytesIO()
+    if fmt == "svg":
+        # Text stays <text> in the SVG; a fixed hash salt and no date make it reproducible.
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "sconeflow"}):
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
+    else:
+        fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
 
 
 def _text(ax: Any, x: float, y: float, text: str, **kw: Any) -> None:

@@ -15,7 +15,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,14 +288,16 @@ def reopen_execution(conn: sqlite3.Connection, arn: str, status: str) -> bool:
     was no longer in `status` (another process redrove it first)."""
     updated = conn.execute(
         "UPDATE executions SET status = 'RUNNING', output = NULL, error = NULL, cause = NULL,"
-        " stopped_at = NULL WHERE arn = ? AND status = ?",
-        (arn, status),
+        " stopped_at = NULL, stop_requested = NULL, owner_pid = ?, owner_start = ?"
+        " WHERE arn = ? AND status = ?",
+        (*owner(), arn, status),
     ).rowcount
     return updated == 1
 
 
 def abort_execution(
-    conn: sqlite3.Connection, arn: str, cause: str, last_id: int | None = None
+    conn: sqlite3.Connection, arn: str, cause: str | None, last_id: int | None = None,
+    error: str | None = None,
 ) -> bool:
     """End a RUNNING execution as ABORTED with an `ExecutionAborted` event (as StopExecution
     does); False when it was not RUNNING (it ended, or another process aborted it first).
@@ -305,16 +308,17 @@ def abort_execution(
     try:
         conn.execute("BEGIN IMMEDIATE")
         updated = conn.execute(
-            "UPDATE executions SET status = 'ABORTED', cause = ?, stopped_at = ? "
+            "UPDATE executions SET status = 'ABORTED', error = ?, cause = ?, stopped_at = ? "
             "WHERE arn = ? AND status = 'RUNNING'",
-            (cause, now, arn),
+            (error, cause, now, arn),
         ).rowcount
         if updated:
             last = last_id if last_id is not None else last_event_id(conn, arn)
+            details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
             conn.execute(
                 "INSERT INTO history_events VALUES (?, ?, ?, ?, 'ExecutionAborted', ?)",
                 (arn, last + 1, last, now,
-                 json.dumps({"executionAbortedEventDetails": {"cause": cause}})),
+                 json.dumps({"executionAbortedEventDetails": details})),
             )  # fmt: skip
         conn.commit()
         return bool(updated)
@@ -381,6 +385,61 @@ def recover_orphans(conn: sqlite3.Connection) -> list[str]:
     return orphans
 
 
+# --- stop requests from another process -----------------------------------------------------
+
+STOP_POLL_SECONDS = 0.2  # how often an owner reads its executions' stop requests, at most
+
+
+def request_stop(
+    conn: sqlite3.Connection, arn: str, *, error: str | None = None, cause: str | None = None
+) -> bool:
+    """Ask the process running `arn` to stop it (StopExecution from another process): the
+    owner reads the request through `StopRequest` and ends the execution ABORTED with
+    `error` and `cause`. False when the execution is not RUNNING."""
+    request = json.dumps({"error": error, "cause": cause})
+    updated = conn.execute(
+        "UPDATE executions SET stop_requested = ? WHERE arn = ? AND status = 'RUNNING'",
+        (request, arn),
+    ).rowcount
+    return updated == 1
+
+
+class StopRequest:
+    """A stop signal (the engine's `stop=`) set by `request_stop` in any process.
+
+    `is_set()` reads the execution's row at most every STOP_POLL_SECONDS (the first time
+    that long after it was made), so an execution of a few milliseconds never reads it
+    and a long one costs one indexed read per interval. Once set, `error` and `cause` say
+    what the stop request gave."""
+
+    def __init__(self, conn: sqlite3.Connection, arn: str,
+                 clock: Any = time.monotonic) -> None:  # fmt: skip
+        self.conn, self.arn, self._clock = conn, arn, clock
+        self._next = clock() + STOP_POLL_SECONDS
+        self._set = False
+        self._lock = threading.Lock()  # Map/Parallel branches may ask from several threads
+        self.error: str | None = None
+        self.cause: str | None = None
+
+    def is_set(self) -> bool:
+        if self._set or self._clock() < self._next:
+            return self._set
+        with self._lock:
+            self._next = self._clock() + STOP_POLL_SECONDS
+            try:
+                row = self.conn.execute(
+                    "SELECT stop_requested FROM executions WHERE arn = ?", (self.arn,)
+                ).fetchone()
+            except sqlite3.Error as err:  # a busy db must not fail the execution
+                log.warning("could not read the stop request of %s: %s", self.arn, err)
+                return False
+            if row is not None and row[0]:
+                request = json.loads(row[0])
+                self.error, self.cause = request.get("error"), request.get("cause")
+                self._set = True
+        return self._set
+
+
 # --- the reader ----------------------------------------------------------------------------
 
 
@@ -399,6 +458,10 @@ def read_record(conn: sqlite3.Connection, arn: str) -> ExecutionRecord:
         "AND type = 'ExecutionRedriven'",
         (arn,),
     ).fetchone()
+    return _record_of(row, (int(redrives[0]), redrives[1]))
+
+
+def _record_of(row: sqlite3.Row, redrives: tuple[int, str | None]) -> ExecutionRecord:
     return ExecutionRecord(
         arn=row["arn"], name=row["name"], state_machine=row["state_machine"],
         status=row["status"], input=row["input"], started_at=row["started_at"],
@@ -415,6 +478,80 @@ def read_children(conn: sqlite3.Connection, parent_arn: str) -> list[ExecutionRe
         (parent_arn,),
     ).fetchall()
     return [read_record(conn, row["arn"]) for row in rows]
+
+
+def page_executions(
+    conn: sqlite3.Connection,
+    *,
+    state_machine: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    after: tuple[str, str] | None = None,
+) -> tuple[list[ExecutionRecord], tuple[str, str] | None]:
+    """One page of executions, newest first (ListExecutions), and the cursor of the next
+    page (None on the last). `after` is the (started_at, arn) cursor of the previous page.
+    Indexed on (state_machine | status, started_at), so a page costs the same at 10 or
+    10,000,000 rows."""
+    where, args = [], []
+    if state_machine is not None:
+        where.append("state_machine = ?")
+        args.append(state_machine)
+    if status is not None:
+        where.append("status = ?")
+        args.append(status)
+    if after is not None:
+        where.append("(started_at, arn) < (?, ?)")
+        args.extend(after)
+    sql = "SELECT * FROM executions" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = conn.execute(
+        sql + " ORDER BY started_at DESC, arn DESC LIMIT ?", (*args, limit + 1)
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    redrives = _redrives(conn, [r["arn"] for r in rows])
+    page = [_record_of(r, redrives.get(r["arn"], (0, None))) for r in rows]
+    cursor = (rows[-1]["started_at"], rows[-1]["arn"]) if more and rows else None
+    return page, cursor
+
+
+def _redrives(conn: sqlite3.Connection, arns: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+    """(redrive count, last redrive date) of each ARN that was redriven."""
+    if not arns:
+        return {}
+    marks = ", ".join("?" * len(arns))
+    rows = conn.execute(
+        "SELECT execution_arn, COUNT(*), MAX(timestamp) FROM history_events WHERE "
+        f"type = 'ExecutionRedriven' AND execution_arn IN ({marks}) GROUP BY execution_arn",
+        tuple(arns),
+    ).fetchall()
+    return {r[0]: (int(r[1]), r[2]) for r in rows}
+
+
+def count_by_status(conn: sqlite3.Connection, state_machine: str | None = None) -> dict[str, int]:
+    """How many executions are in each status (of one state machine, or all)."""
+    rows = conn.execute(
+        "SELECT status, COUNT(*) FROM executions WHERE ? IS NULL OR state_machine = ? "
+        "GROUP BY status",
+        (state_machine, state_machine),
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def machine_names(conn: sqlite3.Connection) -> list[str]:
+    """The state machine names that executions were recorded under."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT state_machine FROM executions")]
+
+
+def exists(conn: sqlite3.Connection, arn: str) -> bool:
+    return conn.execute("SELECT 1 FROM executions WHERE arn = ?", (arn,)).fetchone() is not None
+
+
+def owned_by(conn: sqlite3.Connection, arn: str) -> tuple[int | None, str | None]:
+    """(owner pid, owner start) recorded on an execution."""
+    row = conn.execute(
+        "SELECT owner_pid, owner_start FROM executions WHERE arn = ?", (arn,)
+    ).fetchone()
+    return (None, None) if row is None else (row["owner_pid"], row["owner_start"])
 
 
 def read_history(conn: sqlite3.Connection, arn: str) -> list[dict[str, Any]]:

@@ -29,11 +29,25 @@ from sconeflow.executions.notify import Notifier
 from sconeflow.executions.records import FAILED_STATUSES, ExecutionRecord, HistoryWriter
 from sconeflow.functions import FunctionConfig, Handler, make_handlers
 from sconeflow.functions.config import DEFAULT_THRESHOLD
+from sconeflow.workflow.run import STOPPED_CAUSE
 
 if TYPE_CHECKING:
     from sconeflow.workflow import StateMachine
 
-_EXECUTION_NAME = re.compile(r"^[0-9A-Za-z_-]{1,80}$")  # StartExecution's name rule
+# StartExecution's (and CreateStateMachine's) name rule: 1-80 characters, none of
+# whitespace, brackets, wildcards, these specials or control characters.
+_BAD_NAME = re.compile(r'[\s<>{}\[\]?*"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]')
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` is not a valid execution or state machine name, or None if it is."""
+    if not 1 <= len(name) <= 80:
+        return f"name {name!r} must have 1 to 80 characters"
+    bad = _BAD_NAME.search(name)
+    if bad:
+        return (f"name {name!r} contains {bad.group()!r}; names may not contain whitespace, "
+                "brackets, wildcards, control characters or any of \" # % \\ ^ | ~ ` $ & , ; : /")
+    return None
 
 
 def resolve_endpoint(settings: Settings, name: str | None = None) -> tuple[str, str]:
@@ -128,6 +142,8 @@ class WorkflowRunner:
             from sconeflow.store import open_store
 
             self.objects = StoreObjects(open_store(settings))
+        self._stops: dict[str, _ExecutionStop] = {}  # running here, by ARN
+        self._lock = threading.Lock()
         with closing(db.connect(settings.db_path)) as conn:
             records.recover_orphans(conn)
 
@@ -136,16 +152,35 @@ class WorkflowRunner:
         executions started after this are aborted at once."""
         self.stop.set()
 
+    def stop_execution(self, arn: str, *, error: str | None = None,
+                       cause: str | None = None) -> bool:  # fmt: skip
+        """StopExecution of one execution this runner is running: it ends ABORTED with
+        `error` and `cause` before its next state. False when it is not running here."""
+        with self._lock:
+            signal = self._stops.get(arn)
+        if signal is None:
+            return False
+        signal.request(error, cause)
+        return True
+
+    def arn_for(self, name: str) -> str:
+        return f"{self.machine.arn.replace(':stateMachine:', ':execution:')}:{name}"
+
     def start(self, execution_input: Any, name: str | None = None) -> ExecutionRecord:
         """Run one execution to its end (StartExecution + wait); the record as it ended."""
+        arn, name = self.create(execution_input, name)
+        return self.run_created(arn, execution_input, name)
+
+    def create(self, execution_input: Any, name: str | None = None) -> tuple[str, str]:
+        """The RUNNING row of a new execution (StartExecution's part that can fail at once:
+        a bad name, ExecutionAlreadyExists); returns its (ARN, name). `run_created` runs it."""
         from sconeflow.workflow import SystemClock
 
         name = name or str(uuid.uuid4())
-        if not _EXECUTION_NAME.fullmatch(name):
-            raise WorkflowError(
-                f"execution name {name!r} is invalid; expected 1-80 letters, digits, '-' or '_'"
-            )
-        arn = f"{self.machine.arn.replace(':stateMachine:', ':execution:')}:{name}"
+        problem = name_problem(name)
+        if problem:
+            raise WorkflowError(f"InvalidName: execution {problem}")
+        arn = self.arn_for(name)
         clock = self.clock or SystemClock()
         with closing(db.connect(self.settings.db_path)) as conn:
             records.create_execution(
@@ -153,6 +188,11 @@ class WorkflowRunner:
                 execution_input=execution_input, definition=self.definition.text,
                 started_at=clock.now(), threshold=self.threshold,
             )  # fmt: skip
+        return arn, name
+
+    def run_created(self, arn: str, execution_input: Any, name: str) -> ExecutionRecord:
+        """Run an execution that `create` recorded, to its end; the record as it ended."""
+        with closing(db.connect(self.settings.db_path)) as conn:
             writer = HistoryWriter(conn, arn)
             return self._run(conn, writer, execution_input, name, None)
 
@@ -162,11 +202,14 @@ class WorkflowRunner:
 
         # A Distributed Map's child executions are recorded as executions of their own.
         children = records.ChildRecorder(conn, threshold=self.threshold)
+        stop = _ExecutionStop(self.stop, records.StopRequest(conn, writer.arn))
+        with self._lock:
+            self._stops[writer.arn] = stop
         try:
             result = run_execution(
                 self.machine, data, self.handlers, name=name, listener=writer,
                 clock=self.clock, start_at=start_at, max_workers=self.max_workers,
-                execution_input=data if original is None else original, stop=self.stop,
+                execution_input=data if original is None else original, stop=stop,
                 store=self.objects, children=children,
             )  # fmt: skip
         except BaseException as err:
@@ -176,6 +219,9 @@ class WorkflowRunner:
             records.abort_execution(conn, writer.arn, cause, writer.last_id or None)
             records.abort_children(conn, writer.arn, cause)
             raise
+        finally:
+            with self._lock:
+                self._stops.pop(writer.arn, None)
         records.finish_execution(
             conn, writer.arn, status=result.status, output=result.output, error=result.error,
             cause=result.cause, stopped_at=result.stop_date,
@@ -233,11 +279,86 @@ class WorkflowRunner:
                 raise
 
 
+class _ExecutionStop:
+    """The stop signal of one execution: its runner's `stop_all`, a StopExecution in this
+    process (`request`), or a stop requested through the db by another process."""
+
+    def __init__(self, everything: threading.Event, requested: records.StopRequest) -> None:
+        self._everything, self._requested = everything, requested
+        self._own = threading.Event()
+        self.error: str | None = None
+        self.cause: str | None = STOPPED_CAUSE
+
+    def request(self, error: str | None, cause: str | None) -> None:
+        self.error, self.cause = error, cause
+        self._own.set()
+
+    def is_set(self) -> bool:
+        if self._own.is_set() or self._everything.is_set():
+            return True
+        if self._requested.is_set():
+            self.error, self.cause = self._requested.error, self._requested.cause
+            return True
+        return False
+
+
 def _case_name(event: Any) -> str:
     """A readable unique name: the image's file stem plus a short random suffix."""
     key = event.get("s3_key", "") if isinstance(event, dict) else ""
     stem = re.sub(r"[^0-9A-Za-z_-]+", "-", Path(str(key)).stem)[:60] if key else "execution"
     return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+class Redrive:
+    """A redrive that has begun: the execution is RUNNING again, owned by this process, and
+    `run` runs it from the state that failed (in this thread or another)."""
+
+    def __init__(self, settings: Settings, record: ExecutionRecord, runner: WorkflowRunner,
+                 state: str | None, state_input: Any, offset: int) -> None:  # fmt: skip
+        self.settings, self.record, self.runner = settings, record, runner
+        self.state, self.state_input, self.offset = state, state_input, offset
+
+    def run(self) -> ExecutionRecord:
+        with closing(db.connect(self.settings.db_path)) as conn:
+            writer = HistoryWriter(conn, self.record.arn, offset=self.offset,
+                                   redrive_count=self.record.redrive_count + 1)  # fmt: skip
+            return self.runner._run(conn, writer, self.state_input, self.record.name,
+                                    self.state, json.loads(self.record.input))  # fmt: skip
+
+
+def begin_redrive(
+    settings: Settings,
+    arn_or_name: str,
+    handlers: Mapping[str, Handler],
+    *,
+    notifier: Notifier | None = None,
+    clock: Any = None,
+    max_workers: int = 1,
+) -> Redrive:
+    """RedriveExecution's part that can fail at once (ExecutionNotRedrivable): reopen a
+    failed execution; `Redrive.run` then runs it."""
+    record = records.find_execution(settings, arn_or_name)
+    _refuse_child(record)
+    if record.status not in FAILED_STATUSES:
+        raise WorkflowError(
+            f"ExecutionNotRedrivable: {record.arn} is {record.status}; only FAILED, TIMED_OUT "
+            "or ABORTED executions can be redriven"
+        )
+    with closing(db.connect(settings.db_path)) as conn:
+        events = records.read_history(conn, record.arn)
+        spec = records.read_definition(conn, record.arn)
+    state, state_input = _failed_state(events)
+    if state is None:  # stopped before its first state (queued when its owner died)
+        state_input = json.loads(record.input)
+    definition = Definition(record.state_machine, json.dumps(spec), record.arn)
+    runner = WorkflowRunner(settings, definition, handlers, notifier=notifier, clock=clock,
+                            max_workers=max_workers, threshold=record.threshold)  # fmt: skip
+    with closing(db.connect(settings.db_path)) as conn:
+        if not records.reopen_execution(conn, record.arn, record.status):
+            # another process redrove it first
+            raise WorkflowError(f"ExecutionNotRedrivable: {record.arn} changed while redriving")
+    return Redrive(settings, record, runner, state, state_input,
+                   events[-1]["id"] if events else 0)  # fmt: skip
 
 
 def redrive_execution(
@@ -251,28 +372,8 @@ def redrive_execution(
 ) -> ExecutionRecord:
     """RedriveExecution: run a failed execution again from the top-level state that failed,
     with the input that state had; same ARN, history continues, redriveCount + 1."""
-    record = records.find_execution(settings, arn_or_name)
-    _refuse_child(record)
-    if record.status not in FAILED_STATUSES:
-        raise WorkflowError(
-            f"ExecutionNotRedrivable: {record.arn} is {record.status}; only FAILED, TIMED_OUT "
-            "or ABORTED executions can be redriven"
-        )
-    with closing(db.connect(settings.db_path)) as conn:
-        events = records.read_history(conn, record.arn)
-        spec = records.read_definition(conn, record.arn)
-    state, state_input = _failed_state(events)
-    definition = Definition(record.state_machine, json.dumps(spec), record.arn)
-    runner = WorkflowRunner(settings, definition, handlers, notifier=notifier, clock=clock,
-                            max_workers=max_workers)  # fmt: skip
-    with closing(db.connect(settings.db_path)) as conn:
-        if not records.reopen_execution(conn, record.arn, record.status):
-            # another process redrove it first
-            raise WorkflowError(f"ExecutionNotRedrivable: {record.arn} changed while redriving")
-        writer = HistoryWriter(conn, record.arn, offset=events[-1]["id"] if events else 0,
-                               redrive_count=record.redrive_count + 1)  # fmt: skip
-        return runner._run(conn, writer, state_input, record.name, state,
-                           json.loads(record.input))  # fmt: skip
+    return begin_redrive(settings, arn_or_name, handlers, notifier=notifier, clock=clock,
+                         max_workers=max_workers).run()  # fmt: skip
 
 
 def redrive_local(
@@ -307,7 +408,7 @@ def _refuse_child(record: ExecutionRecord) -> None:
         )
 
 
-def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str, Any]:
+def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str | None, Any]:
     """The top-level state an execution failed in, and its input, from its history.
 
     Events of the top level chain through previousEventId (branches and Map iterations
@@ -321,6 +422,6 @@ def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str, Any]:
             details = event["stateEnteredEventDetails"]
             return str(details["name"]), json.loads(details.get("input") or "{}")
         event = by_id.get(event["previousEventId"])
-    raise WorkflowError("ExecutionNotRedrivable: the execution failed before entering a state")
+    return None, None  # it ended before entering a state: a redrive starts from StartAt
 
 

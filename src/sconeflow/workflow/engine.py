@@ -198,8 +198,8 @@ def execute(
         details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
         run.emit(top, "ExecutionFailed", "executionFailedEventDetails", details)
     except ExecutionAborted as aborted:
-        status, cause, failed = "ABORTED", aborted.cause, aborted.state
-        details = {"cause": aborted.cause} if aborted.cause else {}
+        status, error, cause, failed = "ABORTED", aborted.error, aborted.cause, aborted.state
+        details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
         run.emit(top, "ExecutionAborted", "executionAbortedEventDetails", details)
     except ExecutionTimedOut:
         status, error = "TIMED_OUT", TIMEOUT

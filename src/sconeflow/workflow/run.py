@@ -32,9 +32,14 @@ _STOP_POLL_SECONDS = 0.1
 
 
 class StopSignal(Protocol):
-    """What run_execution's `stop` needs: a threading.Event works."""
+    """What run_execution's `stop` needs: a threading.Event works. A signal may also carry
+    `error` and `cause` attributes (StopExecution's), which the ExecutionAborted event then
+    records; without them the cause is STOPPED_CAUSE."""
 
     def is_set(self) -> bool: ...
+
+
+STOPPED_CAUSE = "the execution was stopped"
 
 _RNG = random.Random()  # retry jitter; seeding one per execution cost 0.1 ms in profiles
 
@@ -43,9 +48,9 @@ class ExecutionAborted(Exception):
     """A stop was requested (StopExecution, a signal to the runner): the execution ends
     ABORTED in the state it was about to run, never caught by Retry or Catch."""
 
-    def __init__(self, state: str | None, cause: str | None) -> None:
+    def __init__(self, state: str | None, cause: str | None, error: str | None = None) -> None:
         super().__init__(cause)
-        self.state, self.cause = state, cause
+        self.state, self.cause, self.error = state, cause, error
 
 
 class ExecutionTimedOut(Exception):
@@ -152,8 +157,13 @@ class Run:
         if seconds > 0 and stop is None:
             self.clock.sleep(seconds)
         elif seconds > 0 and stop is not None:
-            # In slices, so that a stop request ends a long Wait or retry back-off promptly.
-            while seconds > 0 and not stop.is_set():
+            # In slices, so that a stop request ends a long Wait or retry back-off promptly:
+            # the execution ends ABORTED in the state that was waiting, as StopExecution
+            # leaves it on AWS (no StateExited), so a redrive waits again.
+            while seconds > 0:
+                if stop.is_set():
+                    raise ExecutionAborted(None, getattr(stop, "cause", STOPPED_CAUSE),
+                                           getattr(stop, "error", None))  # fmt: skip
                 step = min(seconds, _STOP_POLL_SECONDS)
                 self.clock.sleep(step)
                 seconds -= step
@@ -194,7 +204,10 @@ def run_states(
                     "stateEnteredEventDetails",
                     {"name": state.name, "input": frame.json_of(data), "inputDetails": TRUNCATED},
                 )
-                raise ExecutionAborted(state.name, "the execution was stopped")
+                stop = run.stop
+                raise ExecutionAborted(
+                    state.name, getattr(stop, "cause", STOPPED_CAUSE), getattr(stop, "error", None)
+                )
             try:
                 data, name = run.runners[state.type](run, state, data, frame)
             except StatesFailure as failure:
