@@ -41,6 +41,7 @@ import torch
 
 from sconeflow.staging import read_cifar
 from sconeflow.training.artifact import export_onnx
+from sconeflow.training.augment import to_tensor
 from sconeflow.training.calibration import (
     DEFAULT_THRESHOLDS,
     ece_sampling_floor,
@@ -51,7 +52,7 @@ from sconeflow.training.calibration import (
 )
 from sconeflow.training.hyperparameters import parse_hyperparameters
 from sconeflow.training.model import count_macs, count_parameters
-from sconeflow.training.train import predict_logits, to_tensor, train
+from sconeflow.training.train import predict_logits, train
 
 TARBALL = Path(__file__).resolve().parents[1].parent / "shared/data/cifar-100-python.tar.gz"
 BICYCLE, MOTORCYCLE = 8, 48

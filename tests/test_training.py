@@ -27,6 +27,7 @@ from sconeflow.training.artifact import (  # noqa: E402
     pack_artifact,
     write_artifact,
 )
+from sconeflow.training.augment import to_tensor  # noqa: E402
 from sconeflow.training.calibration import (  # noqa: E402
     ece_sampling_floor,
     errors_among_most_confident,
@@ -42,7 +43,7 @@ from sconeflow.training.hyperparameters import (  # noqa: E402
     parse_hyperparameters,
 )
 from sconeflow.training.model import ModelConfig, build_model, count_macs  # noqa: E402
-from sconeflow.training.train import TrainResult, predict_logits, to_tensor, train  # noqa: E402
+from sconeflow.training.train import TrainResult, predict_logits, train  # noqa: E402
 
 DEV_TARBALL = Path(__file__).resolve().parents[1].parent / "shared/data/cifar-100-python.tar.gz"
 TINY = {"epochs": "2", "mini_batch_size": "16", "validation_fraction": "0.25"}

@@ -273,6 +273,7 @@ _SPECS: dict[str, tuple[Parser, str]] = {
     "kv_store": _optional_choice("dist_sync", "dist_async"),
 }
 assert set(_SPECS) == {f.name for f in fields(Hyperparameters)}  # table and dataclass agree
+NAMES = tuple(sorted(_SPECS))
 
 
 def parse_hyperparameters(raw: Mapping[str, object] | None = None) -> Hyperparameters:
