@@ -36,7 +36,8 @@ from sconeflow.training.hyperparameters import HyperparameterError
 MAX_PLANNED_EPOCHS = 200  # the recipe's epoch count; a faster machine does not train longer
 MIN_RETRAIN_EPOCHS = 20  # below this, one fit with twice the epochs beats two short fits
 PLAN_SHARE = 0.85  # of the time left, planned for the fits; the rest absorbs noise and export
-RESERVE_SECONDS = 3.0  # kept back at the end for calibration, ONNX export and the upload
+RESERVE_SECONDS = 3.0  # kept back at the end for calibration, ONNX export and the upload ...
+RESERVE_SHARE = 0.05  # ... or 5% of a budget under a minute
 VALIDATE_EVERY = 10  # held-out accuracy every 10th epoch (and the first and last) ...
 # ... or every epoch when early stopping needs it: the pass is 15% of a held-out epoch.
 
@@ -113,7 +114,8 @@ def plan_epochs(
     >>> plan_epochs(c, p, budget=300, time_left=300, epochs=None, retrain_full=True).epochs
     114
     """
-    usable = PLAN_SHARE * max(0.0, time_left - RESERVE_SECONDS)
+    reserve = reserve_seconds(budget)
+    usable = PLAN_SHARE * max(0.0, time_left - reserve)
     retrain = retrain_full and phases.full_steps > 0
 
     spent = budget - time_left
@@ -124,8 +126,8 @@ def plan_epochs(
 
     if epochs is not None:
         chosen = plan(epochs, retrain, False)
-        if chosen.estimated_seconds > time_left - RESERVE_SECONDS:
-            need = math.ceil(spent + RESERVE_SECONDS + chosen.estimated_seconds / PLAN_SHARE)
+        if chosen.estimated_seconds > time_left - reserve:
+            need = math.ceil(spent + reserve + chosen.estimated_seconds / PLAN_SHARE)
             raise HyperparameterError(
                 f"hyperparameter 'epochs': {epochs} epochs need about "
                 f"{chosen.estimated_seconds:.0f} s on this machine ({_per_epoch(costs, phases)}"
@@ -141,13 +143,18 @@ def plan_epochs(
     n = _most_epochs(usable, False, phases, costs, max_epochs)
     if n < 1:
         one = estimate_seconds(1, False, phases, costs)
-        need = math.ceil(spent + RESERVE_SECONDS + MIN_RETRAIN_EPOCHS * one / PLAN_SHARE)
+        need = math.ceil(spent + reserve + MIN_RETRAIN_EPOCHS * one / PLAN_SHARE)
         raise HyperparameterError(
             f"hyperparameter 'max_runtime_in_seconds': got {budget:.0f}, which leaves "
             f"{time_left:.0f} s for training, and one epoch takes about {one:.1f} s on this "
             f"machine; expected room for some epochs: raise it to about {need}"
         )
     return plan(n, False, True)
+
+
+def reserve_seconds(budget: float) -> float:
+    """Seconds kept back from the fits for calibration, export and upload."""
+    return min(RESERVE_SECONDS, RESERVE_SHARE * budget)
 
 
 def _most_epochs(usable: float, retrain: bool, phases: Phases, costs: Costs, cap: int) -> int:
