@@ -126,9 +126,10 @@ def train(
         f"({m.get('epochs_run', '?')} epochs, final fit on {m.get('train_images', '?')} "
         f"images): held-out accuracy {m.get('validation_accuracy', float('nan')):.3f}, ECE "
         f"{m.get('validation_ece', float('nan')):.3f} (temperature "
-        f"{m.get('temperature', 1):.2f}); artifact {job.artifact}"
+        f"{m.get('temperature', 1):.2f}); artifact {job.artifact}",
+        highlight=False,
     )
-    console.print(f"Next: sconeflow evaluate --model {job.name}")
+    console.print(f"Next: sconeflow evaluate --model {job.name}", highlight=False)
 
 
 def _say(line: str) -> None:
