@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -303,6 +304,20 @@ def test_explicit_epochs_mean_exactly_that_many(synthetic: tuple[np.ndarray, np.
     with pytest.raises(HyperparameterError, match="'epochs'"):
         train(images, labels, parse_hyperparameters({**TINY, "epochs": "1000",
                                                     "max_runtime_in_seconds": "1"}))  # fmt: skip
+
+
+def test_left_out_threads_are_chosen_by_measuring(
+    synthetic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = synthetic
+    result = train(images, labels, parse_hyperparameters({**TINY, "num_threads": ""}))
+    m = result.metrics
+    assert result.hyperparameters.num_threads == m["num_threads"] in (1, 2)
+    assert "probe_step_seconds_1_thread" in m
+    if (os.cpu_count() or 1) >= 2:  # both were measured, and the faster one trained
+        two = m["probe_step_seconds_2_threads"]
+        one = m["probe_step_seconds_1_thread"]
+        assert m["num_threads"] == (2 if two <= one else 1)  # type: ignore[operator]
 
 
 def test_a_held_out_fit_past_the_deadline_stops_the_job(

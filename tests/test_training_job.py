@@ -62,7 +62,11 @@ def test_train_list_and_describe_as_json(
     assert [j["TrainingJobName"] for j in jobs] == ["test-job"]
     main(["--home", str(trained_home.home), "train", "describe", "test-job", "--json"])
     doc = json.loads(capsys.readouterr().out)
-    assert doc["TrainingJobStatus"] == "Completed"
+    assert doc["TrainingJobStatus"] == "Completed" and doc["SecondaryStatus"] == "Completed"
+    assert doc["StoppingCondition"] == {"MaxRuntimeInSeconds": 300}  # the default budget
+    metrics = {m["MetricName"] for m in doc["FinalMetricDataList"]}
+    assert {"max_runtime_in_seconds", "epochs_planned", "seconds_per_epoch",
+            "flops_per_epoch", "train_flops"} <= metrics  # fmt: skip
     assert doc["ModelArtifacts"]["S3ModelArtifacts"].endswith("model.tar.gz")
 
 

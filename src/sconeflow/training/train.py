@@ -19,6 +19,7 @@ accuracy in 95 s). The reference's settings on ResNet-20 reach 0.790 (ECE 0.161)
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -450,10 +451,16 @@ def train(
     config = model_config_for(hp)
     retrain = hp.retrain_full and not explicit_val and cal_x is not None
     phase = "holdout" if cal_x is not None else "full"
-    with _torch_settings(hp.num_threads):
+    with _torch_settings(hp.num_threads or 2):
         x_fit, y_fit = to_tensor(fit_x), torch.from_numpy(fit_y)
         x_cal = to_tensor(cal_x) if cal_x is not None else None
-        costs = _measure(x_fit, y_fit, x_cal, hp, config, clock)
+        by_threads = {}
+        for threads in [hp.num_threads] if hp.num_threads else _thread_choices():
+            torch.set_num_threads(threads)
+            by_threads[threads] = _measure(x_fit, y_fit, x_cal, hp, config, clock)
+        threads = min(by_threads, key=lambda t: by_threads[t].step_seconds)
+        torch.set_num_threads(threads)
+        costs = by_threads[threads]
         shape = Phases(
             holdout_steps=steps_per_epoch(len(fit_y), hp.mini_batch_size),
             full_steps=steps_per_epoch(len(labels), hp.mini_batch_size) if retrain else 0,
@@ -469,8 +476,8 @@ def train(
             retrain_full=retrain,
             max_epochs=max_epochs,
         )
-        tell(_describe_plan(plan, shape, hp))
-        run_hp = replace(hp, epochs=plan.epochs)
+        tell(_describe_plan(plan, shape, hp, threads, by_threads))
+        run_hp = replace(hp, epochs=plan.epochs, num_threads=threads)
         watch = _Watch(clock, deadline - reserve_seconds(hp.max_runtime_in_seconds), should_stop,
                        progress, log)  # fmt: skip
         watch.total_epochs = plan.epochs * (2 if plan.retrain_full else 1)
@@ -514,8 +521,10 @@ def train(
             else:
                 watch.total_epochs = watch.done_epochs
     metrics.update(
-        _cost_metrics(nets[0], hp, plan, history, final_phase, len(fit_y), len(labels), cal_y)
+        _cost_metrics(nets[0], run_hp, plan, history, final_phase, len(fit_y), len(labels), cal_y)
     )
+    for t, c in by_threads.items():
+        metrics[f"probe_step_seconds_{t}_thread{'s' if t > 1 else ''}"] = round(c.step_seconds, 5)
     metrics["train_seconds"] = round(clock() - started, 3)
     metrics["temperature"] = temperature
     return TrainResult(nets, config, temperature, run_hp, history, metrics)
@@ -568,15 +577,30 @@ def _retrain(
         return None
 
 
-def _describe_plan(plan: Plan, shape: Phases, hp: Hyperparameters) -> str:
+def _thread_choices() -> list[int]:
+    """Thread counts to measure when num_threads is left out: 2 (the most this net's small
+    batches use well) and 1, on a machine that lets this process use two cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [2, 1] if (cores or 1) >= 2 else [1]
+
+
+def _describe_plan(
+    plan: Plan, shape: Phases, hp: Hyperparameters, threads: int, by_threads: dict[int, Costs]
+) -> str:
     fits = f"{plan.epochs} + {plan.epochs} epochs (held-out fit, then all images)"
     if not plan.retrain_full:
         fits = f"{plan.epochs} epochs" + (" (held-out fit only)" if shape.full_steps else "")
     how = "planned to fit" if plan.planned else "as asked, within"
+    others = ", ".join(
+        f"{t} {'thread' if t == 1 else 'threads'}: {c.step_seconds:.3f} s"
+        for t, c in by_threads.items()
+        if t != threads
+    )
     return (
         f"Plan: {fits}, {how} max_runtime_in_seconds={hp.max_runtime_in_seconds}: one step "
-        f"takes {plan.costs.step_seconds:.3f} s here, so about {plan.estimated_seconds:.0f} s "
-        "of training"
+        f"takes {plan.costs.step_seconds:.3f} s here with {threads} "
+        f"{'thread' if threads == 1 else 'threads'}{f' ({others})' if others else ''}, so "
+        f"about {plan.estimated_seconds:.0f} s of training"
     )
 
 
@@ -601,6 +625,7 @@ def _cost_metrics(
         "epochs_planned_by": "budget" if plan.planned else "hyperparameter",
         "estimated_train_seconds": round(plan.estimated_seconds, 3),
         "probe_step_seconds": round(plan.costs.step_seconds, 5),
+        "num_threads": hp.num_threads or 0,
         "final_fit": final_phase,
     }
     for phase, images in (("holdout", fit_images), ("full", all_images)):
