@@ -34,7 +34,10 @@ from sconeflow.errors import SconeflowError
 from sconeflow.training.hyperparameters import HyperparameterError
 
 MAX_PLANNED_EPOCHS = 200  # the recipe's epoch count; a faster machine does not train longer
-MIN_RETRAIN_EPOCHS = 20  # below this, one fit with twice the epochs beats two short fits
+# Below this many epochs per fit, one fit with about twice the epochs is planned instead of
+# two short ones (a judgement, not a measurement: too few epochs leave the net far from
+# converged, and the retrain's extra 15% of images cannot make that up).
+MIN_RETRAIN_EPOCHS = 20
 PLAN_SHARE = 0.85  # of the time left, planned for the fits; the rest absorbs noise and export
 RESERVE_SECONDS = 3.0  # kept back at the end for calibration, ONNX export and the upload ...
 RESERVE_SHARE = 0.05  # ... or 5% of a budget under a minute
