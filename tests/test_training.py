@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -27,6 +28,18 @@ from sconeflow.training.artifact import (  # noqa: E402
     pack_artifact,
     write_artifact,
 )
+from sconeflow.training.augment import to_tensor  # noqa: E402
+from sconeflow.training.budget import (  # noqa: E402
+    MAX_PLANNED_EPOCHS,
+    MIN_RETRAIN_EPOCHS,
+    PLAN_SHARE,
+    Costs,
+    Phases,
+    TrainingStopped,
+    estimate_seconds,
+    plan_epochs,
+    validation_epochs,
+)
 from sconeflow.training.calibration import (  # noqa: E402
     ece_sampling_floor,
     errors_among_most_confident,
@@ -42,10 +55,12 @@ from sconeflow.training.hyperparameters import (  # noqa: E402
     parse_hyperparameters,
 )
 from sconeflow.training.model import ModelConfig, build_model, count_macs  # noqa: E402
-from sconeflow.training.train import TrainResult, predict_logits, to_tensor, train  # noqa: E402
+from sconeflow.training.train import TrainResult, predict_logits, train  # noqa: E402
 
 DEV_TARBALL = Path(__file__).resolve().parents[1].parent / "shared/data/cifar-100-python.tar.gz"
-TINY = {"epochs": "2", "mini_batch_size": "16", "validation_fraction": "0.25"}
+# One torch thread: on a busy shared machine two OpenMP threads wait on each other at every
+# barrier and run 10x slower than one; results are as deterministic either way.
+TINY = {"epochs": "2", "mini_batch_size": "16", "validation_fraction": "0.25", "num_threads": "1"}
 
 
 # ---------------------------------------------------------------- fixtures
@@ -138,7 +153,14 @@ def test_sagemaker_strings_parse() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragments"),
     [
-        ({"epoch": "3"}, ["'epoch'", "unknown", "epochs"]),
+        ({"epoch": "3"}, ["'epoch'", "unknown", "did you mean 'epochs'?"]),
+        ({"learning_rate": "5"}, ["'learning_rate'", "'5'", "(0, 1]"]),
+        ({"top_k": "1"}, ["'top_k'", "from 2"]),
+        ({"beta_1": "1"}, ["'beta_1'", "[0, 1)", "moving"]),
+        ({"max_runtime_in_seconds": "0"}, ["'max_runtime_in_seconds'", "from 1"]),
+        ({"lr_scheduler_step": "10"}, ["'lr_scheduler_step'", "epochs"]),
+        ({"resize": "64"}, ["'resize'", "never resizes"]),
+        ({"kv_store": "nccl"}, ["'kv_store'", "dist_sync"]),
         ({"epochs": "0"}, ["'epochs'", "'0'", "from 1"]),
         ({"learning_rate": "fast"}, ["'learning_rate'", "'fast'", "number"]),
         ({"optimizer": "lion"}, ["'optimizer'", "'lion'", "sgd"]),
@@ -159,10 +181,183 @@ def test_bad_hyperparameters_name_key_value_and_expectation(
         assert fragment in str(info.value)
 
 
+def test_documented_ranges_and_names_are_accepted() -> None:
+    hp = parse_hyperparameters(
+        {"learning_rate": "1", "momentum": "1", "resize": "32", "kv_store": "dist_sync",
+         "top_k": "2", "epochs": "", "max_runtime_in_seconds": "86400"}
+    )  # fmt: skip
+    assert hp.learning_rate == 1.0 and hp.momentum == 1.0 and hp.epochs is None
+    assert hp.max_runtime_in_seconds == 86400
+    assert Hyperparameters().max_runtime_in_seconds == 300  # the stated default budget
+
+
+def test_a_misspelt_name_suggests_one_name_not_all() -> None:
+    with pytest.raises(HyperparameterError) as info:
+        parse_hyperparameters({"learning_rat": "0.1"})
+    message = str(info.value)
+    assert "did you mean 'learning_rate'?" in message
+    assert "augmentation_type" not in message  # no dump of every name
+    with pytest.raises(HyperparameterError, match="such as epochs"):
+        parse_hyperparameters({"zzz": "1"})  # nothing close: where to look instead
+
+
 def test_num_training_samples_must_match_data(synthetic: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = synthetic
     with pytest.raises(HyperparameterError, match="num_training_samples"):
         train(images, labels, parse_hyperparameters({**TINY, "num_training_samples": "99"}))
+
+
+# ---------------------------------------------------------------- the time budget
+
+SHAPE = Phases(holdout_steps=11, full_steps=13, members=1, validate_every_epoch=False)
+
+
+def test_plan_fills_the_budget_up_to_the_recipe() -> None:
+    fast = Costs(step_seconds=0.035, validation_seconds=0.13)  # an AVX-512 2-core VM
+    plan = plan_epochs(fast, SHAPE, budget=300, time_left=298, epochs=None, retrain_full=True)
+    assert (plan.epochs, plan.retrain_full, plan.planned) == (MAX_PLANNED_EPOCHS, True, True)
+    assert plan.estimated_seconds <= PLAN_SHARE * 298
+    slow = Costs(step_seconds=0.16, validation_seconds=0.6)  # about 4x slower (AVX2 only)
+    plan = plan_epochs(slow, SHAPE, budget=300, time_left=298, epochs=None, retrain_full=True)
+    assert MIN_RETRAIN_EPOCHS <= plan.epochs < MAX_PLANNED_EPOCHS and plan.retrain_full
+    assert plan.estimated_seconds <= PLAN_SHARE * (298 - 3)
+    more = estimate_seconds(plan.epochs + 1, True, SHAPE, slow)
+    assert more > PLAN_SHARE * (298 - 3)  # the largest count that fits
+
+
+def test_plan_keeps_one_fit_when_two_would_be_too_short() -> None:
+    slow = Costs(step_seconds=1.0, validation_seconds=1.0)
+    plan = plan_epochs(slow, SHAPE, budget=300, time_left=298, epochs=None, retrain_full=True)
+    assert not plan.retrain_full and plan.epochs >= MIN_RETRAIN_EPOCHS
+    with pytest.raises(HyperparameterError, match="max_runtime_in_seconds"):
+        plan_epochs(slow, SHAPE, budget=10, time_left=9, epochs=None, retrain_full=True)
+
+
+def test_explicit_epochs_are_exact_or_refused_before_training() -> None:
+    costs = Costs(step_seconds=0.1, validation_seconds=0.1)
+    plan = plan_epochs(costs, SHAPE, budget=300, time_left=300, epochs=7, retrain_full=True)
+    assert (plan.epochs, plan.planned) == (7, False)
+    with pytest.raises(HyperparameterError) as info:
+        plan_epochs(costs, SHAPE, budget=300, time_left=300, epochs=1000, retrain_full=True)
+    assert "'epochs'" in str(info.value) and "raise max_runtime_in_seconds" in str(info.value)
+
+
+def test_validation_epochs() -> None:
+    assert validation_epochs(25, False) == [0, 9, 19, 24]
+    assert validation_epochs(1, False) == [0]
+    assert validation_epochs(4, True) == [0, 1, 2, 3]
+
+
+class JumpClock:
+    """The real clock plus an offset that a test moves forward (a machine that stalls)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        import time
+
+        return time.perf_counter() + self.offset
+
+
+def _stall_after(clock: JumpClock, checks: int, seconds: float) -> Any:
+    """should_stop that moves `clock` forward once, at its `checks`-th call."""
+    calls = [0]
+
+    def should_stop() -> None:
+        calls[0] += 1
+        if calls[0] == checks:
+            clock.offset += seconds
+        return None
+
+    return should_stop
+
+
+def test_planned_training_records_budget_plan_seconds_and_flops(
+    synthetic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = synthetic
+    hp = parse_hyperparameters({**TINY, "epochs": ""})
+    bar: list[tuple[str, float, float | None, str]] = []
+    notices: list[str] = []
+    result = train(images, labels, hp, max_epochs=3, notice=notices.append,
+                   progress=lambda s, d, t, detail="": bar.append((s, d, t, detail)))  # fmt: skip
+    m = result.metrics
+    assert m["epochs_planned"] == 3 and m["epochs_planned_by"] == "budget"
+    assert m["max_runtime_in_seconds"] == 300 and m["final_fit"] == "full"
+    assert [h.phase for h in result.history] == ["holdout"] * 3 + ["full"] * 3
+    assert result.hyperparameters.epochs == 3  # model.json can rebuild it exactly
+    assert m["flops_per_epoch"] == 6 * count_macs(build_model(ModelConfig())) * 48
+    assert m["train_flops"] > 6 * m["flops_per_epoch"]  # type: ignore[operator]
+    assert m["seconds_per_epoch"] > 0 and m["estimated_train_seconds"] > 0  # type: ignore[operator]
+    assert notices and notices[0].startswith("Plan: 3 + 3 epochs")
+    assert [b[1] for b in bar] == [1, 2, 3, 4, 5, 6] and {b[2] for b in bar} == {6}
+    assert "epoch 1/3 (held-out fit), train acc" in bar[0][3]
+    assert {b[0] for b in bar} == {"train"}  # one bar
+
+
+def test_explicit_epochs_mean_exactly_that_many(synthetic: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = synthetic
+    result = train(images, labels, parse_hyperparameters(TINY))
+    assert result.metrics["epochs_planned_by"] == "hyperparameter"
+    assert len(result.history) == 4 and result.metrics["epochs_run"] == 2
+    with pytest.raises(HyperparameterError, match="'epochs'"):
+        train(images, labels, parse_hyperparameters({**TINY, "epochs": "1000",
+                                                    "max_runtime_in_seconds": "1"}))  # fmt: skip
+
+
+def test_left_out_threads_are_chosen_by_measuring(
+    synthetic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = synthetic
+    result = train(images, labels, parse_hyperparameters({**TINY, "num_threads": ""}))
+    m = result.metrics
+    assert result.hyperparameters.num_threads == m["num_threads"] in (1, 2)
+    assert "probe_step_seconds_1_thread" in m
+    if (os.cpu_count() or 1) >= 2:  # both were measured, and the faster one trained
+        two = m["probe_step_seconds_2_threads"]
+        one = m["probe_step_seconds_1_thread"]
+        assert m["num_threads"] == (2 if two <= one else 1)  # type: ignore[operator]
+
+
+def test_a_held_out_fit_past_the_deadline_stops_the_job(
+    synthetic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = synthetic
+    clock = JumpClock()
+    with pytest.raises(TrainingStopped) as info:
+        train(images, labels, parse_hyperparameters(TINY), clock=clock,
+              should_stop=_stall_after(clock, 2, 10_000))  # fmt: skip
+    assert info.value.secondary_status == "MaxRuntimeExceeded"
+    assert "max_runtime_in_seconds=300" in str(info.value)
+
+
+def test_a_retrain_that_no_longer_fits_keeps_the_held_out_model(
+    synthetic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = synthetic
+    hp = parse_hyperparameters(TINY)  # 3 steps per held-out epoch, 2 epochs
+    clock = JumpClock()
+    notices: list[str] = []
+    result = train(images, labels, hp, clock=clock, notice=notices.append,
+                   should_stop=_stall_after(clock, 6, 290))  # fmt: skip
+    assert result.metrics["final_fit"] == "holdout"
+    assert [h.phase for h in result.history] == ["holdout", "holdout"]
+    assert any("skipped" in n and "keeping the held-out model" in n for n in notices)
+    # ... and one that runs out of time midway falls back to it, complete and calibrated
+    clock = JumpClock()
+    notices = []
+    result = train(images, labels, hp, clock=clock, notice=notices.append,
+                   should_stop=_stall_after(clock, 8, 10_000))  # fmt: skip
+    assert result.metrics["final_fit"] == "holdout" and result.temperature != 1.0
+    assert any("ran out of" in n for n in notices)
+
+
+def test_a_stop_request_stops_between_steps(synthetic: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = synthetic
+    with pytest.raises(TrainingStopped, match="asked") as info:
+        train(images, labels, parse_hyperparameters(TINY), should_stop=lambda: "asked")
+    assert info.value.secondary_status == "Stopped"
 
 
 # ---------------------------------------------------------------- calibration

@@ -19,13 +19,17 @@ from sconeflow.errors import ConfigError
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS training_jobs (
     name TEXT PRIMARY KEY,
-    status TEXT NOT NULL,               -- InProgress | Completed | Failed
+    status TEXT NOT NULL,               -- InProgress | Completed | Failed | Stopping | Stopped
     created_at TEXT NOT NULL,
     ended_at TEXT,
     hyperparameters TEXT NOT NULL,      -- JSON object of strings, SageMaker style
     metrics TEXT NOT NULL DEFAULT '{}', -- JSON object
     artifact TEXT,                      -- store URI of model.tar.gz
-    failure_reason TEXT
+    failure_reason TEXT,
+    secondary_status TEXT,              -- Training | Uploading | Stopped | MaxRuntimeExceeded ...
+    status_message TEXT,                -- why it stopped, in words
+    owner_pid INTEGER,                  -- the process running the job ...
+    owner_start INTEGER                 -- ... and its start time (/proc/<pid>/stat field 22)
 );
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
@@ -107,8 +111,11 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("executions", "map_run_arn", "TEXT"),
     ("executions", "parent_arn", "TEXT"),
     ("executions", "stop_requested", "TEXT"),
+    ("training_jobs", "secondary_status", "TEXT"),
+    ("training_jobs", "status_message", "TEXT"),
+    ("training_jobs", "owner_pid", "INTEGER"),
+    ("training_jobs", "owner_start", "INTEGER"),
 )
-
 
 _init_lock = threading.Lock()
 _initialised: set[Path] = set()

@@ -1,4 +1,9 @@
-"""`sconeflow train` (+ `train list`, `train describe`): SageMaker-style training jobs."""
+"""`sconeflow train` (+ `list`, `describe`, `stop`, `logs`): SageMaker-style training jobs.
+
+Training speaks little: one progress bar (epoch, accuracy, time left) and a few lines; the
+job's whole log, the built-in algorithm's `Epoch[N] ...` lines included, is in its log file,
+shown by `sconeflow train logs JOB [--follow]`.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from sconeflow.cli.common import (
 from sconeflow.errors import ConfigError
 from sconeflow.progress import RichProgress
 from sconeflow.store import open_store
+from sconeflow.training.hyperparameters import NAMES
 
 
 def _read_hyperparameters(path: Path | None, overrides: tuple[str, ...]) -> dict[str, str]:
@@ -43,7 +49,11 @@ def _read_hyperparameters(path: Path | None, overrides: tuple[str, ...]) -> dict
     return values
 
 
-@click.group(invoke_without_command=True)
+@click.group(
+    invoke_without_command=True,
+    epilog="Hyperparameters (-p NAME=VALUE; ranges as SageMaker documents them): "
+    + ", ".join(NAMES),
+)
 @click.option(
     "--hyperparameters",
     "hp_file",
@@ -78,36 +88,52 @@ def train(
 
     Accepts the SageMaker built-in image-classification hyperparameters (epochs,
     learning_rate, mini_batch_size, optimizer, augmentation_type, ...); our defaults are
-    tuned for this task. Writes models/<job>/output/model.tar.gz and records the job.
+    tuned for this task. The job ends within max_runtime_in_seconds (default
+    {DEFAULT_MAX_RUNTIME} s, SageMaker's MaxRuntimeInSeconds): without -p epochs=N the epochs
+    are planned to fit it on this machine. Writes models/<job>/output/model.tar.gz and
+    records the job. Ctrl-C stops the job (Stopped, log kept).
     """
     if click_ctx.invoked_subcommand is not None:
         return
-    from sconeflow.training.job import run_training_job
+    from sconeflow.training.job import new_job_name, run_training_job
 
     ctx: Context = click_ctx.obj
     settings = ctx.settings
     values = _read_hyperparameters(hp_file, overrides)
-    with RichProgress(err_console) as progress:
-        job = run_training_job(
-            settings,
-            open_store(settings),
-            values,
-            validation_channel=validation_channel,
-            job_name=job_name,
-            log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True),
-            progress=progress,
+    name = job_name or new_job_name()
+    try:
+        with RichProgress(err_console) as progress:
+            job = run_training_job(
+                settings,
+                open_store(settings),
+                values,
+                validation_channel=validation_channel,
+                job_name=name,
+                log=_say,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        err_console.print(
+            f"Stopped {name} (Ctrl-C); its log: sconeflow train logs {name}", highlight=False
         )
+        raise SystemExit(130) from None
     if as_json:
         print_json(job.describe())
         return
     m = job.metrics
     console.print(
-        f"[green]Completed[/] {job.name} in {m.get('train_seconds', 0):.0f} s: held-out "
-        f"accuracy {m.get('validation_accuracy', float('nan')):.3f}, ECE "
+        f"[green]Completed[/] {job.name} in {m.get('train_seconds', 0):.0f} s "
+        f"({m.get('epochs_run', '?')} epochs, final fit on {m.get('train_images', '?')} "
+        f"images): held-out accuracy {m.get('validation_accuracy', float('nan')):.3f}, ECE "
         f"{m.get('validation_ece', float('nan')):.3f} (temperature "
-        f"{m.get('temperature', 1):.2f}); artifact {job.artifact}"
+        f"{m.get('temperature', 1):.2f}); artifact {job.artifact}",
+        highlight=False,
     )
-    console.print(f"Next: sconeflow evaluate --model {job.name}")
+    console.print(f"Next: sconeflow evaluate --model {job.name}", highlight=False)
+
+
+def _say(line: str) -> None:
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @train.command("list")
@@ -139,6 +165,41 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 
 @train.command()
 @click.argument("name")
+@click.option("--wait", "wait_seconds", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the job to reach Stopped.")  # fmt: skip
+@json_option
+@pass_context
+def stop(ctx: Context, name: str, wait_seconds: float, as_json: bool) -> None:
+    """Stop a running training job (StopTrainingJob): Stopping, then Stopped, log kept."""
+    from sconeflow.training.job import stop_job
+
+    if not as_json:
+        err_console.print(f"Stopping {name} ...", highlight=False)
+    job = stop_job(ctx.settings, name, wait_seconds=wait_seconds)
+    if as_json:
+        print_json(job.describe())
+    elif job.status == "Stopping":
+        console.print(f"{name} is still Stopping after {wait_seconds:g} s; it stops at its "
+                      f"next training step (`sconeflow train describe {name}`)")  # fmt: skip
+    else:
+        console.print(f"{name}: {job.status} ({job.secondary_status}); its log: "
+                      f"sconeflow train logs {name}")  # fmt: skip
+
+
+@train.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends.")
+@pass_context
+def logs(ctx: Context, name: str, follow: bool) -> None:
+    """Print a training job's log (the built-in algorithm's lines and ours)."""
+    from sconeflow.training.job import job_log
+
+    for line in job_log(ctx.settings, name, follow=follow):
+        click.echo(line)
+
+
+@train.command()
+@click.argument("name")
 @json_option
 @pass_context
 def describe(ctx: Context, name: str, as_json: bool) -> None:
@@ -155,6 +216,8 @@ def describe(ctx: Context, name: str, as_json: bool) -> None:
         ["field", "value"],
         [
             ("status", job.status),
+            ("secondary status", job.secondary_status),
+            ("status message", job.status_message),
             ("created", job.created_at),
             ("ended", job.ended_at),
             ("artifact", job.artifact),

@@ -30,8 +30,9 @@ import torch
 
 from sconeflow import __version__
 from sconeflow.errors import ModelError
+from sconeflow.training.augment import MEAN, STD
 from sconeflow.training.model import count_macs, count_parameters
-from sconeflow.training.train import MEAN, STD, TrainResult
+from sconeflow.training.train import TrainResult
 
 FORMAT = "sconeflow-model/1"
 ONNX_NAME, JSON_NAME = "model.onnx", "model.json"

@@ -1,33 +1,48 @@
 """Training loop: images in, trained nets + calibration temperature out.
 
 Default recipe (the defaults of `Hyperparameters`): the compact net of model.py (24.3 M MACs,
-294k parameters), 200 epochs, batch 64, SGD-Nesterov momentum 0.9, peak lr 0.05 with 10%
-linear warmup then cosine to 0, weight decay 5e-4 on conv/linear weights, no label smoothing;
-augmentation = random mirror + reflect-padded translation by up to 4 px + a 12x12 cutout, all
-as batch tensor ops; flip-TTA inside the exported graph. The temperature is fitted on a
-stratified, seeded 15% held out of the training images; then the net is retrained on all of
-them with that temperature (`retrain_full`).
-Measured (benchmarks/train_bench.py, 2-core AMD EPYC VM, seeds 0-2, dev tarball: 800 train,
-200 test): test accuracy 0.940 / 0.930 / 0.920 (mean 0.930), ECE 0.038 / 0.042 / 0.031, at
-threshold 0.93 pass share 0.830 / 0.795 / 0.620 with accuracy 0.970 / 0.981 / 0.976 on those
-passed, about 200 s per job (without retraining: 0.915 mean accuracy in 95 s). The
-reference's settings on ResNet-20 reach 0.790 (ECE 0.161).
+294k parameters), up to 200 epochs (as many as fit the job's time budget,
+`max_runtime_in_seconds`, 300 s by default; see budget.py), batch 64, SGD-Nesterov momentum
+0.9, peak lr 0.05 with 10% linear warmup then cosine to 0 over the planned epochs, weight
+decay 5e-4 on conv/linear weights, no label smoothing; augmentation = random mirror +
+reflect-padded translation by up to 4 px + a 12x12 cutout, all as batch tensor ops;
+flip-TTA inside the exported graph. The temperature is fitted on a stratified, seeded 15%
+held out of the training images; then the net is retrained on all of them for the same
+epochs with that temperature (`retrain_full`), when that fits the budget.
+Measured with 200 + 200 epochs (benchmarks/train_bench.py, 2-core AMD EPYC VM, seeds 0-2,
+dev tarball: 800 train, 200 test): test accuracy 0.940 / 0.930 / 0.920 (mean 0.930), ECE
+0.038 / 0.042 / 0.031, at threshold 0.93 pass share 0.830 / 0.795 / 0.620 with accuracy
+0.970 / 0.981 / 0.976 on those passed, about 200 s per job (without retraining: 0.915 mean
+accuracy in 95 s). The reference's settings on ResNet-20 reach 0.790 (ECE 0.161).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sconeflow.errors import DataError
 from sconeflow.progress import ProgressFn, no_progress
+from sconeflow.training.augment import augment, to_tensor
+from sconeflow.training.budget import (
+    MAX_PLANNED_EPOCHS,
+    Costs,
+    Phases,
+    Plan,
+    TrainingStopped,
+    inference_flops,
+    plan_epochs,
+    reserve_seconds,
+    train_flops,
+    validation_epochs,
+)
 from sconeflow.training.calibration import (
     accuracy,
     expected_calibration_error,
@@ -37,13 +52,11 @@ from sconeflow.training.calibration import (
     threshold_table,
 )
 from sconeflow.training.hyperparameters import HyperparameterError, Hyperparameters
-from sconeflow.training.model import InferenceGraph, ModelConfig, build_model
-
-# Per-channel statistics of CIFAR-100 bicycle+motorcycle training images, on pixel/255.
-MEAN = (0.529, 0.514, 0.488)
-STD = (0.260, 0.259, 0.269)
+from sconeflow.training.model import InferenceGraph, ModelConfig, build_model, count_macs
 
 LogFn = Callable[[str], None]
+StopFn = Callable[[], "str | None"]  # a reason to stop now, or None
+PROBE_STEPS = 4  # timed optimizer steps (after one warm-up) that the plan is made from
 
 
 def _no_log(line: str) -> None:
@@ -56,8 +69,8 @@ class EpochMetrics:
     phase: str  # "holdout" (validation part held out) or "full" (retrain on everything)
     train_accuracy: float  # on augmented batches, as the built-in algorithm reports it
     train_loss: float
-    seconds: float
-    validation_accuracy: float | None  # None when there is no held-out data
+    seconds: float  # of the training steps (the validation pass is not included)
+    validation_accuracy: float | None  # None when not measured after this epoch
 
 
 @dataclass
@@ -74,91 +87,6 @@ class TrainResult:
     def inference_graph(self) -> InferenceGraph:
         """Normalised images -> calibrated probabilities; what artifact.py exports."""
         return InferenceGraph(self.nets, self.temperature, self.hyperparameters.flip_tta).eval()
-
-
-# ---------------------------------------------------------------- data and augmentation
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float32 (N, 3, H, W), channels_last in memory."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-
-
-def flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch left-right. x: (B, C, H, W)."""
-    mask = torch.rand(x.shape[0], generator=gen) < 0.5
-    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
-
-
-def translate(x: torch.Tensor, gen: torch.Generator, pixels: int) -> torch.Tensor:
-    """Shift each image by up to `pixels` in x and y, filling with reflected edges."""
-    if pixels == 0:
-        return x
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pixels,) * 4, mode="reflect")  # (B, C, H+2p, W+2p)
-    dy = torch.randint(0, 2 * pixels + 1, (b,), generator=gen)
-    dx = torch.randint(0, 2 * pixels + 1, (b,), generator=gen)
-    rows = (dy.view(-1, 1) + torch.arange(h).view(1, -1)).view(b, 1, h, 1)
-    cols = (dx.view(-1, 1) + torch.arange(w).view(1, -1)).view(b, 1, 1, w)
-    batch = torch.arange(b).view(b, 1, 1, 1)
-    chan = torch.arange(x.shape[1]).view(1, -1, 1, 1)
-    return padded[batch, chan, rows, cols]
-
-
-def cutout(x: torch.Tensor, gen: torch.Generator, size: int) -> torch.Tensor:
-    """Zero (= the mean colour, inputs are normalised) a size x size square per image."""
-    if size == 0:
-        return x
-    b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b, 1), generator=gen)
-    cx = torch.randint(0, w, (b, 1), generator=gen)
-    ys = (torch.arange(h).view(1, -1) - cy).abs() <= size // 2  # (B, H)
-    xs = (torch.arange(w).view(1, -1) - cx).abs() <= size // 2  # (B, W)
-    return x.masked_fill(ys.view(b, 1, h, 1) & xs.view(b, 1, 1, w), 0.0)
-
-
-def color_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 0.3) -> torch.Tensor:
-    """Random brightness, contrast and saturation, each scaled by 1 +- strength."""
-    b = x.shape[0]
-
-    def factor() -> torch.Tensor:
-        return 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * strength
-
-    x = x * factor()  # brightness (about the mean colour, since inputs are normalised)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * factor() + mean  # contrast
-    gray = x.mean(dim=1, keepdim=True)
-    return (x - gray) * factor() + gray  # saturation
-
-
-def affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10, scale: float = 0.1):
-    """Random rotation (+-degrees), zoom (1 +- scale) and aspect change; reflected borders."""
-    b = x.shape[0]
-    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(degrees)
-    zoom = 1 + (torch.rand(b, 2, generator=gen) * 2 - 1) * scale  # per axis: aspect too
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = torch.cos(angle) / zoom[:, 0]
-    theta[:, 0, 1] = -torch.sin(angle) / zoom[:, 0]
-    theta[:, 1, 0] = torch.sin(angle) / zoom[:, 1]
-    theta[:, 1, 1] = torch.cos(angle) / zoom[:, 1]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, hp: Hyperparameters) -> torch.Tensor:
-    """The batch augmentation named by `hp.augmentation_type` (SageMaker's crop* names)."""
-    kind = hp.augmentation_type
-    if kind == "none":
-        return x
-    x = translate(flip(x, gen), gen, hp.translate if kind == "flip_translate" else 4)
-    if kind in ("crop_color", "crop_color_transform"):
-        x = color_jitter(x, gen)
-    if kind == "crop_color_transform":
-        x = affine(x.contiguous(), gen)
-    return cutout(x, gen, hp.cutout).contiguous(memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------- optimisation
@@ -187,6 +115,8 @@ def _lr_factor(hp: Hyperparameters, step: int, steps_per_epoch: int) -> float:
     if hp.lr_scheduler_step:  # SageMaker's step decay, at epoch boundaries
         epoch = step // steps_per_epoch
         return hp.lr_scheduler_factor ** sum(epoch >= s for s in hp.lr_scheduler_step)
+    if hp.epochs is None:
+        raise ValueError("the epoch count is planned before a schedule is built")
     total = hp.epochs * steps_per_epoch
     warmup = int(hp.warmup_fraction * total)
     if step < warmup:
@@ -226,8 +156,53 @@ class _Member:
                 eb.copy_(b)  # BatchNorm running statistics follow the live net
 
 
+class _OutOfTime(Exception):
+    """The fit reached the job's deadline (internal: train() decides what it means)."""
+
+
+@dataclass
+class _Watch:
+    """What the loop consults between optimizer steps, and whom it tells about epochs."""
+
+    clock: Callable[[], float]
+    deadline: float  # clock value by which the fits must end
+    should_stop: StopFn
+    progress: ProgressFn
+    log: LogFn
+    total_epochs: int = 0  # over both fits, for the one progress bar
+    done_epochs: int = 0
+
+    def check(self) -> None:
+        if self.clock() > self.deadline:
+            raise _OutOfTime
+        reason = self.should_stop()
+        if reason:
+            raise TrainingStopped(reason)
+
+
+def _step(
+    member: _Member, xb: torch.Tensor, yb: torch.Tensor, hp: Hyperparameters, loss_fn: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on an augmented batch; returns (logits, loss)."""
+    out = member.net(xb)  # (B, classes)
+    loss = loss_fn(out, yb)
+    member.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    member.opt.step()
+    member.sched.step()
+    member.step += 1
+    if hp.ema_decay > 0:
+        member.update_ema(hp.ema_decay)
+    return out, loss
+
+
 def _train_epoch(
-    member: _Member, x: torch.Tensor, y: torch.Tensor, hp: Hyperparameters, loss_fn: nn.Module
+    member: _Member,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hp: Hyperparameters,
+    loss_fn: nn.Module,
+    watch: _Watch,
 ) -> tuple[int, float]:
     """One pass over (x, y) in shuffled mini-batches; returns (correct, summed loss)."""
     member.net.train()
@@ -238,19 +213,16 @@ def _train_epoch(
         idx = order[start : start + bs]
         if len(idx) < 2:  # BatchNorm needs two images; drop a lone straggler
             continue
-        xb, yb = augment(x[idx], member.gen, hp), y[idx]
-        out = member.net(xb)  # (B, classes)
-        loss = loss_fn(out, yb)
-        member.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        member.opt.step()
-        member.sched.step()
-        member.step += 1
-        if hp.ema_decay > 0:
-            member.update_ema(hp.ema_decay)
-        correct += int((out.argmax(1) == yb).sum())
+        watch.check()
+        out, loss = _step(member, augment(x[idx], member.gen, hp), y[idx], hp, loss_fn)
+        correct += int((out.argmax(1) == y[idx]).sum())
         loss_sum += float(loss.detach()) * len(idx)
     return correct, loss_sum
+
+
+def steps_per_epoch(images: int, batch: int) -> int:
+    """Optimizer steps in one epoch (a last batch of one image is dropped)."""
+    return sum(1 for s in range(0, images, batch) if images - s >= 2)
 
 
 @torch.no_grad()
@@ -281,6 +253,49 @@ def _split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
+def _loss_fn(y: torch.Tensor, hp: Hyperparameters) -> nn.Module:
+    weight = None
+    if hp.use_weighted_loss:
+        counts = torch.bincount(y, minlength=hp.num_classes).clamp(min=1).float()
+        weight = counts.sum() / (hp.num_classes * counts)  # inverse class frequency
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=hp.label_smoothing)
+
+
+def _measure(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor | None,
+    hp: Hyperparameters,
+    config: ModelConfig,
+    clock: Callable[[], float],
+) -> Costs:
+    """Seconds of one optimizer step and one validation pass, from a scratch net's steps on
+    the real batches. Runs under forked random state, so the job's own nets and streams are
+    exactly as without it."""
+    with torch.random.fork_rng(devices=[]):
+        probe = _Member(replace(hp, epochs=1), config, index=999, steps=1)
+        loss_fn = _loss_fn(y, hp)
+        batch = min(hp.mini_batch_size, len(y))
+
+        def one_step() -> None:
+            idx = torch.randint(0, len(y), (batch,), generator=probe.gen)
+            _step(probe, augment(x[idx], probe.gen, hp), y[idx], hp, loss_fn)
+
+        one_step()  # warm-up: oneDNN builds its kernels for these shapes on the first call
+        times = [clock()]
+        for _ in range(PROBE_STEPS):
+            one_step()
+            times.append(clock())
+        # the median step: one step slowed by a neighbour's burst does not move the plan
+        step_seconds = float(np.median(np.diff(times)))
+        validation_seconds = 0.0
+        if x_val is not None:
+            start = clock()
+            predict_logits([probe.final(hp)], x_val, hp.flip_tta)
+            validation_seconds = clock() - start
+    return Costs(step_seconds, validation_seconds)
+
+
 def _fit(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -289,53 +304,61 @@ def _fit(
     hp: Hyperparameters,
     config: ModelConfig,
     phase: str,
-    log: LogFn,
-    progress: ProgressFn,
+    watch: _Watch,
 ) -> tuple[list[nn.Module], list[EpochMetrics]]:
-    """Train `hp.ensemble_size` nets in lockstep, one epoch each per round; log per epoch."""
-    steps = sum(1 for s in range(0, len(y), hp.mini_batch_size) if len(y) - s >= 2)
+    """Train `hp.ensemble_size` nets in lockstep for `hp.epochs`, one epoch each per round;
+    log each epoch as the built-in algorithm does. Raises _OutOfTime at the deadline."""
+    assert hp.epochs is not None  # planned by train()
+    steps = steps_per_epoch(len(y), hp.mini_batch_size)
     members = [_Member(hp, config, i, steps) for i in range(hp.ensemble_size)]
-    weight = None
-    if hp.use_weighted_loss:
-        counts = torch.bincount(y, minlength=hp.num_classes).clamp(min=1).float()
-        weight = counts.sum() / (hp.num_classes * counts)  # inverse class frequency
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=hp.label_smoothing)
+    loss_fn = _loss_fn(y, hp)
+    validate_at = set(validation_epochs(hp.epochs, hp.early_stopping))
     history: list[EpochMetrics] = []
-    best, best_epoch = -1.0, 0
+    best, best_epoch, val_acc = -1.0, 0, None
     for epoch in range(hp.epochs):
-        start = time.perf_counter()
+        start = watch.clock()
         correct, loss_sum = 0, 0.0
         for member in members:
-            c, s = _train_epoch(member, x, y, hp, loss_fn)
+            c, s = _train_epoch(member, x, y, hp, loss_fn, watch)
             correct, loss_sum = correct + c, loss_sum + s
         seen = len(members) * len(y)
-        seconds = time.perf_counter() - start
-        val_acc = None
-        if x_val is not None and y_val is not None:
+        seconds = watch.clock() - start
+        measured = None
+        if x_val is not None and y_val is not None and epoch in validate_at:
             nets = [m.final(hp) for m in members]
-            val_acc = accuracy(predict_logits(nets, x_val, hp.flip_tta), y_val)
+            val_acc = measured = accuracy(predict_logits(nets, x_val, hp.flip_tta), y_val)
         history.append(
-            EpochMetrics(epoch, phase, correct / seen, loss_sum / seen, seconds, val_acc)
+            EpochMetrics(epoch, phase, correct / seen, loss_sum / seen, seconds, measured)
         )
         # The built-in algorithm's exact log lines (tools parse them with regexes).
-        log(f"Epoch[{epoch}] Train-accuracy={correct / seen:.6f}")
-        log(f"Epoch[{epoch}] Time cost={seconds:.3f}")
+        watch.log(f"Epoch[{epoch}] Train-accuracy={correct / seen:.6f}")
+        watch.log(f"Epoch[{epoch}] Time cost={seconds:.3f}")
+        if measured is not None:
+            watch.log(f"Epoch[{epoch}] Validation-accuracy={measured:.6f}")
+        watch.done_epochs += 1
+        detail = f"epoch {epoch + 1}/{hp.epochs} {_PHASE_NAMES[phase]}"
+        detail += f", train acc {correct / seen:.3f}"
         if val_acc is not None:
-            log(f"Epoch[{epoch}] Validation-accuracy={val_acc:.6f}")
-        progress(f"train ({phase})", epoch + 1, hp.epochs)
-        if hp.early_stopping and val_acc is not None:
-            if val_acc > best + hp.early_stopping_tolerance:
-                best, best_epoch = val_acc, epoch
+            detail += f", held-out acc {val_acc:.3f}"
+        watch.progress("train", watch.done_epochs, watch.total_epochs, detail=detail)
+        if hp.early_stopping and measured is not None:
+            # SageMaker's rule: an improvement smaller than `tolerance` times the best so far
+            # does not count.
+            if best < 0 or measured - best > hp.early_stopping_tolerance * best:
+                best, best_epoch = measured, epoch
             elif (
                 epoch + 1 >= hp.early_stopping_min_epochs
                 and epoch - best_epoch >= hp.early_stopping_patience
             ):
-                log(
+                watch.log(
                     f"Early stopping at epoch {epoch}: best Validation-accuracy={best:.6f} "
                     f"at epoch {best_epoch}"
                 )
                 break
     return [m.final(hp) for m in members], history
+
+
+_PHASE_NAMES = {"holdout": "(held-out fit)", "full": "(all images)"}
 
 
 def _check_inputs(images: np.ndarray, labels: np.ndarray, hp: Hyperparameters, what: str) -> None:
@@ -356,6 +379,11 @@ def _check_inputs(images: np.ndarray, labels: np.ndarray, hp: Hyperparameters, w
         )
 
 
+def _never() -> str | None:
+    """The default stop check: nobody asks to stop."""
+    return None
+
+
 def train(
     images: np.ndarray,
     labels: np.ndarray,
@@ -364,7 +392,12 @@ def train(
     val_images: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
     log: LogFn = _no_log,
+    notice: LogFn = _no_log,
     progress: ProgressFn = no_progress,
+    should_stop: StopFn = _never,
+    started: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    max_epochs: int = MAX_PLANNED_EPOCHS,
 ) -> TrainResult:
     """Train on uint8 images (N, H, W, 3) with integer labels (N,); calibrate; return nets.
 
@@ -372,9 +405,23 @@ def train(
     `hp.validation_fraction` of the training images held out (seeded by `hp.seed`). The
     temperature is fitted on held-out predictions only; with `hp.retrain_full` (and no
     explicit validation data) the nets are then retrained on all images for the same number
-    of epochs and keep that temperature. Same seed, data and thread count -> same result.
+    of epochs and keep that temperature. The epochs are planned to `hp.max_runtime_in_seconds`
+    counted from `started` (a `clock` value; default: now) unless `hp.epochs` is given; see
+    budget.py (at most `max_epochs`, the recipe's 200). Same seed, data, epochs and thread
+    count -> same result.
+
+    `log` gets every line of the job's log; `notice` the few a watching user should see (the
+    plan, a skipped retrain), which go to `log` as well. `should_stop` is asked between
+    optimizer steps and returns a reason to stop (-> TrainingStopped) or None.
     """
     hp = hp or Hyperparameters()
+    started = clock() if started is None else started
+    deadline = started + hp.max_runtime_in_seconds
+
+    def tell(line: str) -> None:
+        log(line)
+        notice(line)
+
     labels = np.asarray(labels, dtype=np.int64)
     _check_inputs(images, labels, hp, "training data")
     if hp.num_training_samples is not None and hp.num_training_samples != len(labels):
@@ -402,21 +449,50 @@ def train(
         )
 
     config = model_config_for(hp)
-    started = time.perf_counter()
-    with _torch_settings(hp.num_threads):
+    retrain = hp.retrain_full and not explicit_val and cal_x is not None
+    phase = "holdout" if cal_x is not None else "full"
+    with _torch_settings(hp.num_threads or 2):
+        x_fit, y_fit = to_tensor(fit_x), torch.from_numpy(fit_y)
         x_cal = to_tensor(cal_x) if cal_x is not None else None
-        nets, history = _fit(
-            to_tensor(fit_x),
-            torch.from_numpy(fit_y),
-            x_cal,
-            cal_y,
-            hp,
-            config,
-            "holdout" if cal_x is not None else "full",
-            log,
-            progress,
+        by_threads = {}
+        for threads in [hp.num_threads] if hp.num_threads else _thread_choices():
+            torch.set_num_threads(threads)
+            by_threads[threads] = _measure(x_fit, y_fit, x_cal, hp, config, clock)
+        threads = min(by_threads, key=lambda t: by_threads[t].step_seconds)
+        torch.set_num_threads(threads)
+        costs = by_threads[threads]
+        shape = Phases(
+            holdout_steps=steps_per_epoch(len(fit_y), hp.mini_batch_size),
+            full_steps=steps_per_epoch(len(labels), hp.mini_batch_size) if retrain else 0,
+            members=hp.ensemble_size,
+            validate_every_epoch=hp.early_stopping,
         )
-        epochs_run = len(history)
+        plan = plan_epochs(
+            costs,
+            shape,
+            budget=hp.max_runtime_in_seconds,
+            time_left=deadline - clock(),
+            epochs=hp.epochs,
+            retrain_full=retrain,
+            max_epochs=max_epochs,
+        )
+        tell(_describe_plan(plan, shape, hp, threads, by_threads))
+        run_hp = replace(hp, epochs=plan.epochs, num_threads=threads)
+        watch = _Watch(clock, deadline - reserve_seconds(hp.max_runtime_in_seconds), should_stop,
+                       progress, log)  # fmt: skip
+        watch.total_epochs = plan.epochs * (2 if plan.retrain_full else 1)
+        try:
+            nets, history = _fit(x_fit, y_fit, x_cal, cal_y, run_hp, config, phase, watch)
+        except _OutOfTime as err:
+            raise TrainingStopped(
+                f"the {phase} fit ran past max_runtime_in_seconds={hp.max_runtime_in_seconds} "
+                f"after {watch.done_epochs} of {plan.epochs} epochs (planned for "
+                f"{plan.estimated_seconds:.0f} s; the machine slowed down?); raise "
+                "max_runtime_in_seconds or leave epochs out",
+                "MaxRuntimeExceeded",
+            ) from err
+        epochs_run = len(history)  # fewer than planned after an early stop
+        watch.total_epochs = epochs_run * (2 if plan.retrain_full else 1)
         metrics: dict[str, float | int | str | list[dict[str, float]]] = {
             "epochs_run": epochs_run,
             "train_images": len(fit_y),
@@ -434,28 +510,140 @@ def train(
             )
         else:
             log("Calibration: no held-out data, temperature=1 (probabilities uncalibrated)")
-        if hp.retrain_full and not explicit_val and cal_x is not None:
-            log(
-                f"Retraining on all {len(labels)} images for {epochs_run} epochs "
-                "(temperature kept from the held-out run)"
-            )
-            full_hp = _replace_epochs(hp, epochs_run)
-            nets, more = _fit(
-                to_tensor(images),
-                torch.from_numpy(labels),
-                None,
-                None,
-                full_hp,
-                config,
-                "full",
-                log,
-                progress,
-            )
-            history += more
-            metrics["train_images"] = len(labels)
-    metrics["train_seconds"] = round(time.perf_counter() - started, 3)
+        final_phase = phase
+        if plan.retrain_full:
+            more = _retrain(images, labels, hp, config, history, shape, watch, tell)
+            if more is not None:
+                nets, extra = more
+                history += extra
+                final_phase = "full"
+                metrics["train_images"] = len(labels)
+            else:
+                watch.total_epochs = watch.done_epochs
+    metrics.update(
+        _cost_metrics(nets[0], run_hp, plan, history, final_phase, len(fit_y), len(labels), cal_y)
+    )
+    for t, c in by_threads.items():
+        metrics[f"probe_step_seconds_{t}_thread{'s' if t > 1 else ''}"] = round(c.step_seconds, 5)
+    metrics["train_seconds"] = round(clock() - started, 3)
     metrics["temperature"] = temperature
-    return TrainResult(nets, config, temperature, hp, history, metrics)
+    return TrainResult(nets, config, temperature, run_hp, history, metrics)
+
+
+def _retrain(
+    images: np.ndarray,
+    labels: np.ndarray,
+    hp: Hyperparameters,
+    config: ModelConfig,
+    history: list[EpochMetrics],
+    shape: Phases,
+    watch: _Watch,
+    tell: LogFn,
+) -> tuple[list[nn.Module], list[EpochMetrics]] | None:
+    """The retrain on all images for as many epochs as the held-out fit ran, if it fits in
+    the time left, judged by what the held-out fit really took per step; None (keep the
+    held-out model) when it does not fit, or runs out of time anyway."""
+    epochs = len(history)
+    per_step = sum(m.seconds for m in history) / (epochs * shape.holdout_steps * shape.members)
+    need = epochs * shape.full_steps * shape.members * per_step
+    left = watch.deadline - watch.clock()
+    if need > left:
+        tell(
+            f"Retraining on all {len(labels)} images skipped: it needs about {need:.0f} s at "
+            f"this machine's pace so far, and {max(0.0, left):.0f} s are left of "
+            f"max_runtime_in_seconds={hp.max_runtime_in_seconds}; keeping the held-out model"
+        )
+        return None
+    watch.log(
+        f"Retraining on all {len(labels)} images for {epochs} epochs "
+        "(temperature kept from the held-out run)"
+    )
+    try:
+        return _fit(
+            to_tensor(images),
+            torch.from_numpy(labels),
+            None,
+            None,
+            replace(hp, epochs=epochs, early_stopping=False),
+            config,
+            "full",
+            watch,
+        )
+    except _OutOfTime:
+        tell(
+            f"Retraining on all images ran out of max_runtime_in_seconds="
+            f"{hp.max_runtime_in_seconds}; keeping the held-out model (complete and calibrated)"
+        )
+        return None
+
+
+def _thread_choices() -> list[int]:
+    """Thread counts to measure when num_threads is left out: 2 (the most this net's small
+    batches use well) and 1, on a machine that lets this process use two cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [2, 1] if (cores or 1) >= 2 else [1]
+
+
+def _describe_plan(
+    plan: Plan, shape: Phases, hp: Hyperparameters, threads: int, by_threads: dict[int, Costs]
+) -> str:
+    fits = f"{plan.epochs} + {plan.epochs} epochs (held-out fit, then all images)"
+    if not plan.retrain_full:
+        fits = f"{plan.epochs} epochs" + (" (held-out fit only)" if shape.full_steps else "")
+    how = "planned to fit" if plan.planned else "as asked, within"
+    others = ", ".join(
+        f"{t} {'thread' if t == 1 else 'threads'}: {c.step_seconds:.3f} s"
+        for t, c in by_threads.items()
+        if t != threads
+    )
+    return (
+        f"Plan: {fits}, {how} max_runtime_in_seconds={hp.max_runtime_in_seconds}: one step "
+        f"takes {plan.costs.step_seconds:.3f} s here with {threads} "
+        f"{'thread' if threads == 1 else 'threads'}{f' ({others})' if others else ''}, so "
+        f"about {plan.estimated_seconds:.0f} s of training"
+    )
+
+
+def _cost_metrics(
+    net: nn.Module,
+    hp: Hyperparameters,
+    plan: Plan,
+    history: list[EpochMetrics],
+    final_phase: str,
+    fit_images: int,
+    all_images: int,
+    cal_y: np.ndarray | None,
+) -> dict[str, float | int | str | list[dict[str, float]]]:
+    """The budget, the plan, measured seconds per epoch and FLOPs (see budget.py)."""
+    macs = count_macs(net, hp.image_shape)
+    members, views = hp.ensemble_size, 2 if hp.flip_tta else 1
+    n_cal = 0 if cal_y is None else len(cal_y)
+    flops = 0
+    out: dict[str, float | int | str | list[dict[str, float]]] = {
+        "max_runtime_in_seconds": hp.max_runtime_in_seconds,
+        "epochs_planned": plan.epochs,
+        "epochs_planned_by": "budget" if plan.planned else "hyperparameter",
+        "estimated_train_seconds": round(plan.estimated_seconds, 3),
+        "probe_step_seconds": round(plan.costs.step_seconds, 5),
+        "num_threads": hp.num_threads or 0,
+        "final_fit": final_phase,
+    }
+    for phase, images in (("holdout", fit_images), ("full", all_images)):
+        epochs = [m for m in history if m.phase == phase]
+        if not epochs:
+            continue
+        per_epoch = train_flops(macs, images, members)
+        validations = sum(m.validation_accuracy is not None for m in epochs)
+        flops += per_epoch * len(epochs)
+        flops += validations * inference_flops(macs, n_cal, members, views)
+        out[f"seconds_per_epoch_{phase}"] = round(sum(m.seconds for m in epochs) / len(epochs), 4)
+        out[f"flops_per_epoch_{phase}"] = per_epoch
+    flops += inference_flops(macs, n_cal, members, views)  # the calibration predictions
+    flops += (1 + PROBE_STEPS) * train_flops(macs, min(hp.mini_batch_size, fit_images), 1)
+    out["seconds_per_epoch"] = out.get(f"seconds_per_epoch_{final_phase}", 0.0)
+    out["flops_per_epoch"] = out.get(f"flops_per_epoch_{final_phase}", 0)
+    out["train_flops"] = flops
+    return out
 
 
 def _calibration_metrics(
@@ -480,21 +668,28 @@ def _calibration_metrics(
     }
 
 
-def _replace_epochs(hp: Hyperparameters, epochs: int) -> Hyperparameters:
-    return replace(hp, epochs=epochs, early_stopping=False)
-
-
 class _torch_settings:
-    """Fix the thread count and turn on deterministic algorithms; restore both afterwards."""
+    """Fix the thread count and turn on deterministic algorithms; restore both afterwards.
+
+    Deterministic mode also fills every new tensor with NaN by default, to catch reads of
+    uninitialised memory; that cost 8% of each training step here (230 fills per step) and
+    changes no result, so it is turned off while training.
+    """
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
 
     def __enter__(self) -> None:
-        self.saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+        self.saved = (
+            torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(),
+            torch.utils.deterministic.fill_uninitialized_memory,  # type: ignore[attr-defined]
+        )
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
 
     def __exit__(self, *exc: object) -> None:
         torch.set_num_threads(self.saved[0])
         torch.use_deterministic_algorithms(self.saved[1])
+        torch.utils.deterministic.fill_uninitialized_memory = self.saved[2]  # type: ignore[attr-defined]
