@@ -151,13 +151,16 @@ class WorkflowRunner:
 
     def _run(self, conn: sqlite3.Connection, writer: HistoryWriter, data: Any, name: str,
              start_at: str | None, original: Any = None) -> ExecutionRecord:  # fmt: skip
-        from sconeflow.workflow import run_execution
+        from sconeflow.workflow import SystemClock, run_execution
 
+        # A redrive shows in `$$.Execution.RedriveCount` and `RedriveTime`, as on AWS.
+        redriven = (self.clock or SystemClock()).now() if writer.redrive_count else None
         try:
             result = run_execution(
                 self.machine, data, self.handlers, name=name, listener=writer,
                 clock=self.clock, start_at=start_at, max_workers=self.max_workers,
                 execution_input=data if original is None else original, stop=self.stop,
+                redrive_count=writer.redrive_count, redrive_time=redriven,
             )  # fmt: skip
         except BaseException as err:
             # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
