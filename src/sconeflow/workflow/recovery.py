@@ -92,7 +92,8 @@ def guarded(
                 give_up()
             for catcher in state.catch:
                 if error_matches(catcher.errors, failure.error):
-                    error_output = {"Error": failure.error, "Cause": failure.cause}
+                    # A missing error or cause is bound as "" (a Fail state without Cause).
+                    error_output = {"Error": failure.error or "", "Cause": failure.cause or ""}
                     output, pending = _caught(run, state, data, frame, catcher, error_output)
                     return output, catcher.next, pending
             raise
