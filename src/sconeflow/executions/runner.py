@@ -121,6 +121,12 @@ class WorkflowRunner:
         self.threshold = threshold  # recorded on each execution row (what monitoring reads)
         # Set to end every running execution ABORTED at its next state (`stop_all`).
         self.stop = threading.Event()
+        # One db connection per thread that runs executions, kept open between them:
+        # closing the last connection to the file checkpoints the WAL, a file sync that
+        # cost more than the execution itself. `close()` (or the end of `stream`) closes them.
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
         with closing(db.connect(settings.db_path)) as conn:
             records.recover_orphans(conn)
 
@@ -128,6 +134,29 @@ class WorkflowRunner:
         """End every execution this runner is running as ABORTED, before its next state;
         executions started after this are aborted at once."""
         self.stop.set()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = db.connect(self.settings.db_path)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close the db connections this runner opened."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> WorkflowRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(self, execution_input: Any, name: str | None = None) -> ExecutionRecord:
         """Run one execution to its end (StartExecution + wait); the record as it ended."""
@@ -140,14 +169,14 @@ class WorkflowRunner:
             )
         arn = f"{self.machine.arn.replace(':stateMachine:', ':execution:')}:{name}"
         clock = self.clock or SystemClock()
-        with closing(db.connect(self.settings.db_path)) as conn:
-            records.create_execution(
-                conn, arn=arn, name=name, state_machine=self.machine.name,
-                execution_input=execution_input, definition=self.definition.text,
-                started_at=clock.now(), threshold=self.threshold,
-            )  # fmt: skip
-            writer = HistoryWriter(conn, arn)
-            return self._run(conn, writer, execution_input, name, None)
+        conn = self._connection()
+        records.create_execution(
+            conn, arn=arn, name=name, state_machine=self.machine.name,
+            execution_input=execution_input, definition=self.definition.text,
+            started_at=clock.now(), threshold=self.threshold,
+        )  # fmt: skip
+        writer = HistoryWriter(conn, arn)
+        return self._run(conn, writer, execution_input, name, None)
 
     def _run(self, conn: sqlite3.Connection, writer: HistoryWriter, data: Any, name: str,
              start_at: str | None, original: Any = None) -> ExecutionRecord:  # fmt: skip
@@ -166,7 +195,7 @@ class WorkflowRunner:
             # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
             # staying RUNNING forever; AWS's StopExecution leaves the same trace.
             records.abort_execution(conn, writer.arn, f"{type(err).__name__}: {err}",
-                                    writer.last_id or None)  # fmt: skip
+                                    writer=writer)  # fmt: skip
             raise
         records.finish_execution(
             conn, writer.arn, status=result.status, output=result.output, error=result.error,
@@ -205,22 +234,25 @@ class WorkflowRunner:
             return record
 
         begin = monotonic()
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = []
-            try:
-                for i, offset in enumerate(offsets):
-                    wait = begin + offset - monotonic()
-                    if wait > 0:
-                        sleep(wait)
-                    futures.append(pool.submit(one, i))
-                return [f.result() for f in futures]
-            except BaseException:
-                # Ctrl-C or SIGTERM: those not yet started are never recorded; the running
-                # ones end ABORTED at their next state, which the pool's exit waits for.
-                self.stop_all()
-                for f in futures:
-                    f.cancel()
-                raise
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                futures = []
+                try:
+                    for i, offset in enumerate(offsets):
+                        wait = begin + offset - monotonic()
+                        if wait > 0:
+                            sleep(wait)
+                        futures.append(pool.submit(one, i))
+                    return [f.result() for f in futures]
+                except BaseException:
+                    # Ctrl-C or SIGTERM: those not yet started are never recorded; the running
+                    # ones end ABORTED at their next state, which the pool's exit waits for.
+                    self.stop_all()
+                    for f in futures:
+                        f.cancel()
+                    raise
+        finally:
+            self.close()  # the pool's threads are gone; so are their connections
 
 
 def _case_name(event: Any) -> str:
