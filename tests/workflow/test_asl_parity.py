@@ -404,6 +404,30 @@ CASES = [
         {"t": "2020-01-01T00:00:00.0000000Z"},
     ),
     Case("wait_timestamp_path_missing", one({"Type": "Wait", "TimestampPath": "$.missing"})),
+    Case(
+        "wait_timestamp_path_numeric_offset",
+        one({"Type": "Wait", "TimestampPath": "$.t"}),
+        {"t": "2020-01-01T01:00:00+01:00"},
+        aws=succeeded({"t": "2020-01-01T01:00:00+01:00"}),
+        why="the States Language takes RFC 3339 timestamps, which allow a numeric offset "
+        "(docs, 'Wait': \"an uppercase Z must denote that a numeric time zone offset is not "
+        'present"); moto accepts only Z',
+    ),
+    Case(
+        "fail_without_cause_caught",
+        one(
+            {
+                "Type": "Parallel",
+                "Branches": [{"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E"}}}],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.err", "Next": "H"}],
+            },
+            H=PASS_END,
+        ),
+    ),
+    Case(
+        "fail_cause_path_intrinsic_with_context",
+        one({"Type": "Fail", "Error": "E", "CausePath": "States.Format('in {}', $$.State.Name)"}),
+    ),
     Case("fail_error_path_missing", one({"Type": "Fail", "ErrorPath": "$.missing"}), DATA),
     Case(
         "fail_cause_path_missing", one({"Type": "Fail", "Error": "E", "CausePath": "$.nope"}), DATA
