@@ -183,7 +183,7 @@ def run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
         return output, state.next
     ctx = run.state_context(state)
     effective = effective_input(state, data, ctx)
-    seconds: float = 0.0
+    seconds = 0.0
     path = state.wait_path_text
     if state.seconds is not None:
         seconds = state.seconds
