@@ -1,24 +1,30 @@
 """ASL engine throughput: sconeflow's engine against moto's interpreter (LocalStack's), same run.
 
-Three workloads, with trivial in-process handlers so the numbers are engine cost:
+Workloads, with trivial in-process handlers so the numbers are engine cost:
   * the reference 3-task workflow (lambda:invoke, Payload.$, OutputPath $.Payload, Retry);
+  * the same in JSONata mode ("3-jsonata");
   * a Map over 100 items, each running one lambda:invoke Task;
   * a Distributed Map over 1,000 items (`dmap-1000`), each a child workflow execution
     running one lambda:invoke Task, every child's history kept (in memory, or in SQLite as
     the execution service records children: a row and its history per child).
-Three engines: ours with history kept in memory, ours with every event persisted to a
-SQLite file through the listener (WAL, one commit per execution), and moto's interpreter
-(definition parsed once, reused; its Lambda client swapped for the same handlers).
+Three engines: ours with history kept in memory; ours with history in a SQLite file
+through `HistoryWriter` exactly as the execution service configures it (WAL; rows
+written and committed before every handler call and at the end, so a crash loses only
+pure computation); and moto's interpreter (definition parsed once, reused; its Lambda
+client swapped for the same handlers). A fourth line runs the whole service
+(`WorkflowRunner.start`: execution row, history, final record) for the 3-task workflow.
+Then memory over `--executions` executions (10,000 by default) of each of ours: Python
+heap (tracemalloc) and resident size, after a warm-up and at the end.
 
-Targets (from the issue): overhead <= 0.3 ms per 3-task execution; >= 30x moto's
-throughput with history in memory; >= 10x with history persisted.
+Targets (from issue 11): overhead <= 0.3 ms per 3-task execution; >= 30x moto's
+throughput with history in memory; >= 10x with history in SQLite; memory flat.
 
-Measured (2 shared CPUs, load average ~7.7, Python 3.11.7, moto 5.2.1): 3-task 6,190
-exec/s in memory, 0.086 ms CPU overhead per execution, 810x moto's throughput; 182x with
-history in SQLite. Map over 100 items: 355x moto in memory, 124x in SQLite.
+Measured before this round (2-core AVX2 box, moto 5.2.5, as issue 11 quotes): 41x in
+memory, 8x in SQLite (1.36 ms CPU per execution in SQLite, 0.29 ms in memory). Rerun on a
+quiet machine for today's figures; they print with the machine they ran on:
 
-    python benchmarks/workflow_bench.py [--seconds 2] \
-        [--workloads 3-task,3-jsonata,map-100,dmap-1000]
+    python benchmarks/workflow_bench.py [--seconds 2] [--executions 10000] \
+        [--workloads 3-task,3-jsonata,map-100,dmap-1000] [--dmap-items 1000]
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -40,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workflow
 from asl_moto_harness import MotoMachine
 
 from sconeflow import db
+from sconeflow.config import Settings
 from sconeflow.executions.definitions import function_arns, load_definition, substitute
 from sconeflow.executions.records import ChildRecorder, HistoryWriter
+from sconeflow.executions.runner import WorkflowRunner
 from sconeflow.workflow import InMemoryHistory, parse_definition, run_execution
 
 FN = "arn:aws:lambda:us-east-1:123456789012:function:{}:$LATEST"
@@ -108,7 +118,6 @@ MAP_100 = {
 }
 
 
-
 def distributed_map(items: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Distributed Map workload over `items` items, and its input."""
     definition = json.loads(json.dumps(MAP_100).replace("FanOut", "DistributedFanOut"))
@@ -167,18 +176,46 @@ def handler_cost(calls: int) -> float:
     return (time.perf_counter() - start) / n * calls / 3
 
 
+def resident_kib() -> int:
+    """The process's resident set size now, in KiB (Linux), else its peak."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory_growth(run_once: Callable[[int], Any], executions: int) -> tuple[float, float]:
+    """(Python heap KiB, resident KiB) gained between the end of a warm-up (a tenth of the
+    runs) and the last of `executions` runs: flat means neither keeps growing."""
+    warm = max(1, executions // 10)
+    tracemalloc.start()
+    try:
+        for i in range(warm):
+            run_once(i)
+        heap, rss = tracemalloc.get_traced_memory()[0], resident_kib()
+        for i in range(warm, executions):
+            run_once(i)
+        return (tracemalloc.get_traced_memory()[0] - heap) / 1024, resident_kib() - rss
+    finally:
+        tracemalloc.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument(
+        "--executions", type=int, default=10_000, help="executions for the memory check"
+    )
+    parser.add_argument(
         "--workloads", default="3-task,3-jsonata,map-100,dmap-1000",
-        help="comma-separated workloads",
+        help="comma-separated workloads (3-task and 3-jsonata are always measured)",
     )
     parser.add_argument(
         "--dmap-items", type=int, default=1000, help="items of dmap-1000 (smaller for a smoke run)"
     )
     args = parser.parse_args()
-    chosen = args.workloads.split(",")
+    chosen = set(args.workloads.split(",")) | {"3-task", "3-jsonata"}
     dmap, dmap_event = distributed_map(args.dmap_items)
 
     rows: list[tuple[str, str, float, float, float, int]] = []
@@ -209,7 +246,7 @@ def main() -> None:
             ) -> None:
                 name = f"{label}-{next(counter)}"
                 arn = f"{m.arn.replace(':stateMachine:', ':execution:')}:{name}"
-                listener = HistoryWriter(conn, arn, commit_every=1_000_000, keep=False)
+                listener = HistoryWriter(conn, arn)  # as WorkflowRunner configures it
                 children = ChildRecorder(conn)  # the service's recorder of child executions
                 result = run_execution(
                     m, e, HANDLERS, name=name, listener=listener, children=children
@@ -223,14 +260,41 @@ def main() -> None:
                 assert result["status"] == "SUCCEEDED", result
 
             handlers_s = handler_cost(calls)
-            for engine, fn in (
+            engines: list[tuple[str, Callable[[], Any]]] = [
                 ("sconeflow, history in memory", ours_memory),
                 ("sconeflow, history in SQLite", ours_sqlite),
                 ("moto (LocalStack) interpreter", moto_run),
-            ):
+            ]
+            if label == "3-task":
+                settings = Settings(home=Path(tmp) / "home", store_uri=f"file://{tmp}/store")
+                service = WorkflowRunner(settings, load_definition("stepfunction"), HANDLERS)
+                names = iter(range(10**9))
+
+                def ours_service(r: WorkflowRunner = service, n: Any = names) -> None:
+                    assert r.start(EVENT, f"svc-{next(n)}").status == "SUCCEEDED"
+
+                engines.append(("sconeflow, WorkflowRunner (service)", ours_service))
+            for engine, fn in engines:
                 per_exec, cpu, runs = rate(fn, args.seconds)
                 rows.append((label, engine, per_exec, cpu, cpu - handlers_s, runs))
+            if label == "3-task":
+                service.close()
         stored = conn.execute("SELECT COUNT(*) FROM history_events").fetchone()[0]
+
+        reference = parse_definition(THREE_TASKS)
+
+        def memory_run(i: int) -> None:
+            run_execution(reference, EVENT, HANDLERS, listener=InMemoryHistory())
+
+        def sqlite_run(i: int) -> None:
+            arn = f"{reference.arn.replace(':stateMachine:', ':execution:')}:mem-{i}"
+            run_execution(reference, EVENT, HANDLERS, name=f"mem-{i}",
+                          listener=HistoryWriter(conn, arn))  # fmt: skip
+
+        growth = [
+            (engine, *memory_growth(fn, args.executions))
+            for engine, fn in (("history in memory", memory_run), ("history in SQLite", sqlite_run))
+        ]
 
     print(
         f"machine: {os.cpu_count()} CPUs, {platform.machine()}, "
@@ -238,14 +302,14 @@ def main() -> None:
     )
     print(f"(SQLite rows written during the run: {stored})\n")
     header = (
-        f"{'workload':<9} {'engine':<31} {'exec/s':>9} {'wall ms':>9} {'CPU ms':>9} "
+        f"{'workload':<9} {'engine':<36} {'exec/s':>9} {'wall ms':>9} {'CPU ms':>9} "
         f"{'overhead ms':>12} {'runs':>6}"
     )
     print(header)
     print("-" * len(header))
     for label, engine, per_exec, cpu, overhead, runs in rows:
         print(
-            f"{label:<9} {engine:<31} {1 / per_exec:>9.1f} {per_exec * 1e3:>9.3f} "
+            f"{label:<9} {engine:<36} {1 / per_exec:>9.1f} {per_exec * 1e3:>9.3f} "
             f"{cpu * 1e3:>9.3f} {overhead * 1e3:>12.3f} {runs:>6}"
         )
     print()
@@ -258,21 +322,25 @@ def main() -> None:
             f"{label}: {memory:.0f}x moto's throughput with history in memory (target >= 30x), "
             f"{sqlite_ratio:.0f}x with history in SQLite (target >= 10x)"
         )
-    if "3-task" in chosen:
-        overhead_3 = next(
-            o for lab, eng, _, _, o, _ in rows if lab == "3-task" and "memory" in eng
-        )
+        if "sconeflow, WorkflowRunner (service)" in by_engine:
+            service_ratio = moto_s / by_engine["sconeflow, WorkflowRunner (service)"]
+            print(f"{label}: {service_ratio:.0f}x moto's throughput through the whole service")
+    overhead_3 = next(o for lab, eng, _, _, o, _ in rows if lab == "3-task" and "memory" in eng)
+    print(
+        f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms CPU per execution, handlers "
+        "excluded (target <= 0.3 ms)"
+    )
+    overhead_j = next(o for lab, eng, _, _, o, _ in rows if lab == "3-jsonata" and "memory" in eng)
+    print(
+        f"3-task JSONata engine overhead: {overhead_j * 1e3:.3f} ms CPU per execution, "
+        f"{overhead_j / overhead_3:.1f}x JSONPath mode's (target <= 3x)"
+    )
+    for engine, heap_kib, rss_kib in growth:
+        flat = heap_kib < 512 and rss_kib < 16 * 1024
         print(
-            f"3-task engine overhead: {overhead_3 * 1e3:.3f} ms CPU per execution, handlers "
-            "excluded (target <= 0.3 ms)"
-        )
-    if "3-task" in chosen and "3-jsonata" in chosen:
-        overhead_j = next(
-            o for lab, eng, _, _, o, _ in rows if lab == "3-jsonata" and "memory" in eng
-        )
-        print(
-            f"3-task JSONata engine overhead: {overhead_j * 1e3:.3f} ms CPU per execution, "
-            f"{overhead_j / overhead_3:.1f}x JSONPath mode's (target <= 3x)"
+            f"memory over {args.executions:,} 3-task executions, {engine}: Python heap "
+            f"{heap_kib:+.0f} KiB, resident {rss_kib:+,} KiB after the warm-up "
+            f"({'flat' if flat else 'GROWING'}; flat: under +512 KiB heap and +16 MiB resident)"
         )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

@@ -8,6 +8,7 @@ import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from sconeflow import db
 from sconeflow.config import Settings
 from sconeflow.errors import WorkflowError
 from sconeflow.executions import records
-from sconeflow.workflow import parse_definition, run_execution
+from sconeflow.workflow import FakeClock, parse_definition, run_execution
 
 MACHINE = {
     "StartAt": "A",
@@ -68,7 +69,7 @@ def test_grouped_writer_abort_keeps_pending_events(settings: Settings) -> None:
         writer({"timestamp": now, "type": "ExecutionStarted", "id": 1, "previousEventId": 0})
         writer({"timestamp": now, "type": "PassStateEntered", "id": 2, "previousEventId": 1,
                 "stateEnteredEventDetails": {"name": "A", "input": "{}"}})  # fmt: skip
-        records.abort_execution(conn, ARN, "KeyboardInterrupt: ", writer.last_id)
+        records.abort_execution(conn, ARN, "KeyboardInterrupt: ", writer=writer)
     history = records.get_history(settings, ARN)
     assert [e["type"] for e in history] == [
         "ExecutionStarted", "PassStateEntered", "ExecutionAborted"
@@ -83,6 +84,7 @@ def test_redrive_writer_continues_ids(settings: Settings) -> None:
         writer = records.HistoryWriter(conn, ARN, offset=5, redrive_count=1)
         writer({"timestamp": "t", "type": "ExecutionStarted", "id": 1, "previousEventId": 0,
                 "executionStartedEventDetails": {"input": "{}"}})  # fmt: skip
+        writer.flush()  # the writer holds events until the engine's next slow step or the end
     (event,) = records.get_history(settings, ARN)
     assert event == {"timestamp": "t", "type": "ExecutionRedriven", "id": 6,
                      "previousEventId": 5,
@@ -118,3 +120,50 @@ def test_unknown_execution(settings: Settings) -> None:
         records.find_execution(settings, "nope")
 
 
+def test_writer_commits_before_every_handler_call_wait_and_retry(settings: Settings) -> None:
+    """What a crash may lose: only pure computation. When a handler starts, when a Wait
+    sleeps and when a retry backs off, every event before it is already committed."""
+    spec = {
+        "StartAt": "A",
+        "States": {
+            "A": {"Type": "Pass", "Result": 1, "ResultPath": "$.a", "Next": "T1"},
+            "T1": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:f",
+                   "Retry": [{"ErrorEquals": ["ValueError"], "IntervalSeconds": 1}],
+                   "Next": "W"},
+            "W": {"Type": "Wait", "Seconds": 5, "Next": "T2"},
+            "T2": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                   "Parameters": {"FunctionName": "f", "Payload.$": "$"}, "End": True},
+        },
+    }  # fmt: skip
+    seen: list[int] = []
+
+    def stored() -> int:
+        with closing(db.connect(settings.db_path)) as other:
+            return int(other.execute("SELECT COUNT(*) FROM history_events").fetchone()[0])
+
+    def handler(event: Any, context: Any) -> Any:
+        seen.append(stored())
+        if len(seen) == 1:
+            raise ValueError("once")
+        return event
+
+    class Clock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            seen.append(-stored())  # negative: counted while sleeping
+            super().sleep(seconds)
+
+    with closing(db.connect(settings.db_path)) as conn:
+        _create(conn)
+        writer = records.HistoryWriter(conn, ARN)
+        result = run_execution(parse_definition(spec), {}, {"f": handler}, name="one",
+                               listener=writer, clock=Clock())  # fmt: skip
+    assert result.status == "SUCCEEDED"
+    types = [e["type"] for e in writer.events]
+    starts = [
+        i + 1 for i, t in enumerate(types) if t.endswith("Started") and t != "ExecutionStarted"
+    ]
+    failed = types.index("LambdaFunctionFailed") + 1
+    wait = types.index("WaitStateEntered") + 1
+    # handler 1, back-off, handler 1 again, the Wait, handler 2
+    assert seen == [starts[0], -failed, starts[1], -wait, starts[2]]
+    assert stored() == len(types)  # and the rest at the end

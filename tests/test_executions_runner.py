@@ -24,7 +24,7 @@ from sconeflow.config import Settings
 from sconeflow.errors import EndpointError, WorkflowError
 from sconeflow.executions import records as execution_records
 from sconeflow.executions import runner, summary, traffic
-from sconeflow.executions.definitions import load_definition
+from sconeflow.executions.definitions import Definition, load_definition
 from sconeflow.executions.notify import Notifier
 from sconeflow.executions.runner import WorkflowRunner
 from sconeflow.functions import EndpointInvocationError, ThresholdConfidenceNotMet
@@ -175,6 +175,41 @@ def test_redrive_restarts_at_the_failed_state_and_continues_the_history(
     assert len(execution_records.list_executions(settings)) == 1  # same execution, not a new one
     with pytest.raises(WorkflowError, match="ExecutionNotRedrivable"):
         runner.redrive_execution(settings, first.arn, fns.table())
+
+
+def test_a_redrive_shows_in_the_context_object(settings: Settings) -> None:
+    # $$.Execution.RedriveCount is 0 on the first run and n after n redrives (AWS).
+    spec = {
+        "StartAt": "T",
+        "States": {
+            "T": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {
+                    "FunctionName": "classifyImage",
+                    "Payload": {"count.$": "$$.Execution.RedriveCount"},
+                },
+                "OutputPath": "$.Payload",
+                "End": True,
+            }
+        },
+    }
+    seen: list[int] = []
+
+    def classify(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        seen.append(event["count"])
+        if len(seen) < 3:
+            raise RuntimeError("endpoint down")
+        return event
+
+    table = {"classifyImage": classify}
+    definition = Definition("redrives", json.dumps(spec), "test")
+    first = WorkflowRunner(settings, definition, table).start({}, "rc")
+    assert first.status == "FAILED"
+    assert runner.redrive_execution(settings, first.arn, table).status == "FAILED"
+    last = runner.redrive_execution(settings, first.arn, table)
+    assert last.status == "SUCCEEDED" and last.redrive_count == 2
+    assert seen == [0, 1, 2] and json.loads(last.output or "{}") == {"count": 2}
 
 
 def test_an_interrupted_execution_is_recorded_as_aborted(settings: Settings) -> None:

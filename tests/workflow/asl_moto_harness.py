@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -199,3 +200,47 @@ class MotoMachine:
             "cause": None,
             "events": events,
         }
+
+
+# --- where moto departs from AWS ----------------------------------------------------------
+# Each function turns one of moto's results into what AWS gives, for the cases where moto
+# is known to differ; the differential tests apply them and say why.
+
+
+def _recode_cause(text: Any) -> Any:
+    """A Lambda error document in compact JSON, re-encoded as the Python runtime writes it."""
+    if not isinstance(text, str) or not text.startswith('{"errorMessage"'):
+        return text
+    return json.dumps(json.loads(text))
+
+
+def runtime_text_causes(result: dict[str, Any]) -> dict[str, Any]:
+    """The plain function-ARN Task form: AWS passes on the Lambda runtime's own error text
+    (`{"errorMessage": "...", ...}`, Python's default separators), where moto re-encodes it
+    compactly. Applies to the execution's cause and to `Cause` fields in its output."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _recode_cause(v) if k == "Cause" else walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    fixed = dict(result)
+    fixed["cause"] = _recode_cause(result.get("cause"))
+    fixed["output"] = walk(result.get("output"))
+    return fixed
+
+
+_MISSING_IN = re.compile(r"^(.* could not be found in the input ')(.*)'$", re.DOTALL)
+
+
+def compact_missing_path_input(result: dict[str, Any]) -> dict[str, Any]:
+    """"The JSONPath ... could not be found in the input '...'": AWS prints the input as
+    compact JSON (`'{"flagged":false}'`), moto with Python's default separators."""
+    cause = result.get("cause")
+    match = _MISSING_IN.match(cause) if isinstance(cause, str) else None
+    if match is None:
+        return result
+    compact = json.dumps(json.loads(match.group(2)), separators=(",", ":"), ensure_ascii=False)
+    return {**result, "cause": f"{match.group(1)}{compact}'"}

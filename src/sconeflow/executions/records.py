@@ -94,13 +94,63 @@ class ExecutionRecord:
 # --- the writer ----------------------------------------------------------------------------
 
 
+# Events after which the engine does something slow: runs a handler (the *Started events),
+# backs off before a retry (the failures) or sleeps (a Wait). The writer commits what it
+# holds at each, so nothing slow ever starts before the events leading to it are stored.
+_COMMIT_AFTER = frozenset(
+    {
+        "TaskStarted",
+        "TaskFailed",
+        "TaskTimedOut",
+        "LambdaFunctionStarted",
+        "LambdaFunctionFailed",
+        "LambdaFunctionTimedOut",
+        "WaitStateEntered",
+    }
+)
+_INSERT = (
+    "INSERT INTO history_events (execution_arn, id, previous_id, timestamp, type, details) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_string = json.encoder.encode_basestring  # a str as a JSON string (C), raw UTF-8
+_NOT_TRUNCATED = {"truncated": False}
+
+
+def _details_text(key: str, details: Any) -> str:
+    """`{"<key>": details}` as compact JSON. Most detail fields are strings (names and the
+    JSON texts of inputs and outputs) or `{"truncated": false}`: those are written
+    directly, which costs half of a generic encode; anything else goes to the encoder."""
+    if type(details) is not dict:
+        return f'{{"{key}":{_encode(details)}}}'
+    parts = []
+    for name, value in details.items():
+        if type(value) is str:
+            text = _string(value)
+        elif value == _NOT_TRUNCATED:
+            text = '{"truncated":false}'
+        else:
+            text = _encode(value)
+        parts.append(f"{_string(name)}:{text}")
+    return f'{{"{key}":{{{",".join(parts)}}}}}'
+
+
 class HistoryWriter:
-    """The engine's listener: writes each event as one `history_events` row as it happens.
+    """The engine's listener: writes the execution's events as `history_events` rows.
+
+    Rows are held in memory and written with one `executemany` and one commit (a) just
+    before the engine does anything slow: runs a Lambda handler (after TaskStarted or
+    LambdaFunctionStarted), backs off before a retry (after a failure event) or sleeps in
+    a Wait (after WaitStateEntered); and (b) when the execution ends. What a crash may
+    lose: only the events of the pure computation since the last commit (Pass, Choice,
+    data flow between two handler calls, and the result of the last call), never the
+    record of a handler call that has begun; a redrive then re-runs at most that call.
+    `commit_every=1` commits each event instead (nothing is ever lost, at about twice the
+    cost), and a larger `commit_every` commits every that many events and at the end.
 
     `offset` shifts event ids so that a redrive's events continue the execution's history
-    (its ExecutionStarted becomes AWS's ExecutionRedriven). `commit_every=1` commits every
-    event (what a crash may lose: nothing); a larger value groups events into one
-    transaction, committed at that count and always at the execution's end.
+    (its ExecutionStarted becomes AWS's ExecutionRedriven). `keep` keeps the events, as
+    stored, in `events` (what the caller summarises).
     """
 
     def __init__(
@@ -110,45 +160,69 @@ class HistoryWriter:
         *,
         offset: int = 0,
         redrive_count: int = 0,
-        commit_every: int = 1,
+        commit_every: int | None = None,
         keep: bool = True,
     ) -> None:
         self.conn, self.arn = conn, arn
         self.offset, self.redrive_count = offset, redrive_count
         self.commit_every = commit_every
-        self.keep = keep  # keep the events in `events` (what the caller summarises)
+        self.keep = keep
         self.events: list[dict[str, Any]] = []
         self.last_id = offset
-        self._pending = 0
+        self._rows: list[tuple[str, int, int, str, str, str]] = []
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        event = dict(event)
-        if self.offset and event["type"] == "ExecutionStarted":
+        kind = event["type"]
+        if self.offset and kind == "ExecutionStarted":
             # A redrive does not start the execution again; AWS records this instead.
             event = {k: v for k, v in event.items() if not k.endswith("EventDetails")}
-            event["type"] = "ExecutionRedriven"
+            kind = event["type"] = "ExecutionRedriven"
             event["executionRedrivenEventDetails"] = {"redriveCount": self.redrive_count}
-        event["id"] += self.offset
-        event["previousEventId"] += self.offset
+        event_id = event["id"] + self.offset
+        previous = event["previousEventId"] + self.offset
         stamp = event["timestamp"]
-        event["timestamp"] = stamp.isoformat() if isinstance(stamp, dt.datetime) else str(stamp)
-        if self.commit_every > 1 and not self.conn.in_transaction:
-            self.conn.execute("BEGIN")
-        _insert_event(self.conn, self.arn, event)
-        self.last_id = event["id"]
+        stamp = stamp.isoformat() if isinstance(stamp, dt.datetime) else str(stamp)
+        text = "{}"
+        for key in event:
+            if key.endswith("EventDetails"):
+                text = _details_text(key, event[key])
+                break
+        self._rows.append((self.arn, event_id, previous, stamp, kind, text))
+        self.last_id = event_id
         if self.keep:
-            self.events.append(event)
-        if self.commit_every > 1:
-            self._pending += 1
-            ended = event["type"].startswith("Execution") and event["type"] != "ExecutionStarted"
-            if self._pending >= self.commit_every or ended:
-                self.flush()
+            kept = dict(event)
+            kept["id"], kept["previousEventId"], kept["timestamp"] = event_id, previous, stamp
+            self.events.append(kept)
+        every = self.commit_every
+        if (
+            (kind in _COMMIT_AFTER and every is None)
+            or (every is not None and len(self._rows) >= every)
+            or (kind.startswith("Execution") and kind not in ("ExecutionStarted",
+                                                              "ExecutionRedriven"))
+        ):  # fmt: skip
+            self.flush()
 
     def flush(self) -> None:
-        """Commit what is pending (a grouped writer only; a per-event one has nothing)."""
-        if self.conn.in_transaction:
-            self.conn.commit()
-        self._pending = 0
+        """Write and commit the rows held so far (one transaction)."""
+        rows = self._rows
+        if not rows:
+            return
+        conn = self.conn
+        if len(rows) == 1 and not conn.in_transaction:
+            conn.execute(_INSERT, rows[0])  # autocommits
+        else:
+            began = not conn.in_transaction
+            if began:
+                conn.execute("BEGIN")
+            try:
+                conn.executemany(_INSERT, rows)
+                if began:
+                    conn.commit()
+            except BaseException:
+                if began and conn.in_transaction:
+                    conn.rollback()
+                raise  # the rows stay held, for abort_execution to try again
+        self._rows = []
 
 
 _ENDINGS = {
@@ -215,25 +289,6 @@ def _standalone(processor: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in processor.items() if k != "ProcessorConfig"}
 
 
-def _insert_event(conn: sqlite3.Connection, arn: str, event: Mapping[str, Any]) -> None:
-    # The event's one `*EventDetails` entry, if any (importing the engine's helper for this
-    # would load the whole engine, and statelint, into every command that reads records).
-    key, details = next(((k, v) for k, v in event.items() if k.endswith("EventDetails")),
-                        (None, None))  # fmt: skip
-    conn.execute(
-        "INSERT INTO history_events (execution_arn, id, previous_id, timestamp, type, details) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            arn,
-            event["id"],
-            event["previousEventId"],
-            str(event["timestamp"]),
-            event["type"],
-            "{}" if key is None else json.dumps({key: details}, separators=(",", ":")),
-        ),
-    )
-
-
 def create_execution(
     conn: sqlite3.Connection,
     *,
@@ -296,14 +351,27 @@ def reopen_execution(conn: sqlite3.Connection, arn: str, status: str) -> bool:
 
 
 def abort_execution(
-    conn: sqlite3.Connection, arn: str, cause: str | None, last_id: int | None = None,
+    conn: sqlite3.Connection,
+    arn: str,
+    cause: str | None,
+    last_id: int | None = None,
     error: str | None = None,
+    *,
+    writer: HistoryWriter | None = None,
 ) -> bool:
     """End a RUNNING execution as ABORTED with an `ExecutionAborted` event (as StopExecution
-    does); False when it was not RUNNING (it ended, or another process aborted it first).
-    Problems recording it are logged, since the caller's own error matters more."""
-    if conn.in_transaction:
-        conn.commit()  # keep the events a grouped writer had not committed yet
+    does), after the events `writer` still holds; False when it was not RUNNING (it ended,
+    or another process aborted it first). Problems recording it are logged, since the
+    caller's own error matters more."""
+    try:
+        if writer is not None:
+            writer.flush()  # keep the events the writer had not committed yet
+            last_id = writer.last_id
+        if conn.in_transaction:
+            conn.commit()
+    except sqlite3.Error as err:
+        log.warning("could not record the last events of %s: %s", arn, err)
+        last_id = None  # count from what is stored
     now = dt.datetime.now(dt.UTC).isoformat()
     try:
         conn.execute("BEGIN IMMEDIATE")

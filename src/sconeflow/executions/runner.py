@@ -143,6 +143,11 @@ class WorkflowRunner:
 
             self.objects = StoreObjects(open_store(settings))
         self._stops: dict[str, _ExecutionStop] = {}  # running here, by ARN
+        # One db connection per thread that runs executions, kept open between them:
+        # closing the last connection to the file checkpoints the WAL, a file sync that
+        # cost more than the execution itself. `close()` (or the end of `stream`) closes them.
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         with closing(db.connect(settings.db_path)) as conn:
             records.recover_orphans(conn)
@@ -166,6 +171,29 @@ class WorkflowRunner:
     def arn_for(self, name: str) -> str:
         return f"{self.machine.arn.replace(':stateMachine:', ':execution:')}:{name}"
 
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = db.connect(self.settings.db_path)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close the db connections this runner opened."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> WorkflowRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def start(self, execution_input: Any, name: str | None = None) -> ExecutionRecord:
         """Run one execution to its end (StartExecution + wait); the record as it ended."""
         arn, name = self.create(execution_input, name)
@@ -182,41 +210,44 @@ class WorkflowRunner:
             raise WorkflowError(f"InvalidName: execution {problem}")
         arn = self.arn_for(name)
         clock = self.clock or SystemClock()
-        with closing(db.connect(self.settings.db_path)) as conn:
-            records.create_execution(
-                conn, arn=arn, name=name, state_machine=self.machine.name,
-                execution_input=execution_input, definition=self.definition.text,
-                started_at=clock.now(), threshold=self.threshold,
-            )  # fmt: skip
+        conn = self._connection()
+        records.create_execution(
+            conn, arn=arn, name=name, state_machine=self.machine.name,
+            execution_input=execution_input, definition=self.definition.text,
+            started_at=clock.now(), threshold=self.threshold,
+        )  # fmt: skip
         return arn, name
 
     def run_created(self, arn: str, execution_input: Any, name: str) -> ExecutionRecord:
         """Run an execution that `create` recorded, to its end; the record as it ended."""
-        with closing(db.connect(self.settings.db_path)) as conn:
-            writer = HistoryWriter(conn, arn)
-            return self._run(conn, writer, execution_input, name, None)
+        conn = self._connection()
+        writer = HistoryWriter(conn, arn)
+        return self._run(conn, writer, execution_input, name, None)
 
     def _run(self, conn: sqlite3.Connection, writer: HistoryWriter, data: Any, name: str,
              start_at: str | None, original: Any = None) -> ExecutionRecord:  # fmt: skip
-        from sconeflow.workflow import run_execution
+        from sconeflow.workflow import SystemClock, run_execution
 
         # A Distributed Map's child executions are recorded as executions of their own.
         children = records.ChildRecorder(conn, threshold=self.threshold)
         stop = _ExecutionStop(self.stop, records.StopRequest(conn, writer.arn))
         with self._lock:
             self._stops[writer.arn] = stop
+        # A redrive shows in `$$.Execution.RedriveCount` and `RedriveTime`, as on AWS.
+        redriven = (self.clock or SystemClock()).now() if writer.redrive_count else None
         try:
             result = run_execution(
                 self.machine, data, self.handlers, name=name, listener=writer,
                 clock=self.clock, start_at=start_at, max_workers=self.max_workers,
                 execution_input=data if original is None else original, stop=stop,
                 store=self.objects, children=children,
+                redrive_count=writer.redrive_count, redrive_time=redriven,
             )  # fmt: skip
         except BaseException as err:
             # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
             # staying RUNNING forever; AWS's StopExecution leaves the same trace.
             cause = f"{type(err).__name__}: {err}"
-            records.abort_execution(conn, writer.arn, cause, writer.last_id or None)
+            records.abort_execution(conn, writer.arn, cause, writer=writer)
             records.abort_children(conn, writer.arn, cause)
             raise
         finally:
@@ -261,22 +292,25 @@ class WorkflowRunner:
             return record
 
         begin = monotonic()
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = []
-            try:
-                for i, offset in enumerate(offsets):
-                    wait = begin + offset - monotonic()
-                    if wait > 0:
-                        sleep(wait)
-                    futures.append(pool.submit(one, i))
-                return [f.result() for f in futures]
-            except BaseException:
-                # Ctrl-C or SIGTERM: those not yet started are never recorded; the running
-                # ones end ABORTED at their next state, which the pool's exit waits for.
-                self.stop_all()
-                for f in futures:
-                    f.cancel()
-                raise
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                futures = []
+                try:
+                    for i, offset in enumerate(offsets):
+                        wait = begin + offset - monotonic()
+                        if wait > 0:
+                            sleep(wait)
+                        futures.append(pool.submit(one, i))
+                    return [f.result() for f in futures]
+                except BaseException:
+                    # Ctrl-C or SIGTERM: those not yet started are never recorded; the running
+                    # ones end ABORTED at their next state, which the pool's exit waits for.
+                    self.stop_all()
+                    for f in futures:
+                        f.cancel()
+                    raise
+        finally:
+            self.close()  # the pool's threads are gone; so are their connections
 
 
 class _ExecutionStop:

@@ -20,14 +20,17 @@ The API:
   (statelint plus the engine's own checks) and compiles; raises `DefinitionError` listing
   every problem with the state's name and the fix. Nothing runs before that.
 * `run_execution(machine, input, handlers, *, name, listener, clock, start_at, role_arn,
-  max_workers) -> ExecutionResult(status, output, error, cause, execution_arn, name,
+  max_workers, execution_type, redrive_count, redrive_time) -> ExecutionResult(status,
+  output, error, cause, execution_arn, name,
   start_date, stop_date, failed_state, events)`. Task resources
   `arn:aws:states:::lambda:invoke` and `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:q]`
   resolve by function name to `handlers[name](event, context)`. `listener(event)` gets each
   GetExecutionHistory-shaped event as it happens (`InMemoryHistory` here; the workspace's
   db writer is `sconeflow.executions.records.HistoryWriter`);
   `clock` (`SystemClock`, `FakeClock`) serves Wait, retry back-off and timeouts;
-  `start_at=result.failed_state` re-runs ("redrives") from the state that failed.
+  `start_at=result.failed_state` re-runs ("redrives") from the state that failed, and
+  `redrive_count` shows in `$$.Execution.RedriveCount`; `execution_type="EXPRESS"` runs
+  as StartSyncExecution does (express ARN, five minutes at most, never redriven).
 * Distributed Maps (`ProcessorConfig.Mode: DISTRIBUTED`, distributed.py) run each item as
   a child execution of `MACHINE/LABEL`: `run_execution(store=..., children=...)` takes the
   object store their ItemReader and ResultWriter use (any `ObjectStore`: list/get/put;

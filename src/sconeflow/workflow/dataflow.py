@@ -100,7 +100,7 @@ def effective_input(state: State, data: Any, ctx: Any) -> Any:
     elif state.input_path is None:
         value = data
     else:
-        value = select(state.input_path, state.input_path_text, data)
+        value = select(state.input_path, state.input_path_text, data, ctx, "InputPath")
     if state.parameters is not None:
         value = state.parameters(value, ctx)
     return value
@@ -127,25 +127,40 @@ def finish(state: State, data: Any, result: Any, ctx: Any) -> Any:
     if state.output_path_null:
         return {}
     if state.output_path is not None:
-        return select(state.output_path, state.output_path_text, output)
+        return select(state.output_path, state.output_path_text, output, ctx, "OutputPath")
     return output
 
 
-def output_of(state: State, value: Any) -> Any:
+def output_of(state: State, value: Any, ctx: Any) -> Any:
     """OutputPath alone, for the states without a result (Choice, Wait, Succeed)."""
     if state.output_path_null:
         return {}
     if state.output_path is not None:
-        return select(state.output_path, state.output_path_text, value)
+        return select(state.output_path, state.output_path_text, value, ctx, "OutputPath")
     return value
 
 
-def select(getter: Callable[[Any], Any], text: str, data: Any) -> Any:
+def select(getter: Callable[[Any], Any], text: str, data: Any, ctx: Any, field: str) -> Any:
+    """Apply a compiled path: to the context object `ctx` when `text` starts with `$$`
+    (AWS allows it in InputPath, OutputPath and ItemsPath), else to `data`."""
+    context = text.startswith("$$")
+    source = ctx if context else data
     try:
-        return getter(data)
+        return getter(source)
     except PathNotFound as err:
+        if context:
+            raise StatesFailure(RUNTIME, missing_path_cause(text, field, source)) from err
         steps = parse_reference_path(text)
         where = bracket_notation(steps) if steps is not None else text
         raise StatesFailure(
             RUNTIME, f"Invalid path '{text}' : No results for path: {where}"
         ) from err
+
+
+def missing_path_cause(path: str, field: str, source: Any) -> str:
+    """AWS's States.Runtime cause for a path that selects nothing (compact JSON, as AWS
+    prints the input)."""
+    return (
+        f"The JSONPath '{path}' specified for the field '{field}' "
+        f"could not be found in the input '{dumps(source)}'"
+    )

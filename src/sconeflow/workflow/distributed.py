@@ -87,7 +87,7 @@ def exceeds_tolerance(count: int | None, pct: float | None, failed: int, total: 
 
 
 def _path_number(path: PathValue, effective: Any, field: str, kind: str) -> float:
-    value = select(path.getter, path.text, effective)
+    value = select(path.getter, path.text, effective, None, field)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # AWS reads "5" as 5
         value = int(value)
     ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
@@ -118,7 +118,7 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
             items = (
                 effective
                 if state.items_path is None
-                else select(state.items_path, state.items_path_text, effective)
+                else select(state.items_path, state.items_path_text, effective, ctx, "ItemsPath")
             )
             if not isinstance(items, list):
                 raise StatesFailure(
@@ -186,7 +186,8 @@ def _read(run: Run, spec: DistributedSpec, effective: Any, ctx: Any) -> list[Any
     assert reader is not None
     max_items = reader.max_items
     if reader.max_items_path is not None:
-        value = select(reader.max_items_path.getter, reader.max_items_path.text, effective)
+        value = select(reader.max_items_path.getter, reader.max_items_path.text, effective, ctx,
+                       "MaxItemsPath")
         if isinstance(value, str) and value.lstrip("-").isdigit():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 DEFAULT_ROLE_ARN = "arn:aws:iam::123456789012:role/sconeflow-stepfunctions"
+EXECUTION_TYPES = ("STANDARD", "EXPRESS")
+EXPRESS_MAX_SECONDS = 300  # AWS: an Express workflow runs for at most five minutes
 
 
 @dataclass
@@ -79,6 +81,9 @@ def run_execution(
     stop: StopSignal | None = None,
     store: Any = None,
     children: ChildListeners | None = None,
+    execution_type: str = "STANDARD",
+    redrive_count: int = 0,
+    redrive_time: dt.datetime | None = None,
 ) -> ExecutionResult:
     """Run one execution to its end and report it.
 
@@ -88,13 +93,23 @@ def run_execution(
     `start_at` starts from that state instead of StartAt (a redrive of a failed execution
     from `ExecutionResult.failed_state`); then `input` is that state's input and
     `execution_input` the execution's original input, which `$$.Execution.Input` keeps
-    showing after a redrive, as on AWS. `stop` (a threading.Event) ends the execution
-    ABORTED before its next state, and cuts short a Wait or retry back-off in progress (a
-    handler already running finishes first). A Distributed Map reads and writes objects
-    through `store` (items.ObjectStore); `children(child)` returns the listener of each of
-    its child workflow executions (history.ChildExecution), whose events are dropped
-    without it. Raises HandlerError for unusable arguments;
-    failures of the state machine itself are reported in the result, never raised.
+    showing after a redrive, as on AWS; `redrive_count` (n after n redrives) and
+    `redrive_time` fill `$$.Execution.RedriveCount` and `RedriveTime`. `stop` (a
+    threading.Event) ends the execution ABORTED before its next state, and cuts short a
+    Wait or retry back-off in progress (a handler already running finishes first).
+
+    `execution_type` is the state machine's type. "EXPRESS" runs as StartSyncExecution
+    does: the ARN is `arn:aws:states:REGION:ACCOUNT:express:MACHINE:NAME:ID`,
+    `$$.Execution` has no RedriveCount, the execution times out after five minutes at
+    most, and it cannot be redriven. (Events still reach `listener`, as an Express
+    workflow's history reaches CloudWatch Logs with logging at level ALL.)
+
+    A Distributed Map reads and writes objects through `store` (items.ObjectStore);
+    `children(child)` returns the listener of each of its child workflow executions
+    (history.ChildExecution), whose events are dropped without it.
+
+    Raises HandlerError for unusable arguments; failures of the state machine itself are
+    reported in the result, never raised.
     """
     handlers = handlers or {}
     missing = sorted(machine.function_names - set(handlers))
@@ -109,6 +124,18 @@ def run_execution(
         )
     if max_workers < 1:
         raise HandlerError(f"max_workers must be >= 1, got {max_workers}")
+    if execution_type not in EXECUTION_TYPES:
+        raise HandlerError(
+            f"execution_type must be one of {list(EXECUTION_TYPES)}, got {execution_type!r}"
+        )
+    express = execution_type == "EXPRESS"
+    if express and (start_at is not None or redrive_count):
+        raise HandlerError(
+            "an EXPRESS execution cannot be redriven (AWS redrives only STANDARD workflows); "
+            "start a new execution instead"
+        )
+    if redrive_count < 0:
+        raise HandlerError(f"redrive_count must be >= 0, got {redrive_count}")
     data = {} if input is None else input
     try:
         input_json = dumps(data)
@@ -129,6 +156,7 @@ def run_execution(
         clock=clock or SystemClock(), start_at=start_at,
         execution_input=data if execution_input is _SAME else execution_input,
         role_arn=role_arn, max_workers=max_workers, stop=stop, store=store, children=children,
+        express=express, redrive_count=redrive_count, redrive_time=redrive_time,
     )  # fmt: skip
 
 
@@ -148,27 +176,37 @@ def execute(
     stop: StopSignal | None,
     store: Any,
     children: ChildListeners | None,
+    express: bool = False,
+    redrive_count: int = 0,
+    redrive_time: dt.datetime | None = None,
 ) -> ExecutionResult:
     """Run one execution whose arguments were checked: `run_execution` and each child
     workflow execution of a Distributed Map (distributed.py, through `Run.spawn`)."""
     collector = InMemoryHistory() if listener is None else None
     emit_to: Listener = collector if collector is not None else listener  # type: ignore[assignment]
     name = name or new_request_id()
-    arn = f"arn:aws:states:{machine.region}:{machine.account}:execution:{machine.name}:{name}"
+    prefix = f"arn:aws:states:{machine.region}:{machine.account}"
+    if express:
+        arn = f"{prefix}:express:{machine.name}:{name}:{new_request_id()}"
+    else:
+        arn = f"{prefix}:execution:{machine.name}:{name}"
     started = clock.now()
     context = {
-        "Execution": {
-            "Id": arn,
-            "Input": execution_input,
-            "Name": name,
-            "RoleArn": role_arn,
-            "StartTime": iso_millis(started),
-        },
+        "Execution": _execution_context(
+            arn,
+            execution_input,
+            started,
+            name,
+            role_arn,
+            None if express else redrive_count,
+            redrive_time,
+        ),
         "StateMachine": {"Id": machine.arn, "Name": machine.name},
     }
-    deadline = (
-        started + dt.timedelta(seconds=machine.timeout_seconds) if machine.timeout_seconds else None
-    )
+    timeout = machine.timeout_seconds
+    if express:
+        timeout = min(timeout or EXPRESS_MAX_SECONDS, EXPRESS_MAX_SECONDS)
+    deadline = started + dt.timedelta(seconds=timeout) if timeout else None
     run = Run(machine, handlers, clock, emit_to, context, max_workers, deadline, RUNNERS,
               stop, store=store, children=children, spawn=execute)  # fmt: skip
     top = Frame(0)
@@ -216,6 +254,31 @@ def execute(
         failed,
         collector.events if collector is not None else [],
     )
+
+
+def _execution_context(
+    arn: str,
+    execution_input: Any,
+    started: dt.datetime,
+    name: str,
+    role_arn: str,
+    redrive_count: int | None,
+    redrive_time: dt.datetime | None,
+) -> dict[str, Any]:
+    """`$$.Execution`, keys in AWS's order. A STANDARD execution has RedriveCount (0 until
+    redriven) and, once redriven, RedriveTime; an EXPRESS one has neither."""
+    execution: dict[str, Any] = {
+        "Id": arn,
+        "Input": execution_input,
+        "StartTime": iso_millis(started),
+        "Name": name,
+        "RoleArn": role_arn,
+    }
+    if redrive_count is not None:
+        execution["RedriveCount"] = redrive_count
+        if redrive_count and redrive_time is not None:
+            execution["RedriveTime"] = iso_millis(redrive_time)
+    return execution
 
 
 RUNNERS: dict[str, StateRunner] = {

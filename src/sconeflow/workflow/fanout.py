@@ -36,8 +36,10 @@ def run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, 
     """Parallel (spec: "Parallel State"): every branch gets the effective input; the result
     is the array of branch outputs in branch order. The first failing branch fails the state."""
     enter(run, state, data, frame)
+    started = [False]  # this attempt's ParallelStateStarted awaits its ParallelStateFailed
 
     def attempt(retry_count: int) -> tuple[Any, Any]:
+        started[0] = False
         ctx = run.state_context(state, retry_count)
         if state.jsonata:
             states = states_of(data, ctx)
@@ -47,16 +49,21 @@ def run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, 
         else:
             effective = effective_input(state, data, ctx)
         run.emit(frame, "ParallelStateStarted")
+        started[0] = True
         jobs = [(branch, effective) for branch in state.branches]
         outcomes = fan_out(run, jobs, frame, limit=0)
         for outcome in outcomes:
             if isinstance(outcome, StatesFailure):
-                run.emit(frame, "ParallelStateFailed")
                 raise outcome
+        started[0] = False
         run.emit(frame, "ParallelStateSucceeded")
         return _finish(run, state, frame, data, outcomes, ctx)
 
-    output, nxt, pending = guarded(run, state, data, frame, attempt)
+    def give_up() -> None:
+        if started[0]:
+            run.emit(frame, "ParallelStateFailed")
+
+    output, nxt, pending = guarded(run, state, data, frame, attempt, give_up)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
 
@@ -87,8 +94,10 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
     enter(run, state, data, frame)
     assert state.iterator is not None  # machine.py sets it for every Map
     iterator = state.iterator
+    started = [False]  # this attempt's MapStateStarted awaits its MapStateFailed
 
     def attempt(retry_count: int) -> tuple[Any, Any]:
+        started[0] = False
         ctx = run.state_context(state, retry_count)
         if state.jsonata:
             items, inputs, limits = _jsonata_items(run, state, frame, data, ctx)
@@ -98,7 +107,7 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
             items = (
                 effective
                 if state.items_path is None
-                else select(state.items_path, state.items_path_text, effective)
+                else select(state.items_path, state.items_path_text, effective, ctx, "ItemsPath")
             )
             if not isinstance(items, list):
                 raise StatesFailure(
@@ -122,6 +131,7 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
             if state.tolerated_count_path or state.tolerated_percentage_path:
                 tolerated_count, tolerated_percentage = map_tolerance(state, effective)
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": len(items)})
+        started[0] = True
         tolerant = tolerated_count is not None or tolerated_percentage is not None
         jobs = [(iterator, value) for value in inputs]
         outcomes = fan_out(
@@ -134,17 +144,16 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
         )
         failures = [o for o in outcomes if isinstance(o, StatesFailure) and o.error != _ABORTED]
         if failures and not tolerant:
-            run.emit(frame, "MapStateFailed")
             raise failures[0]
         exceeded = exceeds_tolerance(
             tolerated_count, tolerated_percentage, len(failures), len(items)
         )
         if failures and exceeded:
-            run.emit(frame, "MapStateFailed")
             raise StatesFailure(
                 EXCEED_TOLERATED_FAILURE_THRESHOLD,
                 "The specified tolerated failure threshold was exceeded",
             )
+        started[0] = False
         run.emit(frame, "MapStateSucceeded")
         results = [
             {"Error": o.error, "Cause": o.cause} if isinstance(o, StatesFailure) else o
@@ -152,7 +161,11 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
         ]
         return _finish(run, state, frame, data, results, ctx)
 
-    output, nxt, pending = guarded(run, state, data, frame, attempt)
+    def give_up() -> None:
+        if started[0]:
+            run.emit(frame, "MapStateFailed")
+
+    output, nxt, pending = guarded(run, state, data, frame, attempt, give_up)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
 

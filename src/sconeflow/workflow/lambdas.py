@@ -6,8 +6,10 @@ real Lambda receives it, so a handler cannot change the state data it came from.
 
 A handler's exception becomes the error named after its class, with the cause the Python
 Lambda runtime reports: `{"errorMessage": ..., "errorType": ..., "requestId": ...,
-"stackTrace": [...]}`. Step Functions passes it on as compact JSON in both the
-`lambda:invoke` (TaskFailed) and plain-ARN (LambdaFunctionFailed) forms.
+"stackTrace": [...]}`. The plain-ARN form (LambdaFunctionFailed) passes on the text the
+runtime wrote (Python's `json.dumps`, with `", "` and `": "`); the `lambda:invoke`
+integration (TaskFailed) re-encodes it as compact JSON. Executions recorded on AWS show
+both.
 
 A Task with TimeoutSeconds runs its handler on a thread of its own and stops waiting at
 the deadline with States.Timeout, even if the handler hangs. A Python thread cannot be
@@ -79,10 +81,13 @@ def call_handler(
     event: Any,
     clock: Clock,
     deadline: dt.datetime | None,
+    *,
+    runtime_text: bool = False,
 ) -> tuple[Any, str, str]:
     """Run one handler: (result, result JSON, request id). Raises StatesFailure like Lambda.
 
     `event` must be the handler's own copy (the engine passes a fresh JSON decode).
+    `runtime_text` gives a failure's cause as the runtime writes it (see error_cause).
     """
     request_id = new_request_id()
     handler = handlers.get(name)
@@ -101,19 +106,19 @@ def call_handler(
     except StatesFailure:
         raise  # the deadline passed
     except Exception as exc:  # a handler's failure is data for Retry/Catch, not a crash
-        raise StatesFailure(type(exc).__name__, error_cause(exc, request_id)) from exc
+        cause = error_cause(exc, request_id, runtime_text=runtime_text)
+        raise StatesFailure(type(exc).__name__, cause) from exc
     try:
         result_json = _dumps(result)
     except (TypeError, ValueError) as exc:
         # What the Python runtime reports when a handler returns something JSON cannot hold.
-        cause = _dumps(
-            {
-                "errorMessage": f"Unable to marshal response: {exc}",
-                "errorType": "Runtime.MarshalError",
-                "requestId": request_id,
-                "stackTrace": [],
-            }
-        )
+        document = {
+            "errorMessage": f"Unable to marshal response: {exc}",
+            "errorType": "Runtime.MarshalError",
+            "requestId": request_id,
+            "stackTrace": [],
+        }
+        cause = json.dumps(document) if runtime_text else _dumps(document)
         raise StatesFailure("Runtime.MarshalError", cause) from exc
     return result, result_json, request_id
 
@@ -148,19 +153,20 @@ def _call_by(
     return value
 
 
-def error_cause(exc: BaseException, request_id: str) -> str:
-    """The Lambda runtime's error document for an exception, as compact JSON."""
+def error_cause(exc: BaseException, request_id: str, *, runtime_text: bool = False) -> str:
+    """The Lambda runtime's error document for an exception: compact JSON, as the
+    `lambda:invoke` integration passes it on, or (`runtime_text`) the text the Python
+    runtime writes, as the plain function-ARN form passes it on."""
     # The handler's frames only: drop the caller that caught it (call_handler) and any
     # other frame of this module (the deadline thread's).
     frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:] if f.filename != __file__]
-    return _dumps(
-        {
-            "errorMessage": str(exc),
-            "errorType": type(exc).__name__,
-            "requestId": request_id,
-            "stackTrace": traceback.format_list(frames),
-        }
-    )
+    document = {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": request_id,
+        "stackTrace": traceback.format_list(frames),
+    }
+    return json.dumps(document) if runtime_text else _dumps(document)
 
 
 def invoke_result(

@@ -18,7 +18,7 @@ from .choice import compile_rule, parse_timestamp
 from .errors import DefinitionError
 from .intrinsics import IntrinsicSyntaxError, compile_intrinsic, is_intrinsic
 from .mapspec import DistributedSpec, PathValue, compile_distributed, path_value
-from .paths import Step, compile_path, parse_reference_path
+from .paths import PathNotFound, Step, compile_path, parse_reference_path
 from .payload import Template, compile_template
 from .validate import (
     INVOKE_RESOURCE,
@@ -111,6 +111,7 @@ class State:
     resource: TaskResource | None = None
     timeout_seconds: int | None = None
     timeout_path: Getter | None = None
+    timeout_path_text: str = ""
     heartbeat_seconds: int | None = None
     # Pass
     result: Any = None
@@ -369,6 +370,7 @@ def _compile_jsonpath_fields(
         state.timeout_path = attempt(
             "TimeoutSecondsPath", lambda: _path(spec["TimeoutSecondsPath"], reference=True)
         )
+        state.timeout_path_text = spec["TimeoutSecondsPath"]
 
 
 # JSONata fields whose value is a constant or an expression, evaluated by the state's runner.
@@ -466,14 +468,17 @@ def _fail(message: str) -> None:
 
 
 def _path(value: Any, *, reference: bool = False) -> Getter:
+    """A path's getter. A `$$...` path compiles as `$...`: the states apply it to the
+    context object (dataflow.select), as AWS does in InputPath, OutputPath and ItemsPath."""
     if not isinstance(value, str):
         raise ValueError(f"expected a path string such as '$.field', got {json.dumps(value)}")
     if is_variable_path(value):  # `$name...`: a workflow variable (variables.py)
         read = compile_variable_path(value)
         return lambda data: read()
-    if reference and parse_reference_path(value) is None:
+    body = value[1:] if value.startswith("$$") else value
+    if reference and parse_reference_path(body) is None:
         raise ValueError(f"{value!r} must be a reference path such as '$.field' or '$.list[0]'")
-    return compile_path(value)
+    return compile_path(body)
 
 
 def _reference(value: Any, *, allow_null: bool) -> tuple[Step, ...] | None:
@@ -492,11 +497,22 @@ def _template(value: Any) -> Template:
 
 
 def _dynamic(value: Any) -> Template:
-    """ErrorPath/CausePath: a reference path or an intrinsic call."""
+    """ErrorPath/CausePath: a reference path (into the context object for `$$...`) or an
+    intrinsic call. A path that selects nothing raises PathNotFound(path as written, the
+    value it was applied to), for the cause AWS gives."""
     if isinstance(value, str) and is_intrinsic(value):
         return compile_intrinsic(value)
     getter = _path(value, reference=True)
-    return lambda data, ctx: getter(data)
+    context = value.startswith("$$")
+
+    def select(data: Any, ctx: Any) -> Any:
+        source = ctx if context else data
+        try:
+            return getter(source)
+        except PathNotFound as err:
+            raise PathNotFound(value, source) from err
+
+    return select
 
 
 def _retrier(spec: dict[str, Any]) -> Retrier:

@@ -59,13 +59,33 @@ def parse_reference_path(path: str) -> tuple[Step, ...] | None:
         if match.group("name") is not None:
             steps.append(match.group("name"))
         elif match.group("sq") is not None:
-            steps.append(re.sub(r"\\(.)", r"\1", match.group("sq")))
+            steps.append(_unescape(match.group("sq")))
         elif match.group("dq") is not None:
-            steps.append(re.sub(r"\\(.)", r"\1", match.group("dq")))
+            steps.append(_unescape(match.group("dq")))
         else:
             steps.append(int(match.group("idx")))
         pos = match.end()
     return tuple(steps)
+
+
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+
+
+def _unescape(text: str) -> str:
+    """A bracket-notation key as AWS's JSONPath (Jayway) reads it: `\\'`, `\\"` and `\\\\`
+    stand for the character, `\\n` `\\t` `\\r` `\\b` `\\f` and `\\uXXXX` for control and
+    Unicode characters, and any other escaped character for itself."""
+    if "\\" not in text:
+        return text
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if len(code) == 5:
+            return chr(int(code[1:], 16))
+        return _ESCAPES.get(code, code)
+
+    return _ESCAPE.sub(one, text)
 
 
 def bracket_notation(steps: tuple[Step, ...]) -> str:

@@ -9,10 +9,10 @@ engine never mutates values in place, so sharing is safe).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from .data import dumps
 from .errors import RUNTIME, StatesFailure
 from .intrinsics import compile_intrinsic, is_intrinsic
 from .paths import PathNotFound, compile_path
@@ -61,11 +61,12 @@ def _guard(field: str, expression: str, getter: Callable[[Any], Any], *, context
         try:
             return getter(source)
         except PathNotFound as err:
-            # Wording of AWS's States.Runtime cause for this case.
+            # Wording of AWS's States.Runtime cause for this case; AWS prints the input
+            # as compact JSON ("...could not be found in the input '{"flagged":false}'").
             raise StatesFailure(
                 RUNTIME,
                 f"The JSONPath '{expression}' specified for the field '{field}' "
-                f"could not be found in the input '{json.dumps(source)}'",
+                f"could not be found in the input '{dumps(source)}'",
             ) from err
 
     return evaluate

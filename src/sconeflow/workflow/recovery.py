@@ -10,7 +10,6 @@ from typing import Any
 from .dataflow import evaluate, jsonpath_assign, states_of
 from .errors import (
     ALL,
-    DATA_LIMIT_EXCEEDED,
     RESULT_PATH_MATCH_FAILURE,
     RUNTIME,
     TASK_FAILED,
@@ -27,14 +26,17 @@ Pending = dict[str, Any] | None  # the variables a state will assign when it end
 def error_matches(names: tuple[str, ...], error: str | None) -> bool:
     """Whether an ErrorEquals list matches an error name, with AWS's wildcard rules.
 
-    States.ALL matches everything but the terminal States.Runtime and
-    States.DataLimitExceeded; States.TaskFailed matches the same minus States.Timeout.
+    States.ALL matches everything but States.Runtime; States.TaskFailed matches the same
+    minus States.Timeout. The error-handling guide calls States.DataLimitExceeded
+    terminal and out of States.ALL's reach, but executions recorded on AWS show a Task
+    whose result is too large failing with a TaskFailed that a States.ALL catcher
+    catches (the output of a state that exceeds the quota is never caught: it happens
+    after Retry and Catch, see dataflow.exit_state).
     """
     for name in names:
         if name == error:
             return True
-        wildcard = name in (ALL, TASK_FAILED) and error not in (RUNTIME, DATA_LIMIT_EXCEEDED)
-        if wildcard and (name == ALL or error != TIMEOUT):
+        if name in (ALL, TASK_FAILED) and error != RUNTIME and (name == ALL or error != TIMEOUT):
             return True
     return False
 
@@ -56,9 +58,15 @@ def guarded(
     data: Any,
     frame: Frame,
     attempt: Callable[[int], tuple[Any, Pending]],
+    give_up: Callable[[], None] | None = None,
 ) -> tuple[Any, str | None, Pending]:
     """Run `attempt(retry_count) -> (output, pending Assign)` under the state's Retry and
-    Catch; returns (output, next, pending Assign): a catcher's own when one caught."""
+    Catch; returns (output, next, pending Assign): a catcher's own when one caught.
+
+    `give_up()` runs once a failure is final (no retrier takes it), before a catcher
+    does: a Parallel or Map records its ParallelStateFailed/MapStateFailed there, because
+    AWS writes that event once, when the state gives up, not after each failed attempt.
+    """
     counts = [0] * len(state.retry)
     retries = 0
     while True:
@@ -67,6 +75,8 @@ def guarded(
             return output, state.next, pending
         except StatesFailure as failure:
             if failure.error == RUNTIME:
+                if give_up is not None:
+                    give_up()
                 raise  # never retried nor caught (AWS)
             # Only the first retrier whose ErrorEquals matches applies (spec: "Retry").
             matching = (
@@ -78,9 +88,12 @@ def guarded(
                 counts[i] += 1
                 retries += 1
                 continue
+            if give_up is not None:
+                give_up()
             for catcher in state.catch:
                 if error_matches(catcher.errors, failure.error):
-                    error_output = {"Error": failure.error, "Cause": failure.cause}
+                    # A missing error or cause is bound as "" (a Fail state without Cause).
+                    error_output = {"Error": failure.error or "", "Cause": failure.cause or ""}
                     output, pending = _caught(run, state, data, frame, catcher, error_output)
                     return output, catcher.next, pending
             raise

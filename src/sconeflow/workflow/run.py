@@ -176,7 +176,8 @@ class Run:
         if not self.uses_context:
             return None
         ctx = dict(self.context)
-        ctx["State"] = {"EnteredTime": iso_millis(self.clock.now()), "Name": state.name}
+        # Key order as AWS writes the context object into history.
+        ctx["State"] = {"Name": state.name, "EnteredTime": iso_millis(self.clock.now())}
         if retry_count is not None:
             ctx["State"]["RetryCount"] = retry_count
         return ctx

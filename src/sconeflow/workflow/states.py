@@ -17,6 +17,7 @@ from .dataflow import (
     exit_state,
     finish,
     jsonpath_assign,
+    missing_path_cause,
     output_of,
     select,
     states_of,
@@ -75,7 +76,7 @@ def run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
             states["result"] = result
             return _jsonata_output(run, state, frame, states, result)
         effective = effective_input(state, data, ctx)
-        result = invoke(run, state, effective, frame, _task_timeout(state, data))
+        result = invoke(run, state, effective, frame, _task_timeout(state, data, ctx))
         pending = jsonpath_assign(state.assign, result, ctx)
         return finish(state, data, result, ctx), pending
 
@@ -84,11 +85,11 @@ def run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
     return output, nxt
 
 
-def _task_timeout(state: State, data: Any) -> int | None:
+def _task_timeout(state: State, data: Any, ctx: Any) -> int | None:
     """TimeoutSeconds, or TimeoutSecondsPath read from the raw state input."""
     if state.timeout_path is None:
         return state.timeout_seconds
-    timeout = select(state.timeout_path, "TimeoutSecondsPath", data)
+    timeout = select(state.timeout_path, state.timeout_path_text, data, ctx, "TimeoutSecondsPath")
     if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
         raise StatesFailure(
             RUNTIME, f"TimeoutSecondsPath must select a positive integer, got {dumps(timeout)}"
@@ -155,7 +156,7 @@ def run_choice(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, st
                 break
         else:
             nxt, pending = _default(state), jsonpath_assign(state.assign, effective, ctx)
-        output = output_of(state, effective)
+        output = output_of(state, effective, ctx)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
 
@@ -167,7 +168,10 @@ def _default(state: State) -> str:
 
 
 def run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
-    """Wait (spec: "Wait State"): Seconds, Timestamp, or either read from the input."""
+    """Wait (spec: "Wait State"): Seconds, Timestamp, or either read from the input.
+
+    The causes of a bad SecondsPath/TimestampPath value are AWS's words, which print the
+    path and the raw value (`$.s == x`)."""
     enter(run, state, data, frame)
     pending = None
     if state.jsonata:
@@ -177,36 +181,42 @@ def run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
         output, pending = _jsonata_output(run, state, frame, states, data)
         exit_state(run, state, output, frame, apply_assign(state, pending, frame))
         return output, state.next
-    effective = effective_input(state, data, None)
+    ctx = run.state_context(state)
+    effective = effective_input(state, data, ctx)
     seconds = 0.0
+    path = state.wait_path_text
     if state.seconds is not None:
         seconds = state.seconds
     elif state.seconds_path is not None:
-        value = select(state.seconds_path, state.wait_path_text, effective)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        value = _wait_value(state.seconds_path, path, effective, ctx, "SecondsPath")
+        if not isinstance(value, int) or isinstance(value, bool):
             raise StatesFailure(
                 RUNTIME,
-                f"The SecondsPath parameter does not reference a non-negative integer: "
-                f"{state.wait_path_text} = {dumps(value)}",
+                "The SecondsPath parameter cannot be parsed as a long value: "
+                f"{path} == {_raw(value)}",
+            )
+        if value < 0:
+            raise StatesFailure(
+                RUNTIME,
+                f"The SecondsPath parameter references a negative value: {path} == {value}",
             )
         seconds = value
     else:
         stamp = state.timestamp
         if state.timestamp_path is not None:
-            stamp = select(state.timestamp_path, state.wait_path_text, effective)
+            stamp = _wait_value(state.timestamp_path, path, effective, ctx, "TimestampPath")
         moment = parse_timestamp(stamp)
         if moment is None:
             raise StatesFailure(
                 RUNTIME,
                 f"The TimestampPath parameter does not reference a valid ISO-8601 "
-                "extended offset date-time format string: "
-                f"{state.wait_path_text} = {dumps(stamp)}",
+                f"extended offset date-time format string: {path} == {_raw(stamp)}",
             )
         seconds = max(0.0, (moment - run.clock.now()).total_seconds())
     if state.assign is not None:
-        pending = jsonpath_assign(state.assign, effective, run.state_context(state))
+        pending = jsonpath_assign(state.assign, effective, ctx)
     run.sleep(seconds)
-    output = output_of(state, effective)
+    output = output_of(state, effective, ctx)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, state.next
 
@@ -227,6 +237,23 @@ def _jsonata_wait(run: Run, state: State, frame: Frame, states: dict[str, Any]) 
     return max(0.0, (moment - run.clock.now()).total_seconds())
 
 
+def _wait_value(getter: Any, path: str, data: Any, ctx: Any, field: str) -> Any:
+    source = ctx if path.startswith("$$") else data
+    try:
+        return getter(source)
+    except PathNotFound as err:
+        if field == "SecondsPath":
+            cause = f"The SecondsPath parameter does not reference an input value: {path}"
+        else:
+            cause = missing_path_cause(path, field, source)
+        raise StatesFailure(RUNTIME, cause) from err
+
+
+def _raw(value: Any) -> str:
+    """A value as AWS prints it in Wait causes: strings bare, anything else as JSON."""
+    return value if isinstance(value, str) else dumps(value)
+
+
 def run_succeed(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
     """Succeed (spec: "Succeed State"): ends this (sub-)machine successfully."""
     enter(run, state, data, frame)
@@ -234,7 +261,8 @@ def run_succeed(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, s
         states = states_of(data, run.state_context(state))
         output, _ = _jsonata_output(run, state, frame, states, data)
     else:
-        output = output_of(state, effective_input(state, data, None))
+        ctx = run.state_context(state)
+        output = output_of(state, effective_input(state, data, ctx), ctx)
     exit_state(run, state, output, frame)
     return output, None
 
@@ -265,10 +293,8 @@ def run_fail(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
             continue
         try:
             value = template(data, ctx)
-        except PathNotFound as err:
-            raise StatesFailure(
-                RUNTIME, f"Invalid path '{err.path}' : No results for path: {err.path}"
-            ) from err
+        except PathNotFound as err:  # machine._dynamic reports the path as written
+            raise StatesFailure(RUNTIME, missing_path_cause(err.path, attr, err.data)) from err
         if not isinstance(value, str):
             raise StatesFailure(
                 RUNTIME, f"The {attr} field must select a string, got {dumps(value)}"

@@ -48,22 +48,23 @@ def invoke(run: Run, state: State, effective: Any, frame: Frame, timeout: int | 
     ids = {"resourceType": "lambda", "resource": "invoke"}
     run.emit(frame, "TaskStarted", "taskStartedEventDetails", ids)
     # Decoding the parameters text gives the handler its own copy of the payload.
-    event = json.loads(params_json).get("Payload", {})
+    event = lambda_event(json.loads(params_json).get("Payload"))
     arn = target if target.startswith("arn:") else function_arn(name, region, run.machine.account)
     try:
         payload, payload_json, request_id = call_handler(
             run.handlers, name, arn, event, run.clock, deadline
         )
         _check_timeout(run, started, timeout)
+        result, result_json = invoke_result(
+            payload, payload_json, request_id, executed_version(target), run.clock.now()
+        )
+        # AWS names the integration, not the state, in this cause ("The state/task 'lambda'").
+        _check_quota(result_json, "lambda")
     except StatesFailure as failure:
         kind = "TaskTimedOut" if failure.error == TIMEOUT else "TaskFailed"
         details = {**ids, "error": failure.error, "cause": failure.cause}
         run.emit(frame, kind, kind[0].lower() + kind[1:] + "EventDetails", details)
         raise
-    result, result_json = invoke_result(
-        payload, payload_json, request_id, executed_version(target), run.clock.now()
-    )
-    _check_quota(result_json, state)
     frame.remember(payload, payload_json)  # OutputPath "$.Payload" then reuses the text
     succeeded = {**ids, "output": result_json, "outputDetails": TRUNCATED}
     run.emit(frame, "TaskSucceeded", "taskSucceededEventDetails", succeeded)
@@ -98,9 +99,11 @@ def _invoke_function(
             json.loads(input_json),
             run.clock,
             deadline,
+            runtime_text=True,
         )
         _check_timeout(run, started, timeout)
-        _check_quota(payload_json, state)
+        # AWS names the function ARN as written in Resource in this cause.
+        _check_quota(payload_json, state.resource.arn)
     except StatesFailure as failure:
         kind = "LambdaFunctionTimedOut" if failure.error == TIMEOUT else "LambdaFunctionFailed"
         pairs = (("error", failure.error), ("cause", failure.cause))
@@ -122,10 +125,25 @@ def _check_timeout(run: Run, started: dt.datetime, timeout: int | None) -> None:
         )
 
 
-def _check_quota(text: str, state: State) -> None:
+def _check_quota(text: str, task: str) -> None:
     if not within_quota(text):
         raise StatesFailure(
             DATA_LIMIT_EXCEEDED,
-            f"The state/task '{state.name}' returned a result with a size exceeding "
+            f"The state/task '{task}' returned a result with a size exceeding "
             "the maximum number of bytes service limit.",
         )
+
+
+def lambda_event(payload: Any) -> Any:
+    """The event a function receives for `lambda:invoke`'s Payload (AWS developer guide,
+    "Invoke Lambda"; executions recorded on AWS). A missing or null Payload arrives as
+    `{}`; a string is sent as the request body as is, so a string holding JSON (`'{"a":1}'`,
+    `'12'`) arrives decoded and any other string arrives as that string."""
+    if payload is None:
+        return {}
+    if isinstance(payload, str):
+        try:
+            return json.loads(payload)
+        except ValueError:
+            return payload
+    return payload
