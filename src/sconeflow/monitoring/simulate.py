@@ -1,7 +1,9 @@
 """Synthetic traffic for tests and the detection benchmark: image shifts and capture files.
 
 The shifts are pure functions on whole batches, (N, H, W, 3) uint8 -> same, each a
-realistic way camera traffic degrades: under-exposure, defocus, sensor noise. The capture
+realistic way camera traffic degrades: under-exposure, defocus, sensor noise; and the ones
+image statistics miss, because they change what is photographed rather than how: a mirrored
+and rotated camera, heavy JPEG compression, a zoomed crop, a greyscale camera. The capture
 writer produces files exactly as the endpoint does (AWS_FORMATS.md section 4), so what the
 monitor reads in a test is what it reads in production.
 """
@@ -48,6 +50,39 @@ def add_noise(images: np.ndarray, sigma: float = 12.0, seed: int = 0) -> np.ndar
     rng = np.random.default_rng(seed)
     noisy = images.astype(np.float32) + rng.normal(0, sigma, images.shape).astype(np.float32)
     return np.clip(noisy, 0, 255).round().astype(np.uint8)
+
+
+def flip_rotate(images: np.ndarray) -> np.ndarray:
+    """Mirror left-right, then rotate 90 degrees counter-clockwise (a camera mounted
+    sideways and mirrored). Brightness, contrast, noise and sharpness are unchanged."""
+    return np.ascontiguousarray(np.rot90(images[:, :, ::-1], k=1, axes=(1, 2)))
+
+
+def jpeg(images: np.ndarray, quality: int = 10) -> np.ndarray:
+    """Decoded pixels of a strong JPEG compression (a client that re-encodes uploads)."""
+    out = np.empty_like(images)
+    for i, img in enumerate(images):  # a codec round trip has no batch form
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img), mode="RGB").save(buf, "JPEG", quality=quality)
+        out[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return out
+
+
+def zoom_crop(images: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    """The central `keep` share of each side, scaled back up (nearest neighbour) to the full
+    size: a camera zoomed in on the vehicle."""
+    _, h, w, _ = images.shape
+    ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    rows = top + (np.arange(h) * ch // h)
+    cols = left + (np.arange(w) * cw // w)
+    return np.ascontiguousarray(images[:, rows][:, :, cols])
+
+
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """BT.601 luma in all three channels (a monochrome camera)."""
+    luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat(np.clip(luma.round(), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def decode_pngs(pngs: Sequence[bytes]) -> np.ndarray:
