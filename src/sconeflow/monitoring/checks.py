@@ -326,7 +326,8 @@ def _embedding_test(table: FeatureTable, baseline: Baseline, keep_rows: np.ndarr
         return None
     result = mmd_test(rows, cur)
     keep["mmd"] = result
-    return dict(feature=EMBEDDING_FEATURE, method="MMD", distance=result.mmd2,
+    # The unbiased MMD^2 dips below 0 by chance when nothing changed; as a distance, 0.
+    return dict(feature=EMBEDDING_FEATURE, method="MMD", distance=max(0.0, result.mmd2),
                 statistic=result.mmd2, threshold=0.0, p_value=result.p_value,
                 n_baseline=result.n_baseline, n_window=result.n_window)
 

@@ -112,6 +112,12 @@ def read_ground_truth(
     return truth
 
 
+def format_ground_truth(event_id: str, label: int) -> str:
+    """One ground truth line in AWS's format (the inverse of what read_ground_truth reads)."""
+    return json.dumps({"groundTruthData": {"data": str(label), "encoding": "CSV"},
+                       "eventMetadata": {"eventId": event_id}, "eventVersion": "0"})
+
+
 def _parse_truth(line: str, class_names: Sequence[str]) -> tuple[str, str]:
     try:
         doc: Any = json.loads(line)

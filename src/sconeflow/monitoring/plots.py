@@ -281,13 +281,16 @@ def _panel(ax: Any, t: DriftTest, base: np.ndarray | dict[str, int],
     if isinstance(base, np.ndarray) and isinstance(win, np.ndarray):
         both = np.concatenate([base, win])
         lo, hi = np.percentile(both, [0.5, 99.5]) if both.size else (0.0, 1.0)
-        bins = np.linspace(lo, hi + 1e-9, 31)
+        if hi - lo < 1e-9 * max(1.0, abs(hi)):  # one value (e.g. every image 32 px wide)
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, 31)
         ax.hist(np.clip(base, lo, hi), bins=bins, density=True, color=_BASE, alpha=0.55,
                 label=f"baseline (n={t.n_baseline})")
         ax.hist(np.clip(win, lo, hi), bins=bins, density=True, histtype="step",
                 linewidth=2, color=_WIN, label=f"window (n={t.n_window})")
         ax.set_yticks([])
         ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.ticklabel_format(axis="x", useOffset=False)
         stat = f"KS D={t.distance:.2f}"
     else:
         ref = base if isinstance(base, dict) else {}
@@ -339,8 +342,10 @@ def embedding_drift(test: DriftTest, base_2d: np.ndarray, win_2d: np.ndarray,
 def promise_over_time(times: Sequence[datetime], confidence: np.ndarray,
                       predicted: Sequence[str | None], truth: Sequence[str | None],
                       promise: Promise) -> bytes:
-    """Selective accuracy of labelled passed images per time bin (with its two-sided
-    Clopper-Pearson interval) against the target, and the pass rate per bin."""
+    """Selective accuracy of the labelled passed images so far (cumulative, at the end of
+    each time bin, with its two-sided Clopper-Pearson interval) against the target, and the
+    pass rate per bin. Cumulative, because a bin holds a handful of images and an interval
+    over five images says nothing; the last point is the window's verdict."""
     conf = np.asarray(confidence, dtype=float)
     ok = ~np.isnan(conf)
     if not ok.any():
@@ -362,15 +367,22 @@ def promise_over_time(times: Sequence[datetime], confidence: np.ndarray,
     days = width.total_seconds() / 86400
     mid = left + days / 2
     delta = (1 - promise.confidence) / 2
-    has = labelled > 0
-    acc = np.divide(right, labelled, out=np.full(n_bins, np.nan), where=has)
+    n_cum, c_cum = np.cumsum(labelled), np.cumsum(right)
+    has = n_cum > 0
+    acc = np.divide(c_cum, n_cum, out=np.full(n_bins, np.nan), where=has)
     lo = np.array([clopper_pearson_lower(int(c), int(n), delta) if n else np.nan
-                   for c, n in zip(right, labelled, strict=True)])
+                   for c, n in zip(c_cum, n_cum, strict=True)])
     hi = np.array([clopper_pearson_upper(int(c), int(n), delta) if n else np.nan
-                   for c, n in zip(right, labelled, strict=True)])
-    top.errorbar(mid[has], acc[has], yerr=[acc[has] - lo[has], hi[has] - acc[has]], fmt="o",
-                 color="#1f77b4", capsize=3,
-                 label=f"accuracy of labelled passed images ({promise.confidence:.0%} interval)")
+                   for c, n in zip(c_cum, n_cum, strict=True)])
+    end = mid + days / 2  # the value holds at the end of its bin
+    top.fill_between(end[has], lo[has], hi[has], color="#1f77b4", alpha=0.2,
+                     label=f"{1 - 2 * delta:.0%} interval")
+    top.plot(end[has], acc[has], "o-", color="#1f77b4",
+             label="accuracy of the labelled passed images so far")
+    if has.any():
+        last = int(np.flatnonzero(has)[-1])
+        top.annotate(f"{int(c_cum[last])}/{int(n_cum[last])}", (end[last], acc[last]),
+                     textcoords="offset points", xytext=(4, -12), fontsize=7)
     top.axhline(promise.target_accuracy, color="red", linestyle="--",
                 label=f"promise: {promise.target_accuracy:.1%}")
     top.set_ylim(max(0.0, float(np.nanmin(lo)) - 0.05) if has.any() else 0.5, 1.01)

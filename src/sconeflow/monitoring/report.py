@@ -211,6 +211,10 @@ def _gallery(analysis: WindowAnalysis, size: int) -> str:
         pred = analysis.table.strings["predicted_class"][int(i)]
         outcome = (analysis.table.strings.get("workflow_status") or [None] * (i + 1))[int(i)]
         shown_outcome = f"<br>workflow: {_esc(outcome)}" if outcome else ""
+        true = analysis.truth[int(i)] if analysis.truth else None
+        if true is not None:
+            mark = "right" if true == pred else "WRONG"
+            shown_outcome += f"<br>true: {_esc(true)} ({mark})"
         cells.append(
             f'<figure><img class="thumb" alt="{_esc(rec.event_id)}" '
             f'src="{_data_uri(rec.image, mime)}"><figcaption><b>{_esc(pred)}</b> '
@@ -323,7 +327,7 @@ def _page(
         f"{_esc(format_time(datetime.now().astimezone()))}</span></p>"
         f'<div class="cards">{"".join(cards)}</div>'
         f"<h2>Violations</h2>{violations}"
-        + (f"<ul class=\"muted\">{notes}</ul>" if notes else "")
+        + (f"<h3>Notes</h3><ul class=\"muted\">{notes}</ul>" if notes else "")
         + _quality_table(analysis)
         + sections
         + f"<h2>Lowest-confidence images</h2>{gallery}"

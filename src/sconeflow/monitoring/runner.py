@@ -221,12 +221,13 @@ def run_monitoring(
     model_dir: Path | None = None,
     model_name: str = "",
     notes: Sequence[str] = (),
+    promise: Promise | None = None,
 ) -> tuple[RunRecord, WindowAnalysis]:
     """One monitoring execution, recorded in the store and the db; see the module docstring.
 
     `class_names` defaults to the baseline's; `outcomes` to the workflow executions in the
     db that started in the window; `model_dir` (the deployed model) adds the embedding test
-    and the promise check.
+    and the promise check (`promise` replaces the one in its model.json).
     """
     started = (now or datetime.now(UTC)).astimezone(UTC)
     run_id = new_run_id(started)
@@ -237,7 +238,8 @@ def run_monitoring(
         classes = list(class_names or baseline.class_names)
         if outcomes is None:
             outcomes = read_workflow_outcomes(conn, since, until)
-        embedder, promise, model_notes = load_model_for_monitoring(model_dir, model_name)
+        embedder, stated, model_notes = load_model_for_monitoring(model_dir, model_name)
+        promise = promise or stated
         analysis = analyse_window(
             store, bucket, endpoint=endpoint, class_names=classes, baseline=baseline,
             since=since, until=until, variant=variant, outcomes=outcomes,

@@ -17,7 +17,12 @@ from datetime import datetime, timedelta
 import numpy as np
 from PIL import Image
 
-from sconeflow.monitoring.capture_reader import DEFAULT_VARIANT, capture_key, format_capture_line
+from sconeflow.monitoring.capture_reader import (
+    DEFAULT_VARIANT,
+    CaptureRecord,
+    capture_key,
+    format_capture_line,
+)
 from sconeflow.store import Store
 
 
@@ -98,6 +103,39 @@ def encode_pngs(images: np.ndarray) -> list[bytes]:
         Image.fromarray(np.ascontiguousarray(img), mode="RGB").save(buf, "PNG", compress_level=1)
         out.append(buf.getvalue())
     return out
+
+
+def replay_capture(
+    store: Store,
+    bucket: str,
+    endpoint: str,
+    records: Sequence[CaptureRecord],
+    times: Sequence[datetime],
+    *,
+    per_file: int = 50,
+    variant: str = DEFAULT_VARIANT,
+) -> list[str]:
+    """Write captured `records` again, each at its time in `times` (sorted), keeping their
+    images, outputs and ids: a stream replayed onto another clock. Returns the file keys."""
+    keys: list[str] = []
+    lines: list[str] = []
+    file_time: datetime | None = None
+    for record, when in sorted(zip(records, times, strict=True), key=lambda rt: rt[1]):
+        if file_time is not None and (len(lines) >= per_file or _hour(when) != _hour(file_time)):
+            keys.append(_flush(store, bucket, endpoint, variant, file_time, lines))
+            lines = []
+        if not lines:
+            file_time = when
+        lines.append(format_capture_line(
+            record.image, record.probabilities, when=when, event_id=record.event_id,
+            inference_id=record.inference_id, content_type=record.content_type))
+    if lines and file_time is not None:
+        keys.append(_flush(store, bucket, endpoint, variant, file_time, lines))
+    return keys
+
+
+def _hour(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
 
 
 def write_capture(
