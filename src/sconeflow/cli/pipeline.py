@@ -91,7 +91,8 @@ def pipeline(
 
 @click.command()
 @click.option("--models", is_flag=True, help="Also delete trained models and their job records.")
-@click.option("--captures", is_flag=True, help="Also delete captured data, ground truth and monitoring output.")
+@click.option("--captures", is_flag=True,
+              help="Also delete captured data, ground truth and monitoring output.")
 @click.option("--data", is_flag=True, help="Also delete the staged data.")
 @click.option("--all", "everything", is_flag=True, help="All of the above.")
 @json_option
