@@ -19,9 +19,14 @@ bandwidth is the median pairwise distance (the median heuristic), and a permutat
 the unbiased MMD^2 (as alibi-detect's MMDDrift does). Permutations give an exact p-value for
 any sample size, with no assumption on the distribution of 128-dimensional features; one
 kernel matrix serves every permutation, so 2,000 of them cost a few matrix products.
-Features are standardised by the baseline's mean and standard deviation first, so that no
-single dimension sets the distance. Both samples are capped at 500 rows (seeded random
-subsets): the power is already near 1 for the shifts that matter at that size, and the
+Before the kernel, the pooled rows are standardised and projected on their first 10
+principal components: in 128 dimensions most directions are noise that dilutes a Gaussian
+kernel's distances (alibi-detect likewise reduces dimension first). Measured on the dev
+tarball's model, 100 baseline images against 20 of a rotated camera: p = 0.12 on the
+standardised features, 0.02 on 10 components; JPEG q10 0.12 -> 0.001; 20 clean images
+0.59 -> 0.71. Standardising and projecting the *pooled* sample (not the baseline alone)
+is a function of the unordered rows, the same for every relabelling, so the permutation
+p-value stays exact. Both samples are capped at 500 rows (seeded random subsets): the
 kernel matrix stays small.
 """
 
@@ -37,7 +42,8 @@ import numpy as np
 
 EMBEDDING_OUTPUT = "embedding"
 MAX_ROWS = 500  # rows per sample in the test (and kept in the baseline)
-PERMUTATIONS = 2000  # p-values down to 1/2001, small enough to survive Holm's correction
+PERMUTATIONS = 2000  # p-values down to 1/2001, small enough to survive the correction
+COMPONENTS = 10  # principal components of the pooled rows the kernel sees
 _CHUNK = 250  # permutations per matrix product
 
 
@@ -126,9 +132,7 @@ def mmd_test(baseline: np.ndarray, window: np.ndarray, *, permutations: int = PE
     m, n = len(x), len(y)
     if m < 2 or n < 2:
         raise ValueError(f"MMD needs at least 2 rows per sample, got {m} and {n}")
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-    z = (np.vstack([x, y]) - mean) / std  # (N, D), baseline-standardised
+    z = _reduce(np.vstack([x, y]))  # (N, k)
     sq = np.sum(z * z, axis=1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)  # (N, N)
     upper = d2[np.triu_indices(len(z), k=1)]
@@ -147,6 +151,17 @@ def mmd_test(baseline: np.ndarray, window: np.ndarray, *, permutations: int = PE
         null[start:start + k] = _mmd2(labels.astype(np.float64), kernel, total, m, n)
     p = (1.0 + float(np.sum(null >= observed))) / (1.0 + permutations)
     return MmdResult(observed, p, float(np.sqrt(sigma2)), null, m, n)
+
+
+def _reduce(pooled: np.ndarray, components: int = COMPONENTS) -> np.ndarray:
+    """Pooled rows standardised and projected on their first principal components: (N, k).
+    Label-free, so every permutation of the test sees the same points."""
+    z = pooled - pooled.mean(axis=0)
+    std = z.std(axis=0)
+    z = z / np.where(std > 1e-12, std, 1.0)
+    k = min(components, z.shape[1], max(1, z.shape[0] - 1))
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    return z @ vt[:k].T
 
 
 def _mmd2(a: np.ndarray, kernel: np.ndarray, total: float, m: int, n: int) -> np.ndarray:
