@@ -92,7 +92,57 @@ def test_class_mix_shift_is_flagged(baseline: Baseline, test_split: tuple) -> No
     result = check(records([pngs[i] for i in idx], fake_probs(labels[idx], seed=3)), baseline)
     assert "predicted_class" in flagged(result)
     d = next(d for d in result.drift if d.feature == "predicted_class")
-    assert d.method == "ChiSquared" and d.distance > 0.2
+    assert d.method == "Fisher exact" and d.distance > 0.2  # 2 classes: exact at any size
+    assert "corrected p" in d.decided_by and "distance" in d.decided_by
+
+
+def test_a_small_window_of_mostly_bicycles_is_flagged(baseline: Baseline,
+                                                      test_split: tuple) -> None:
+    """The issue's window: the model called 55 of 80 images bicycle (baseline about 50/50)."""
+    pngs, labels = test_split
+    probs = fake_probs(labels[:80], seed=7, accuracy=1.0)
+    called = np.r_[np.zeros(55, int), np.ones(25, int)]
+    probs[np.arange(80), called], probs[np.arange(80), 1 - called] = 0.9, 0.1
+    result = check(records(pngs[:80], probs), baseline)
+    d = next(d for d in result.drift if d.feature == "predicted_class")
+    assert d.method == "Fisher exact" and d.p_value is not None and d.p_value < 0.002
+    assert d.drifted and "predicted_class" in flagged(result)
+
+
+def test_every_verdict_states_the_rule_that_decided_it(baseline: Baseline,
+                                                       test_split: tuple) -> None:
+    """No row can read as a contradiction: DRIFT iff significant after Holm and over the
+    distance floor, and `decided_by` names the condition that settled it."""
+    pngs, labels = test_split
+    images = decode_pngs(pngs[:40])
+    images[:20] = darken(images[:20], 0.8)  # a mild change: some distances over 0.1
+    result = check(records(encode_pngs(images), fake_probs(labels[:40], seed=8)), baseline)
+    assert result.drift
+    for d in result.drift:
+        assert d.p_adjusted is not None and d.alpha == 0.01
+        expected = d.p_adjusted < d.alpha and d.distance > d.threshold
+        assert d.drifted == expected, d
+        if d.p_adjusted >= d.alpha:
+            assert "not significant" in d.decided_by
+            if d.distance > d.threshold:
+                assert "chance" in d.decided_by  # the distance over the floor is explained
+        elif not d.drifted:
+            assert "too small to matter" in d.decided_by
+
+
+def test_categorical_test_is_exact_for_small_windows() -> None:
+    from sconeflow.monitoring.checks import _homogeneity
+
+    two = np.array([[100, 100], [55, 25]])
+    name, odds, p = _homogeneity(two)
+    assert name == "Fisher exact" and p == pytest.approx(0.005122, abs=1e-5)
+    assert odds == pytest.approx((100 * 25) / (100 * 55))
+    small = np.array([[40, 40, 20], [3, 1, 6]])  # expected counts under 5 in the window
+    name, _, p_mc = _homogeneity(small)
+    assert name == "chi-square (Monte Carlo)" and 0 < p_mc < 1
+    name, _, _ = _homogeneity(np.array([[400, 400, 200], [30, 40, 30]]))
+    assert name == "chi-square"
+    assert _homogeneity(np.array([[10, 0], [5, 0]]))[2] == 1.0  # one category cannot move
 
 
 def test_completeness_and_categorical_values(baseline: Baseline, test_split: tuple) -> None:

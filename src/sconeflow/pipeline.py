@@ -1,7 +1,21 @@
 """`sconeflow pipeline`: the whole workflow, from the raw dataset to the monitoring report.
 
-    stage -> train -> evaluate -> deploy (capture 100%) -> workflow over data/test
-          -> monitor baseline, run, report -> summary
+    stage -> train -> evaluate -> deploy (capture 100%) -> workflow over half of data/test
+          -> monitor baseline (the other half), run, report -> summary
+
+The monitoring step is an honest small copy of production. The model is trained on all of
+data/train, so only data/test holds images it never saw; a baseline from training images
+would be over-confident and make every normal window look like a drop in confidence. The
+test images are therefore split in two stratified halves (seeded): the baseline half
+describes normal traffic, the traffic half is what the workflow streams through the
+endpoint, in the reference generator's random order, each image once. Both halves come
+from the same distribution but are different images, so the drift tests show real, small
+distances and honest p-values instead of comparing images with themselves. The endpoint
+captures the stream in real time (seconds); the monitor then reads that capture replayed
+onto a simulated working day (`arrival_offsets`, 08:00-16:00 UTC of the day before,
+variant `SimulatedDay`, images, outputs and ids unchanged), so its time axes look like a
+day's traffic. The traffic's labels are written as ground truth in AWS's format, and the
+promise checked is a threshold for 99% selective accuracy chosen on the baseline half.
 
 Each step is a plain function of the library; this module only wires them and decides
 what can be skipped. A step is skipped when its inputs have not changed since it last ran:
@@ -42,6 +56,22 @@ from sconeflow.store import Store, open_store
 
 ENDPOINT_NAME = "scones-endpoint"
 LogFn = Callable[[str], None]
+SPLIT_SEED = 0  # the baseline / traffic halves of data/test
+SIMULATED_VARIANT = "SimulatedDay"  # capture variant of the replayed stream
+SIMULATED_HOURS = 8  # the simulated working day, from 08:00 UTC
+PROMISE_ACCURACY = 0.99  # the promise the pipeline's monitor checks
+
+
+@dataclass
+class TrafficPlan:
+    """Which test images describe normal traffic and which are streamed, and when."""
+
+    baseline: list[str]  # store keys
+    traffic: list[str]  # store keys, in streaming order
+    labels: dict[str, int]  # key -> true label
+    start: datetime  # simulated start of the stream
+    offsets: list[float]  # simulated seconds after start, per traffic image
+    records: list[Any] = field(default_factory=list)  # the workflow's ExecutionRecords
 
 
 @dataclass(frozen=True)
@@ -119,14 +149,15 @@ def run_pipeline(
         return summary
 
     started = datetime.now(UTC).replace(microsecond=0)
+    plan = traffic_plan(store, settings.bucket, started)
     step("deploy", lambda: _deploy(settings, options, summary, state, log))
     try:
-        step("workflow", lambda: _workflow(settings, store, options, summary, progress))
+        step("workflow", lambda: _workflow(settings, store, options, summary, progress, plan))
         if not options.keep_endpoint:
             _delete_own_endpoint(settings, state)  # flushes the capture buffers
         else:
             _wait_for_capture(store, settings.bucket, summary.endpoint, started)
-        step("monitor", lambda: _monitor(settings, store, options, summary, started))
+        step("monitor", lambda: _monitor(settings, store, options, summary, started, plan))
     finally:
         if not options.keep_endpoint:
             _delete_own_endpoint(settings, state)
@@ -251,21 +282,46 @@ def _deploy(
     return "ran", f"{ep.name} at {ep.url}, capturing 100% of requests"
 
 
+def traffic_plan(store: Store, bucket: str, now: datetime) -> TrafficPlan:
+    """Stratified, seeded halves of data/test (see the module doc) and the simulated times
+    of the stream: continuous arrivals over SIMULATED_HOURS from 08:00 UTC the day before."""
+    import random
+
+    from sconeflow.executions.traffic import arrival_offsets
+    from sconeflow.staging import parse_lst
+
+    rows = parse_lst(store.get(bucket, "data/test.lst").decode(), source="data/test.lst")
+    labels = {f"data/test/{name}": label for _, label, name in rows}
+    rng = random.Random(SPLIT_SEED)
+    baseline: list[str] = []
+    traffic: list[str] = []
+    for label in sorted(set(labels.values())):
+        keys = sorted(k for k, v in labels.items() if v == label)
+        rng.shuffle(keys)
+        baseline += keys[: len(keys) // 2]
+        traffic += keys[len(keys) // 2:]
+    rng.shuffle(traffic)  # the reference generator's random order
+    start = (now - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
+    rate = max(len(traffic), 1) / (SIMULATED_HOURS * 3600)
+    return TrafficPlan(sorted(baseline), traffic, labels, start,
+                       arrival_offsets(len(traffic), rate))
+
+
 def _workflow(
     settings: Settings,
     store: Store,
     options: PipelineOptions,
     summary: PipelineSummary,
     progress: ProgressFn,
+    plan: TrafficPlan,
 ) -> tuple[str, str]:
     from sconeflow.executions import runner
     from sconeflow.executions.definitions import load_definition
     from sconeflow.executions.records import ExecutionRecord
 
-    keys = [k for k in store.list(settings.bucket, "data/test/") if k.endswith(".png")]
     inputs = [
         {"image_data": "", "s3_bucket": settings.bucket, "s3_key": k, "inferences": []}
-        for k in keys
+        for k in plan.traffic
     ]
     definition = load_definition(None)
     handlers = runner.local_handlers(settings, summary.endpoint, options.threshold)
@@ -277,12 +333,14 @@ def _workflow(
         progress("workflow executions", done[0], len(inputs))
 
     records = wf.stream(inputs, concurrency=options.concurrency, on_done=on_done)
+    plan.records = records
     summary.succeeded = sum(r.status == "SUCCEEDED" for r in records)
     summary.failed = sum(r.status == "FAILED" for r in records)
     other = len(records) - summary.succeeded - summary.failed
     errors = sorted({r.error for r in records if r.error})
     return "ran", (
-        f"{len(records)} executions of the reference state machine: {summary.succeeded} "
+        f"{len(records)} executions of the reference state machine (the traffic half of "
+        f"data/test): {summary.succeeded} "
         f"SUCCEEDED, {summary.failed} FAILED ({', '.join(errors) or 'none'})"
         + (f", {other} other" if other else "")
     )
@@ -294,36 +352,54 @@ def _monitor(
     options: PipelineOptions,
     summary: PipelineSummary,
     started: datetime,
+    plan: TrafficPlan,
 ) -> tuple[str, str]:
     import tempfile
 
+    import numpy as np
+
     from sconeflow.monitoring import baseline as bl
+    from sconeflow.monitoring.capture_reader import read_capture
+    from sconeflow.monitoring.embeddings import load_embedder
     from sconeflow.monitoring.features import compute_features
+    from sconeflow.monitoring.outcomes import Promise, WorkflowOutcome
     from sconeflow.monitoring.report import render_report, write_report
     from sconeflow.monitoring.runner import run_monitoring
+    from sconeflow.monitoring.simulate import replay_capture
+    from sconeflow.selective import select_threshold
     from sconeflow.serving.endpoints import resolve_model
 
     schedule = f"{summary.endpoint}-monitor"
     with tempfile.TemporaryDirectory(prefix="sconeflow-pipeline-") as tmp:
         model_dir = resolve_model(settings, summary.job, Path(tmp) / "model")
-        # The baseline is the model's answers on images it never trained on (data/test;
-        # the final model is retrained on all of data/train), computed by the endpoint's
-        # own code. On its training images a model is over-confident, so every normal
-        # window would look like a drop in confidence.
-        records, names = bl.records_from_images(store, settings.bucket, "data/test", model_dir)
-    base = bl.build_baseline(compute_features(records, names))
-    bl.save_baseline(store, settings.bucket, bl.baseline_prefix(schedule), base)
-    with closing(db.connect(settings.db_path)) as conn:
-        record, analysis = run_monitoring(
-            store,
-            settings.bucket,
-            conn,
-            endpoint=summary.endpoint,
-            schedule=schedule,
-            class_names=names,
-            since=started - timedelta(seconds=1),
-            until=datetime.now(UTC) + timedelta(seconds=1),
-        )
+        # The baseline: the model's answers (and embeddings) on the baseline half, by the
+        # endpoint's own code.
+        records, names = bl.records_from_images(store, settings.bucket, "data/test", model_dir,
+                                                keys=plan.baseline)  # fmt: skip
+        table = compute_features(records, names, embedder=load_embedder(model_dir)[0])
+        base = bl.build_baseline(table)
+        bl.save_baseline(store, settings.bucket, bl.baseline_prefix(schedule), base)
+        promise = _baseline_promise(records, plan, names, select_threshold, Promise, np)
+        sim_end, replayed = _replay(store, settings.bucket, summary.endpoint, started, plan,
+                                    read_capture, replay_capture)  # fmt: skip
+        truth = _write_ground_truth(store, settings.bucket, summary.endpoint, plan)
+        start = plan.start
+        outcomes = [
+            WorkflowOutcome(start + timedelta(seconds=off), r.status, r.name, key,
+                            options.threshold)
+            for r, key, off in zip(plan.records, plan.traffic, plan.offsets, strict=False)
+        ]
+        note = (f"Times are simulated: the endpoint's capture of this stream ({replayed} "
+                f"records) is replayed onto {SIMULATED_HOURS} h of a working day "
+                f"(capture variant {SIMULATED_VARIANT}); the baseline is the other half of "
+                "data/test; labels are the test split's, written as ground truth.")
+        with closing(db.connect(settings.db_path)) as conn:
+            record, analysis = run_monitoring(
+                store, settings.bucket, conn, endpoint=summary.endpoint, schedule=schedule,
+                class_names=names, since=start, until=sim_end + timedelta(seconds=1),
+                variant=SIMULATED_VARIANT, outcomes=outcomes, ground_truth_prefix=truth,
+                model_dir=model_dir, model_name=summary.job, notes=[note], promise=promise,
+            )
     keys = write_report(
         store,
         settings.bucket,
@@ -336,9 +412,59 @@ def _monitor(
     ]
     summary.report = store.uri(settings.bucket, keys[0])
     return "ran", (
-        f"{len(analysis.table)} captured records vs a baseline of {len(records)} test "
-        f"images: {record.status}, {len(summary.violations)} violation(s)"
+        f"{len(analysis.table)} captured records (a simulated {SIMULATED_HOURS} h day) vs a "
+        f"baseline of {len(records)} other test images: {record.status}, "
+        f"{len(summary.violations)} violation(s)"
     )
+
+
+def _baseline_promise(records: Any, plan: TrafficPlan, names: list[str], select: Any,
+                      promise_type: Any, np: Any) -> Any:
+    """The threshold for PROMISE_ACCURACY chosen on the baseline half (labelled images the
+    model never trained on), as the promise the monitor checks on the traffic half."""
+    probs = np.array([r.probabilities for r in records])
+    labels = np.array([plan.labels[r.event_id] for r in records])
+    chosen = select(probs.max(axis=1), probs.argmax(axis=1) == labels, PROMISE_ACCURACY,
+                    labels=labels, class_names=names)
+    return promise_type(threshold=chosen.threshold, target_accuracy=PROMISE_ACCURACY,
+                        confidence=chosen.confidence, guaranteed=chosen.guaranteed,
+                        expected_coverage=chosen.coverage,
+                        source=f"chosen by the pipeline on its {len(records)} baseline images")
+
+
+def _replay(store: Store, bucket: str, endpoint: str, started: datetime, plan: TrafficPlan,
+            read_capture: Any, replay_capture: Any) -> tuple[datetime, int]:
+    """The endpoint's capture of the stream, again under SIMULATED_VARIANT at each image's
+    simulated time (a retry keeps its real delay after the first try)."""
+    when = {k: plan.start + timedelta(seconds=o) for k, o in zip(plan.traffic, plan.offsets,
+                                                                    strict=True)}
+    captured = read_capture(store, bucket, endpoint, since=started - timedelta(seconds=1))
+    first: dict[str, datetime] = {}
+    records, times = [], []
+    for r in captured.records:
+        key = r.inference_id or ""
+        if key not in when:
+            continue
+        first.setdefault(key, r.inference_time)
+        records.append(r)
+        times.append(when[key] + (r.inference_time - first[key]))
+    # An earlier run's replay (another model's answers) would fall in the same window.
+    for old in store.list(bucket, f"data_capture/{endpoint}/{SIMULATED_VARIANT}/"):
+        store.delete(bucket, old)
+    replay_capture(store, bucket, endpoint, records, times, variant=SIMULATED_VARIANT)
+    return max(times, default=plan.start), len(records)
+
+
+def _write_ground_truth(store: Store, bucket: str, endpoint: str, plan: TrafficPlan) -> str:
+    """The traffic's labels under ground_truth/<endpoint>/, keyed by inference id (the image
+    key classifyImage sends), as a labelling job would deliver them; returns the prefix."""
+    from sconeflow.monitoring.outcomes import format_ground_truth
+
+    prefix = f"ground_truth/{endpoint}/"
+    lines = [format_ground_truth(k, plan.labels[k]) for k in plan.traffic]
+    key = f"{prefix}{plan.start:%Y/%m/%d/%H}/pipeline-labels.jsonl"
+    store.put(bucket, key, ("\n".join(lines) + "\n").encode())
+    return prefix
 
 
 # ------------------------------------------------------------------ helpers

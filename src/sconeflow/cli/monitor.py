@@ -1,13 +1,16 @@
 """`sconeflow monitor`: baseline, run, report, schedule (Model Monitor's jobs, locally).
 
-Thin: parse, resolve the model and the window, call sconeflow.monitoring, print.
+Thin: parse, resolve the model and the window, call sconeflow.monitoring, print. The
+deployed model (the endpoint's training job, or --model) gives the embedding test and the
+promise of its model.json; without it a run tests the other features only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -73,16 +76,35 @@ def _classes(text: str | None) -> list[str] | None:
 
 def _endpoint_model(settings: Settings, endpoint: str, model: str | None) -> str:
     """--model, else the model the endpoint was deployed with (job name or path)."""
-    if model is not None:
-        return model
-    row = connect(settings.db_path).execute(
-        "SELECT model FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
-    if row is None:
+    found = _known_model(settings, endpoint, model)
+    if found is None:
         raise MonitoringError(
             f"endpoint {endpoint!r} is not in the workspace db, so its model is unknown; "
             "pass --model <training job name or model.tar.gz>"
         )
-    return str(row["model"])
+    return found
+
+
+def _known_model(settings: Settings, endpoint: str, model: str | None) -> str | None:
+    if model is not None:
+        return model
+    row = connect(settings.db_path).execute(
+        "SELECT model FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
+    return None if row is None else str(row["model"])
+
+
+@contextlib.contextmanager
+def _model_dir(settings: Settings, endpoint: str, model: str | None
+               ) -> Iterator[tuple[Path | None, str]]:
+    """The deployed model's folder for a run (None when it is unknown), and its name."""
+    from sconeflow.serving.endpoints import resolve_model
+
+    name = _known_model(settings, endpoint, model)
+    if name is None:
+        yield None, ""
+        return
+    with tempfile.TemporaryDirectory(prefix="sconeflow-monitor-") as tmp:
+        yield resolve_model(settings, name, Path(tmp) / "model"), name
 
 
 @click.group()
@@ -115,15 +137,17 @@ def baseline(ctx: Context, endpoint: str, schedule: str | None, variant: str,
              categorical_method: str, as_json: bool) -> None:
     """Suggest statistics.json and constraints.json (plus baseline_sample.json)."""
     from sconeflow.monitoring import baseline as bl
+    from sconeflow.monitoring.embeddings import load_embedder
     from sconeflow.monitoring.features import compute_features
-    from sconeflow.serving.endpoints import resolve_model
     from sconeflow.store import open_store
 
     settings = ctx.settings
     store = open_store(settings)
     name = _schedule(endpoint, schedule)
     now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="sconeflow-baseline-") as tmp:
+    if not from_capture:
+        _endpoint_model(settings, endpoint, model)  # a baseline from images needs the model
+    with _model_dir(settings, endpoint, model) as (model_dir, _):
         if from_capture:
             batch = read_capture(store, settings.bucket, endpoint, variant=variant,
                                  since=_when(since, now), until=_when(until, now))
@@ -132,13 +156,13 @@ def baseline(ctx: Context, endpoint: str, schedule: str | None, variant: str,
             if not names:
                 raise MonitoringError("--from-capture needs --classes (e.g. bicycle,motorcycle)")
         else:
-            model_dir = resolve_model(settings, _endpoint_model(settings, endpoint, model),
-                                      Path(tmp) / "model")
+            assert model_dir is not None
             records, names = bl.records_from_images(store, settings.bucket,
                                                     images or "data/test", model_dir)
             names = _classes(classes) or names
             problems = 0
-        table = compute_features(records, names)
+        embedder = load_embedder(model_dir)[0] if model_dir is not None else None
+        table = compute_features(records, names, embedder=embedder)
     base = bl.build_baseline(table, comparison_threshold=comparison_threshold,
                              categorical_threshold=comparison_threshold,
                              categorical_method=categorical_method)
@@ -176,18 +200,21 @@ def _print_run(record: RunRecord, analysis: WindowAnalysis, store: Store, bucket
 def _monitor_once(settings: Settings, endpoint: str, name: str, variant: str,
                   classes: Sequence[str] | None, since: datetime | None,
                   until: datetime | None, ground_truth: str | None, alpha: float,
-                  report: bool, threshold: float | None) -> tuple[RunRecord, WindowAnalysis]:
+                  report: bool, threshold: float | None, model: str | None
+                  ) -> tuple[RunRecord, WindowAnalysis]:
     from sconeflow.monitoring.report import render_report, write_report
     from sconeflow.monitoring.runner import run_monitoring
     from sconeflow.store import open_store
 
     store = open_store(settings)
     conn = connect(settings.db_path)
-    record, analysis = run_monitoring(
-        store, settings.bucket, conn, endpoint=endpoint, schedule=name, class_names=classes,
-        since=since, until=until, variant=variant, ground_truth_prefix=ground_truth,
-        alpha=alpha,
-    )
+    with _model_dir(settings, endpoint, model) as (model_dir, model_name):
+        record, analysis = run_monitoring(
+            store, settings.bucket, conn, endpoint=endpoint, schedule=name,
+            class_names=classes, since=since, until=until, variant=variant,
+            ground_truth_prefix=ground_truth, alpha=alpha, model_dir=model_dir,
+            model_name=model_name,
+        )
     if report:
         write_report(store, settings.bucket, record.prefix,
                      render_report(analysis, run=record, threshold=threshold))
@@ -204,6 +231,9 @@ run_options = [
     click.option("--threshold", type=float, default=None,
                  help="Confidence threshold drawn in the report (default: the one the "
                  "window's workflow executions ran with)."),
+    click.option("--model", help="The deployed model (training job, model.tar.gz or folder; "
+                 "default: the endpoint's): its embedding of the images is tested, and "
+                 "its model.json promise checked against --ground-truth."),
 ]
 
 
@@ -228,7 +258,7 @@ def _with_run_options(fn: _F) -> _F:
 @pass_context
 def run(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes: str | None,
         since: str | None, until: str | None, ground_truth: str | None, alpha: float,
-        report: bool, threshold: float | None, as_json: bool) -> None:
+        report: bool, threshold: float | None, model: str | None, as_json: bool) -> None:
     """One monitoring execution over [since, until) of captured data."""
     from sconeflow.store import open_store
 
@@ -238,7 +268,7 @@ def run(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes
     settings = ctx.settings
     record, analysis = _monitor_once(settings, endpoint, _schedule(endpoint, schedule), variant,
                                      _classes(classes), start, end, ground_truth, alpha,
-                                     report, threshold)
+                                     report, threshold, model)
     _print_run(record, analysis, open_store(settings), settings.bucket, as_json)
 
 
@@ -253,14 +283,16 @@ def run(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes
               "workflow executions ran with).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy report.html and the plots into this folder.")
+@click.option("--model", help="The deployed model (default: the endpoint's), as for `run`.")
 @pass_context
 def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, classes: str | None,
-           run_id: str | None, threshold: float | None, out: Path | None) -> None:
+           run_id: str | None, threshold: float | None, out: Path | None,
+           model: str | None) -> None:
     """Write report.html (self-contained) and PNG plots for a monitoring run."""
     from sconeflow.monitoring import baseline as bl
     from sconeflow.monitoring.outcomes import read_workflow_outcomes
     from sconeflow.monitoring.report import render_report, write_report
-    from sconeflow.monitoring.runner import analyse_window, list_runs
+    from sconeflow.monitoring.runner import analyse_window, list_runs, load_model_for_monitoring
     from sconeflow.store import open_store
 
     settings = ctx.settings
@@ -282,13 +314,16 @@ def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, clas
     base = bl.load_baseline(store, settings.bucket, bl.baseline_prefix(name))
     since = parse_time(record.window_start) if record.window_start else None
     until = parse_time(record.window_end) if record.window_end else None
-    analysis = analyse_window(
-        store, settings.bucket, endpoint=endpoint,
-        class_names=_classes(classes) or base.class_names, baseline=base, since=since,
-        until=until, variant=variant,
-        outcomes=read_workflow_outcomes(connect(settings.db_path), since, until),
-        ground_truth_prefix=summary.get("ground_truth_prefix"),
-    )
+    with _model_dir(settings, endpoint, model) as (model_dir, model_name):
+        embedder, promise, notes = load_model_for_monitoring(model_dir, model_name)
+        analysis = analyse_window(
+            store, settings.bucket, endpoint=endpoint,
+            class_names=_classes(classes) or base.class_names, baseline=base, since=since,
+            until=until, variant=variant,
+            outcomes=read_workflow_outcomes(connect(settings.db_path), since, until),
+            ground_truth_prefix=summary.get("ground_truth_prefix"), embedder=embedder,
+            promise=promise, notes=notes,
+        )
     rendered = render_report(analysis, run=record, threshold=threshold)
     keys = write_report(store, settings.bucket, record.prefix, rendered)
     if out is not None:
@@ -312,7 +347,7 @@ def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, clas
 def schedule_cmd(ctx: Context, endpoint: str, schedule: str | None, variant: str,
                  classes: str | None, every: str, max_runs: int | None,
                  ground_truth: str | None, alpha: float, report: bool,
-                 threshold: float | None) -> None:
+                 threshold: float | None, model: str | None) -> None:
     """Run monitoring every period over the period just ended, in the foreground."""
     from sconeflow.store import open_store
 
@@ -323,7 +358,8 @@ def schedule_cmd(ctx: Context, endpoint: str, schedule: str | None, variant: str
 
     def once(since: datetime, until: datetime) -> None:
         record, analysis = _monitor_once(settings, endpoint, name, variant, _classes(classes),
-                                         since, until, ground_truth, alpha, report, threshold)
+                                         since, until, ground_truth, alpha, report, threshold,
+                                         model)
         _print_run(record, analysis, store, settings.bucket, False)
 
     console.print(f"Schedule [bold]{name}[/]: every {every} ({format_time(datetime.now(UTC))}"

@@ -107,7 +107,8 @@ def _print_summary(summary: Any, keep_endpoint: bool) -> None:
 
 @click.command()
 @click.option("--models", is_flag=True, help="Also delete trained models and their job records.")
-@click.option("--captures", is_flag=True, help="Also delete captured data and monitoring output.")
+@click.option("--captures", is_flag=True,
+              help="Also delete captured data, ground truth and monitoring output.")
 @click.option("--data", is_flag=True, help="Also delete the staged data.")
 @click.option("--all", "everything", is_flag=True, help="All of the above.")
 @json_option
@@ -130,7 +131,8 @@ def cleanup(
     if models or everything:
         prefixes.append(("models", "models/"))
     if captures or everything:
-        prefixes += [("captures", "data_capture/"), ("monitoring", "monitoring/")]
+        prefixes += [("captures", "data_capture/"), ("monitoring", "monitoring/"),
+                     ("ground_truth", "ground_truth/")]
     if data or everything:
         prefixes.append(("data", "data/"))
     for label, prefix in prefixes:

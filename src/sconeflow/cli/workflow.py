@@ -30,8 +30,25 @@ from sconeflow.executions.records import (
     list_executions,
 )
 from sconeflow.executions.summary import SummaryRow, class_names, summarize
-from sconeflow.functions.config import DEFAULT_THRESHOLD
+from sconeflow.functions.config import DEFAULT_THRESHOLD, THRESHOLD_FROM_MODEL
 from sconeflow.store import open_store
+
+
+class _Threshold(click.ParamType):
+    """A probability, or `model`: the threshold stored in the endpoint's model.json."""
+
+    name = "P|model"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float | str:
+        if isinstance(value, float) or str(value).strip().lower() == THRESHOLD_FROM_MODEL:
+            return value if isinstance(value, float) else THRESHOLD_FROM_MODEL
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a probability (e.g. 0.93) nor 'model'", param, ctx)
+        if not 0.0 <= number <= 1.0:
+            self.fail(f"{value!r} is not between 0 and 1 (e.g. 0.93)", param, ctx)
+        return number
 
 definition_option = click.option(
     "--definition",
@@ -45,10 +62,11 @@ endpoint_option = click.option(
 )
 threshold_option = click.option(
     "--threshold",
-    type=float,
+    type=_Threshold(),
     default=DEFAULT_THRESHOLD,
     show_default=True,
-    help="filterLowConfidence's THRESHOLD.",
+    help="filterLowConfidence's THRESHOLD, or 'model': the threshold stored in the "
+    "endpoint's model.json (`sconeflow evaluate --target-accuracy ... --save`).",
 )
 notify_options = [
     click.option(
@@ -105,7 +123,7 @@ def workflow() -> None:
 @pass_context
 def run(
     ctx: Context, definition: str, state_machine: str | None, endpoint: str | None,
-    threshold: float, input_: str | None, name: str | None, count: int | None,
+    threshold: float | str, input_: str | None, name: str | None, count: int | None,
     seed: int | None, batch: bool, rate: float | None, pattern: str, burst: int,
     concurrency: int, notify_url: str | None, notify_command: str | None, as_json: bool,
 ) -> None:  # fmt: skip
@@ -127,6 +145,9 @@ def run(
     if name is not None and len(inputs) != 1:
         raise click.UsageError("--name names one execution; leave it out with --count")
     loaded = load_definition(definition, name=state_machine)
+    if threshold == THRESHOLD_FROM_MODEL:
+        threshold = _model_threshold(settings, endpoint, quiet=as_json)
+    assert isinstance(threshold, float)
     wf = runner.local_runner(
         settings, loaded, endpoint=endpoint, threshold=threshold,
         notifier=_notifier(settings, notify_url, notify_command), max_workers=concurrency,
@@ -143,6 +164,23 @@ def run(
     records = wf.stream(inputs, offsets=offsets, concurrency=concurrency, names=names,
                         on_done=progress)  # fmt: skip
     _print_summary(records, names_of_classes, as_json)
+
+
+def _model_threshold(settings: Settings, endpoint: str | None, *, quiet: bool) -> float:
+    """--threshold model: the `selective` threshold of the model the endpoint serves."""
+    from sconeflow.evaluation import model_selective
+    from sconeflow.serving.endpoints import describe_endpoint_row
+
+    name, _ = runner.resolve_endpoint(settings, endpoint)
+    model = describe_endpoint_row(settings, name).model
+    entry = model_selective(settings, model)
+    if not quiet:
+        kind = "guaranteed" if entry.get("guaranteed") else "NOT guaranteed (empirical)"
+        target = entry.get("target_accuracy")
+        console.print(
+            f"threshold {entry['threshold']:.4f} from model {model}'s model.json "
+            f"(target selective accuracy {target}, {kind})", highlight=False)
+    return float(entry["threshold"])
 
 
 def _read_input(text: str) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sconeflow.functions.config import FunctionConfig
+from sconeflow.functions.config import FunctionConfig, resolve_threshold
 from sconeflow.functions.errors import (
     AccessDeniedError,
     EndpointInvocationError,
@@ -51,6 +51,8 @@ def make_handlers(config: FunctionConfig) -> dict[str, Handler]:
     )
 
     services = Services(config)
+    # THRESHOLD=model: the stored threshold, read once (the store opens only then).
+    config = resolve_threshold(config, lambda bucket, key: services.store().get(bucket, key))
 
     def serialize(event: Any, context: Any = None) -> Any:
         return serialize_image_data.handle(event, services)

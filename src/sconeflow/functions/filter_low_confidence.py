@@ -2,7 +2,8 @@
 ThresholdConfidenceNotMet, which fails the execution (or is caught by the definition).
 
 Deploys to AWS Lambda as is, handler `sconeflow.functions.filter_low_confidence.lambda_handler`;
-THRESHOLD (default 0.93) in sconeflow.functions.config.
+THRESHOLD (default 0.93, or `model`: the deployed model's stored threshold, read at cold
+start from MODEL_DATA_URL) in sconeflow.functions.config.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import functools
 import os
 from typing import Any
 
-from sconeflow.functions.config import FunctionConfig
+from sconeflow.functions.config import FunctionConfig, resolve_threshold
 from sconeflow.functions.errors import InvalidEventError, ThresholdConfidenceNotMet
 from sconeflow.functions.event import parse_event
+from sconeflow.functions.services import Services
 
 
 def handle(event: object, threshold: float) -> dict[str, Any]:
@@ -32,7 +34,9 @@ def handle(event: object, threshold: float) -> dict[str, Any]:
 
 @functools.cache
 def _threshold() -> float:
-    return FunctionConfig.from_env(os.environ).threshold
+    config = FunctionConfig.from_env(os.environ)
+    services = Services(config)
+    return resolve_threshold(config, lambda b, k: services.store().get(b, k)).threshold
 
 
 def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:

@@ -5,7 +5,8 @@
     constraints.json      what a window must satisfy: completeness, non-negativity, string
                           domains, and the drift comparison settings
     baseline_sample.json  ours: the raw values the two-sample drift tests need later
-                          (numbers: at most 2,048 quantiles; strings: counts)
+                          (numbers: at most 2,048 quantiles; strings: counts; the model's
+                          embeddings of at most 500 images, with the model's digest)
 
 The same `build_statistics` describes a monitoring window, so a run's statistics.json is
 comparable with the baseline's. Functions take a FeatureTable, never a model: the CLI decides
@@ -25,6 +26,7 @@ import numpy as np
 from sconeflow.errors import MonitoringError, ObjectNotFoundError
 from sconeflow.monitoring import DEFAULT_CATEGORICAL_METHOD, DEFAULT_COMPARISON_THRESHOLD
 from sconeflow.monitoring.capture_reader import CaptureRecord
+from sconeflow.monitoring.embeddings import MAX_ROWS, subsample
 from sconeflow.monitoring.features import OUTCOME_FEATURES, FeatureTable
 from sconeflow.store import Store
 
@@ -44,6 +46,14 @@ class Baseline:
     def class_names(self) -> list[str]:
         """The model's classes the baseline was built for (label order)."""
         return [str(c) for c in self.sample.get("class_names", [])]
+
+    @property
+    def embeddings(self) -> tuple[np.ndarray, str] | None:
+        """(rows (M, D), model digest) of the baseline's embeddings, if it has them."""
+        emb = self.sample.get("embedding")
+        if not emb or not emb.get("values"):
+            return None
+        return np.asarray(emb["values"], dtype=np.float64), str(emb.get("model", ""))
 
     @property
     def est_accuracy(self) -> float | None:
@@ -206,8 +216,18 @@ def build_sample(table: FeatureTable) -> dict[str, Any]:
     categorical = {
         name: _counts(v) for name, v in table.strings.items() if name not in OUTCOME_FEATURES
     }
-    return {"version": 1, "item_count": len(table), "class_names": table.classes,
-            "numeric": numeric, "categorical": categorical}
+    doc: dict[str, Any] = {"version": 1, "item_count": len(table), "class_names": table.classes,
+                           "numeric": numeric, "categorical": categorical}
+    if table.embeddings is not None:
+        keep = table.first_occurrences()
+        rows = subsample(table.embeddings[keep], MAX_ROWS)
+        doc["embedding"] = {
+            "model": table.embedding_model,
+            "dim": int(table.embeddings.shape[1]),
+            "n": len(rows),
+            "values": [[round(float(v), 5) for v in row] for row in rows],
+        }
+    return doc
 
 
 def build_baseline(table: FeatureTable, **constraint_options: Any) -> Baseline:
@@ -252,15 +272,17 @@ def load_baseline(store: Store, bucket: str, prefix: str) -> Baseline:
 
 
 def records_from_images(
-    store: Store, bucket: str, prefix: str, model_dir: Path
+    store: Store, bucket: str, prefix: str, model_dir: Path, keys: list[str] | None = None
 ) -> tuple[list[CaptureRecord], list[str]]:
-    """The model's predictions on staged images under `prefix`, shaped like captured
-    records (through the endpoint's own preprocessing), and the model's class names."""
+    """The model's predictions on staged images under `prefix` (or exactly `keys`), shaped
+    like captured records (through the endpoint's own preprocessing), and the model's
+    class names."""
     from sconeflow.serving.inference import load_predictor, predict
 
     predictor = load_predictor(model_dir)
-    keys = [k for k in store.list(bucket, prefix.rstrip("/") + "/")
-            if k.lower().endswith((".png", ".jpg", ".jpeg"))]
+    if keys is None:
+        keys = [k for k in store.list(bucket, prefix.rstrip("/") + "/")
+                if k.lower().endswith((".png", ".jpg", ".jpeg"))]
     if not keys:
         raise MonitoringError(
             f"no images under {store.uri(bucket, prefix)}; stage data first (`sconeflow stage`)")

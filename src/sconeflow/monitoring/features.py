@@ -14,9 +14,10 @@ sensitive to one common way camera traffic goes wrong:
     width, height (pixels), format (PNG/JPEG)         a new client sending other images
 
 and from the output: prob_<class> per class, confidence (top probability), margin (top1 -
-top2) and predicted_class. `workflow_status` (SUCCEEDED/FAILED) is added when the workflow's
-outcome for a record is known; it is reported, never drift-tested (it is an outcome, not an
-input).
+top2) and predicted_class. With the deployed model at hand (an `Embedder`), each image's
+embedding too (monitoring.embeddings): not a column, a (N, D) matrix tested as a whole.
+`workflow_status` (SUCCEEDED/FAILED) is added when the workflow's outcome for a record is
+known; it is reported, never drift-tested (it is an outcome, not an input).
 
 Pixels are decoded per image (PIL), then statistics run on whole stacks of same-size images
 at once: (N, H, W) arrays, no per-pixel Python.
@@ -35,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sconeflow.errors import MonitoringError
 from sconeflow.monitoring.capture_reader import CaptureRecord
+from sconeflow.monitoring.embeddings import Embedder, embed
 
 IMAGE_FEATURES = ("brightness", "contrast", "saturation", "sharpness", "noise")
 INTEGRAL_FEATURES = ("width", "height")
@@ -58,6 +60,8 @@ class FeatureTable:
     ids: list[str] = field(default_factory=list)  # eventId
     digests: list[str] = field(default_factory=list)  # sha256 of the input bytes
     classes: list[str] = field(default_factory=list)  # the model's classes, label order
+    embeddings: np.ndarray | None = None  # (N, D) float32, NaN rows for refused images
+    embedding_model: str = ""  # sha256 of the model.onnx that computed them
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -89,8 +93,10 @@ def compute_features(
     class_names: Sequence[str],
     *,
     outcomes: Mapping[str, str] | None = None,
+    embedder: Embedder | None = None,
 ) -> FeatureTable:
-    """Features of captured records; `outcomes` maps inferenceId or eventId -> status."""
+    """Features of captured records; `outcomes` maps inferenceId or eventId -> status;
+    `embedder` adds the model's embedding of each image."""
     if not class_names:
         raise MonitoringError(
             "class_names is empty; pass the model's classes, e.g. ['bicycle', 'motorcycle']"
@@ -104,6 +110,9 @@ def compute_features(
     table.ids = [r.event_id for r in records]
     table.digests = [hashlib.sha256(r.image).hexdigest() for r in records]
     table.times = [r.inference_time.strftime("%Y-%m-%dT%H:%M:%SZ") for r in records]
+    if embedder is not None:
+        table.embeddings = embed(embedder, [r.image for r in records])
+        table.embedding_model = embedder.digest
     if outcomes:
         table.strings["workflow_status"] = [
             outcomes.get(r.inference_id or "") or outcomes.get(r.event_id) for r in records

@@ -6,6 +6,10 @@ Ground truth (model-quality monitoring, AWS_FORMATS.md section 5): JSONL objects
 `inferenceId` when the caller sent one, else the capture's `eventId`, so a record is matched
 on its inferenceId first. `data` is the label index ("1") or the class name.
 
+The promise: a model.json `selective` entry (threshold chosen by `sconeflow evaluate
+--target-accuracy`) says "of the images that pass this threshold, at least target are
+right". With ground truth the promise is checked on the window's labelled passed images.
+
 Workflow outcomes come from the `executions` table: SUCCEEDED / FAILED per image, with the
 image's `s3_key` in the execution input. A record is linked to an execution when the caller
 sent the execution name, ARN or image key as the inference id (X-Amzn-SageMaker-Inference-Id).
@@ -24,6 +28,7 @@ import numpy as np
 
 from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.monitoring.capture_reader import CaptureProblem, CaptureRecord, parse_time
+from sconeflow.selective import DEFAULT_CONFIDENCE, promise_check
 from sconeflow.store import Store
 
 
@@ -107,6 +112,12 @@ def read_ground_truth(
     return truth
 
 
+def format_ground_truth(event_id: str, label: int) -> str:
+    """One ground truth line in AWS's format (the inverse of what read_ground_truth reads)."""
+    return json.dumps({"groundTruthData": {"data": str(label), "encoding": "CSV"},
+                       "eventMetadata": {"eventId": event_id}, "eventVersion": "0"})
+
+
 def _parse_truth(line: str, class_names: Sequence[str]) -> tuple[str, str]:
     try:
         doc: Any = json.loads(line)
@@ -129,6 +140,99 @@ def _parse_truth(line: str, class_names: Sequence[str]) -> tuple[str, str]:
     if not 0 <= index < len(class_names):
         raise ValueError(f"label index {index} is outside 0..{len(class_names) - 1}")
     return str(event_id), class_names[index]
+
+
+def truth_labels(records: Sequence[CaptureRecord], truth: GroundTruth) -> list[str | None]:
+    """The true class of each record (inferenceId first, else eventId), None if unlabelled."""
+    return [truth.labels.get(r.inference_id or "") or truth.labels.get(r.event_id)
+            for r in records]
+
+
+@dataclass(frozen=True)
+class Promise:
+    """What the deployed model promises: images with confidence >= threshold are right
+    with probability >= target_accuracy (stated with `confidence`)."""
+
+    threshold: float
+    target_accuracy: float
+    confidence: float = DEFAULT_CONFIDENCE
+    guaranteed: bool = False  # proved on held-out data (SGR), or only observed there
+    expected_coverage: float | None = None  # share that passed where it was chosen
+    source: str = ""
+
+
+def promise_from_meta(meta: dict[str, Any], model: str = "") -> Promise | None:
+    """The Promise of a model.json document's `selective` entry, or None without one."""
+    entry = meta.get("selective")
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return Promise(
+            threshold=float(entry["threshold"]),
+            target_accuracy=float(entry["target_accuracy"]),
+            confidence=float(entry.get("confidence", DEFAULT_CONFIDENCE)),
+            guaranteed=bool(entry.get("guaranteed", False)),
+            expected_coverage=(None if entry.get("coverage") is None
+                               else float(entry["coverage"])),
+            source=f"model.json of {model or 'the model'} ({entry.get('data', {})})",
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class PromiseResult:
+    """The promise on one window's labelled traffic."""
+
+    records: int
+    passed: int  # records with confidence >= threshold
+    labelled_passed: int
+    correct: int
+    selective_accuracy: float | None
+    upper_bound: float  # one-sided upper bound of the selective accuracy at `confidence`
+    broken: bool
+    promise: Promise
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed / self.records if self.records else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"records": self.records, "passed": self.passed, "pass_rate": self.pass_rate,
+                "labelled_passed": self.labelled_passed, "correct": self.correct,
+                "selective_accuracy": self.selective_accuracy,
+                "upper_bound": self.upper_bound, "broken": self.broken}
+
+    def violation(self) -> dict[str, str]:
+        p = self.promise
+        return {
+            "feature_name": "selective_accuracy",
+            "constraint_check_type": "LessThanThreshold",
+            "description": (
+                f"Of {self.labelled_passed} labelled images that passed threshold "
+                f"{p.threshold:.4f}, {self.correct} were right "
+                f"({(self.selective_accuracy or 0):.1%}); even the {p.confidence:.0%} upper "
+                f"bound {self.upper_bound:.1%} is below the promised "
+                f"{p.target_accuracy:.1%}."
+            ),
+        }
+
+
+def check_promise(promise: Promise, confidence: np.ndarray, predicted: Sequence[str | None],
+                  truth: Sequence[str | None]) -> PromiseResult:
+    """The promise on a window: `confidence` (N,), predictions and true labels per record."""
+    conf = np.asarray(confidence, dtype=float)
+    passed = ~np.isnan(conf) & (conf >= promise.threshold)
+    labelled = [int(i) for i in np.flatnonzero(passed) if truth[int(i)] is not None]
+    correct = sum(predicted[i] == truth[i] for i in labelled)
+    broken, observed, upper = promise_check(len(labelled), correct, promise.target_accuracy,
+                                            promise.confidence)
+    return PromiseResult(
+        records=int(np.sum(~np.isnan(conf))), passed=int(passed.sum()),
+        labelled_passed=len(labelled), correct=int(correct),
+        selective_accuracy=None if not labelled else observed, upper_bound=upper,
+        broken=broken, promise=promise,
+    )
 
 
 def merge_ground_truth(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,8 @@ import numpy as np
 
 from sconeflow.monitoring import plots
 from sconeflow.monitoring.capture_reader import format_time, parse_time
+from sconeflow.monitoring.checks import EMBEDDING_FEATURE, DriftTest, question_of
+from sconeflow.monitoring.embeddings import project_2d
 from sconeflow.monitoring.outcomes import workflow_threshold
 from sconeflow.monitoring.runner import RunRecord, WindowAnalysis
 from sconeflow.store import Store
@@ -44,6 +47,10 @@ _ADVICE = {
     "hesitates more. Label a sample (--ground-truth) to measure real accuracy.",
     "predicted_class": "The mix of predicted classes changed. If the traffic really changed, "
     "update the baseline; if not, inputs changed in a way that biases the model.",
+    "embedding": "What the model sees in the images changed (another camera angle, crop, "
+    "compression or kind of vehicle), even where pixel statistics may not show it. Look at "
+    "the lowest-confidence images, label a sample (--ground-truth) to measure accuracy, and "
+    "add such images to training if they are the new normal.",
     "width": "Image sizes changed: a client sends other images. The model takes its training "
     "size; find the client and resize before invoking.",
     "format": "A new image format appears. Check the client sends what was agreed.",
@@ -59,6 +66,10 @@ _CHECK_ADVICE = {
     "model is deployed. Create a new baseline with `sconeflow monitor baseline`.",
     "extra_column_check": "The model's classes differ from the baseline's: a different "
     "model is deployed. Create a new baseline with `sconeflow monitor baseline`.",
+    "LessThanThreshold": "The promise is broken: more passed images are wrong than promised. "
+    "Raise the threshold (choose it again with `sconeflow evaluate --target-accuracy` on "
+    "recent labelled images) or retrain on recent traffic; the drift findings say what "
+    "changed.",
 }
 
 
@@ -142,8 +153,37 @@ def render_report(
         {k: _count(v) for k, v in table.strings.items()},
     )
     figs["workflow_outcomes.png"] = plots.workflow_outcomes(analysis.outcomes)
+    if analysis.promise is not None and analysis.promise_result is not None:
+        figs["promise.png"] = plots.promise_over_time(
+            times, conf, predicted, analysis.truth, analysis.promise)
+    emb = next((d for d in analysis.checks.drift if d.feature == EMBEDDING_FEATURE), None)
+    ref = analysis.baseline.embeddings
+    if emb is not None and ref is not None and analysis.table.embeddings is not None:
+        base_2d, win_2d, explained = project_2d(ref[0], analysis.table.embeddings)
+        figs["embedding_drift.png"] = plots.embedding_drift(
+            emb, base_2d, win_2d, explained, analysis.extras["mmd"])
+    for d in analysis.checks.drift:
+        if d.method == "MMD":
+            continue
+        numeric = d.method == "KS"
+        figs[_panel_name(d.feature)] = plots.drift_panel(
+            d,
+            np.asarray(sample["numeric"][d.feature]["values"], dtype=float) if numeric
+            else base_counts.get(d.feature, {}),
+            table.numeric[d.feature][~np.isnan(table.numeric[d.feature])] if numeric
+            else _count(table.strings.get(d.feature, [])),
+        )
     page = _page(analysis, run, threshold, figs, _gallery(analysis, gallery_size))
     return Report(page, figs)
+
+
+def _anchor(feature: str) -> str:
+    """The HTML id of a feature's plot: letters, digits, - and _ only."""
+    return "drift-" + re.sub(r"[^A-Za-z0-9_-]", "-", feature)
+
+
+def _panel_name(feature: str) -> str:
+    return f"{_anchor(feature)}.png"
 
 
 def _count(values: list[str | None]) -> dict[str, int]:
@@ -171,6 +211,10 @@ def _gallery(analysis: WindowAnalysis, size: int) -> str:
         pred = analysis.table.strings["predicted_class"][int(i)]
         outcome = (analysis.table.strings.get("workflow_status") or [None] * (i + 1))[int(i)]
         shown_outcome = f"<br>workflow: {_esc(outcome)}" if outcome else ""
+        true = analysis.truth[int(i)] if analysis.truth else None
+        if true is not None:
+            mark = "right" if true == pred else "WRONG"
+            shown_outcome += f"<br>true: {_esc(true)} ({mark})"
         cells.append(
             f'<figure><img class="thumb" alt="{_esc(rec.event_id)}" '
             f'src="{_data_uri(rec.image, mime)}"><figcaption><b>{_esc(pred)}</b> '
@@ -196,6 +240,9 @@ margin:8px 0}.gallery{display:flex;flex-wrap:wrap;gap:10px}.gallery figure{margi
 font-size:12px;overflow-wrap:anywhere}
 img.thumb{width:128px;height:128px;image-rendering:pixelated;border:1px solid #ccc}
 .drift{color:#c62828;font-weight:600}.muted{color:#666}
+table.drift-table td{vertical-align:top}table.drift-table small{color:#555}
+.panels{display:flex;flex-wrap:wrap;gap:8px}.panels figure{margin:0;width:340px;font-size:12px}
+img.panel{width:340px;display:block}:target{outline:3px solid #f58518}
 """
 
 
@@ -247,15 +294,28 @@ def _page(
         "confidence_over_time.png": "Confidence of recent inferences over time",
         "confidence_histogram.png": "Confidence per predicted class",
         "class_mix.png": "Class mix over time",
-        "feature_drift.png": "Feature drift against the baseline",
+        "feature_drift.png": "Drift against the baseline",
         "workflow_outcomes.png": "Workflow executions",
     }
-    sections = "".join(
-        f'<h2>{_esc(titles[name])}</h2><img class="plot" alt="{_esc(name)}" '
-        f'src="{_data_uri(data)}">'
-        + (_drift_table(analysis) if name == "feature_drift.png" else "")
-        for name, data in figs.items()
-    )
+
+    def plot(name: str, anchor: str = "") -> str:
+        ident = f' id="{anchor}"' if anchor else ""
+        return (f'<img class="plot"{ident} alt="{_esc(name)}" '
+                f'src="{_data_uri(figs[name])}">')
+
+    sections = ""
+    for name, title in titles.items():
+        sections += f"<h2>{_esc(title)}</h2>"
+        if name == "feature_drift.png":
+            sections += _drift_table(analysis) + plot(name)
+            if "embedding_drift.png" in figs:
+                sections += (f'<h3 id="{_anchor(EMBEDDING_FEATURE)}">The model\'s embedding of '
+                             "the images</h3>" + plot("embedding_drift.png"))
+            sections += _panels(analysis, figs)
+        else:
+            sections += plot(name)
+        if name == "class_mix.png":
+            sections += _promise_section(analysis, figs)
     run_line = f"run <code>{_esc(run.run_id)}</code> ({_esc(run.prefix)}) · " if run else ""
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -267,7 +327,7 @@ def _page(
         f"{_esc(format_time(datetime.now().astimezone()))}</span></p>"
         f'<div class="cards">{"".join(cards)}</div>'
         f"<h2>Violations</h2>{violations}"
-        + (f"<ul class=\"muted\">{notes}</ul>" if notes else "")
+        + (f"<h3>Notes</h3><ul class=\"muted\">{notes}</ul>" if notes else "")
         + _quality_table(analysis)
         + sections
         + f"<h2>Lowest-confidence images</h2>{gallery}"
@@ -276,18 +336,81 @@ def _page(
     )
 
 
-def _drift_table(analysis: WindowAnalysis) -> str:
-    if not analysis.checks.drift:
+def _statistic(d: DriftTest) -> str:
+    if d.statistic is None:
         return ""
+    names = {"KS": "D", "Fisher exact": "odds ratio", "MMD": "MMD\u00b2"}
+    name = names.get(d.method, "\u03c7\u00b2")
+    return f"{name} = {d.statistic:.4g}"
+
+
+def _drift_table(analysis: WindowAnalysis) -> str:
+    """Every test with the rule that decided it; each feature links to its plot."""
+    drift = analysis.checks.drift
+    if not drift:
+        return ""
+    rule = ("A feature drifts when its corrected p-value is below alpha <b>and</b> its "
+            "distance is above the floor (MMD: p alone). p is corrected for every test in "
+            "the run (Holm within each question, Bonferroni across the questions asked), "
+            "so a run raises a false alarm with probability at most alpha.")
     rows = "".join(
-        f"<tr><td>{_esc(d.feature)}</td><td>{_esc(d.method)}</td><td>{d.distance:.3f}</td>"
-        f"<td>{d.threshold:g}</td><td>{'' if d.p_value is None else f'{d.p_value:.2g}'}</td>"
+        f"<tr><td><a href=\"#{_anchor(d.feature)}\">{_esc(d.feature)}</a></td>"
+        f"<td>{_esc(question_of(d.feature))}</td>"
+        f"<td>{_esc(d.method)}<br><small>{_esc(_statistic(d))}</small></td>"
+        f"<td>{d.n_window} / {d.n_baseline}</td>"
+        f"<td>{'' if d.p_value is None else f'{d.p_value:.2g}'}</td>"
         f"<td>{'' if d.p_adjusted is None else f'{d.p_adjusted:.2g}'}</td>"
+        f"<td>{d.alpha:g}</td><td>{d.distance:.3g}</td>"
+        f"<td>{'none' if d.method == 'MMD' else f'{d.threshold:g}'}</td>"
+        f"<td><small>{_esc(d.decided_by)}</small></td>"
         f"<td class=\"{'drift' if d.drifted else ''}\">{'DRIFT' if d.drifted else 'ok'}</td></tr>"
-        for d in sorted(analysis.checks.drift, key=lambda d: -d.distance)
+        for d in sorted(drift, key=lambda d: (not d.drifted, d.p_adjusted or 1.0, -d.distance))
     )
-    return ("<table><tr><th>feature</th><th>test</th><th>distance</th><th>threshold</th>"
-            f"<th>p</th><th>p (Holm)</th><th>verdict</th></tr>{rows}</table>")
+    return (f'<p class="muted">{rule}</p><table class="drift-table"><tr><th>feature</th>'
+            "<th>question</th><th>test</th><th>n window / baseline</th><th>p</th>"
+            "<th>corrected p</th><th>alpha</th><th>distance</th><th>floor</th>"
+            f"<th>decided by</th><th>verdict</th></tr>{rows}</table>")
+
+
+def _panels(analysis: WindowAnalysis, figs: dict[str, bytes]) -> str:
+    """One small plot per tested feature, each the target of its table row's link."""
+    cells = []
+    for d in analysis.checks.drift:
+        name = _panel_name(d.feature)
+        if name not in figs:
+            continue
+        cells.append(
+            f'<figure id="{_anchor(d.feature)}"><img class="panel" alt="{_esc(name)}" '
+            f'src="{_data_uri(figs[name])}"><figcaption>{_esc(d.decided_by)}</figcaption>'
+            "</figure>")
+    if not cells:
+        return ""
+    return f'<h3>Every test, feature by feature</h3><div class="panels">{"".join(cells)}</div>'
+
+
+def _promise_section(analysis: WindowAnalysis, figs: dict[str, bytes]) -> str:
+    """The model's promise (model.json `selective`), checked against ground truth."""
+    p, r = analysis.promise, analysis.promise_result
+    head = "<h2>The promise: accuracy of the images that pass</h2>"
+    if p is None:
+        return (head + "<p>The model states no promise: its model.json has no "
+                "<code>selective</code> entry (choose a threshold for a target with "
+                "<code>sconeflow evaluate --target-accuracy 0.99 ... --save</code>).</p>")
+    kind = "guaranteed" if p.guaranteed else "not guaranteed where it was chosen (empirical)"
+    text = (f"<p>Threshold <b>{p.threshold:.4f}</b> for a selective accuracy of "
+            f"<b>{p.target_accuracy:.1%}</b> ({kind}; {_esc(p.source)}).</p>")
+    if r is None:
+        return head + text + ("<p>No ground truth for this window, so the promise is not "
+                              "checked (pass <code>--ground-truth PREFIX</code>).</p>")
+    acc = "n/a" if r.selective_accuracy is None else f"{r.selective_accuracy:.1%}"
+    verdict = ('<span class="drift">BROKEN</span>' if r.broken else "kept")
+    text += (f"<p>{r.passed} of {r.records} inferences passed ({(r.pass_rate or 0):.0%}); "
+             f"{r.labelled_passed} of them are labelled and {r.correct} right ({acc}); "
+             f"the {p.confidence:.0%} upper bound {r.upper_bound:.1%} "
+             f"{'is below' if r.broken else 'reaches'} the target: promise {verdict}.</p>")
+    return head + text + (f'<img class="plot" alt="promise.png" '
+                          f'src="{_data_uri(figs["promise.png"])}">' if "promise.png" in figs
+                          else "")
 
 
 def _quality_table(analysis: WindowAnalysis) -> str:

@@ -6,6 +6,13 @@
                      estimated accuracy, drift tests, skipped lines), model_quality.json
                      (with ground truth), and a row in the `monitoring_runs` table.
 
+With the deployed model's folder (`model_dir`) a run also tests the model's embedding of
+the images (monitoring.embeddings) and, with ground truth, checks the promise stored in
+its model.json (`selective`: a threshold chosen for a target selective accuracy): the
+accuracy of the labelled images that passed the threshold, against the target, with a
+one-sided Clopper-Pearson bound (violation `selective_accuracy` / LessThanThreshold when
+even the upper bound is below the target).
+
 Status: Completed (no violation), CompletedWithViolations, or Failed when the run itself
 could not be done (no baseline, store down); a Failed run is recorded, then raised.
 Bad capture lines never fail a run: they are counted in summary.json with file and line.
@@ -17,8 +24,9 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,14 +41,20 @@ from sconeflow.monitoring.capture_reader import (
     read_capture,
 )
 from sconeflow.monitoring.checks import DEFAULT_ALPHA, CheckResult, check_window
+from sconeflow.monitoring.embeddings import Embedder, load_embedder
 from sconeflow.monitoring.features import FeatureTable, compute_features
 from sconeflow.monitoring.outcomes import (
+    Promise,
+    PromiseResult,
     WorkflowOutcome,
+    check_promise,
     merge_ground_truth,
     outcome_index,
+    promise_from_meta,
     quality_metrics,
     read_ground_truth,
     read_workflow_outcomes,
+    truth_labels,
 )
 from sconeflow.store import Store
 
@@ -64,6 +78,10 @@ class WindowAnalysis:
     quality: dict[str, Any] | None = None
     truth_problems: list[CaptureProblem] = field(default_factory=list)
     ground_truth_prefix: str | None = None
+    truth: list[str | None] = field(default_factory=list)  # per record, when labelled
+    promise: Promise | None = None
+    promise_result: PromiseResult | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # what plots need (MMD's null)
 
     @property
     def est_accuracy(self) -> float | None:
@@ -111,36 +129,70 @@ def analyse_window(
     outcomes: Sequence[WorkflowOutcome] = (),
     ground_truth_prefix: str | None = None,
     alpha: float = DEFAULT_ALPHA,
+    embedder: Embedder | None = None,
+    promise: Promise | None = None,
+    notes: Sequence[str] = (),
 ) -> WindowAnalysis:
-    """Read, featurise and check the capture of [since, until); nothing is written."""
+    """Read, featurise and check the capture of [since, until); nothing is written.
+
+    `embedder` adds the embedding test; `promise` (with ground truth) the promise check;
+    `notes` are shown with the run's own notes (e.g. "times are simulated")."""
     if not class_names:
         raise MonitoringError(
             "no class names: the baseline does not list them; pass the model's classes "
             "(e.g. --classes bicycle,motorcycle)"
         )
     capture = read_capture(store, bucket, endpoint, variant=variant, since=since, until=until)
-    table = compute_features(capture.records, class_names, outcomes=outcome_index(outcomes))
+    table = compute_features(capture.records, class_names, outcomes=outcome_index(outcomes),
+                             embedder=embedder)  # fmt: skip
     statistics = build_statistics(table)
-    checks = check_window(table, statistics, baseline, alpha=alpha)
+    extras: dict[str, Any] = {}
+    checks = check_window(table, statistics, baseline, alpha=alpha, keep=extras)
+    checks.notes[:0] = list(notes)
     analysis = WindowAnalysis(
         endpoint=endpoint, class_names=list(class_names), since=since, until=until,
         capture=capture, table=table, statistics=statistics, baseline=baseline,
         checks=checks, outcomes=list(outcomes), ground_truth_prefix=ground_truth_prefix,
+        promise=promise, extras=extras,
     )
     if ground_truth_prefix:
         truth = read_ground_truth(store, bucket, ground_truth_prefix, class_names)
         analysis.truth_problems = truth.problems
+        analysis.truth = truth_labels(capture.records, truth)
         y_true, y_pred = merge_ground_truth(
             capture.records, table.strings["predicted_class"], truth
         )
         if y_true:
             analysis.quality = quality_metrics(y_true, y_pred, class_names)
+            if promise is not None:
+                analysis.promise_result = check_promise(
+                    promise, table.numeric["confidence"], table.strings["predicted_class"],
+                    analysis.truth)  # fmt: skip
+                if analysis.promise_result.broken:
+                    checks.violations.append(analysis.promise_result.violation())
         else:
             checks.notes.append(
                 f"No ground truth under {ground_truth_prefix!r} matched a record of the window "
                 "(matched on inferenceId, else eventId)."
             )
     return analysis
+
+
+def load_model_for_monitoring(
+    model_dir: Path | None, model_name: str = "",
+) -> tuple[Embedder | None, Promise | None, list[str]]:
+    """What a run uses from the deployed model: its embedder (if the graph exports one),
+    its promise (model.json's `selective` entry), and notes on what is missing."""
+    if model_dir is None:
+        return None, None, ["No model was given to this run, so the model's embedding of the "
+                            "images is not tested (pass --model, or monitor an endpoint "
+                            "deployed from a training job)."]
+    from sconeflow.serving.model import read_meta
+
+    embedder, why = load_embedder(model_dir)
+    notes = [f"The model {model_name}: {why}."] if why else []
+    promise = promise_from_meta(read_meta(model_dir).raw, model_name)
+    return embedder, promise, notes
 
 
 def new_run_id(now: datetime) -> str:
@@ -166,11 +218,16 @@ def run_monitoring(
     ground_truth_prefix: str | None = None,
     alpha: float = DEFAULT_ALPHA,
     now: datetime | None = None,
+    model_dir: Path | None = None,
+    model_name: str = "",
+    notes: Sequence[str] = (),
+    promise: Promise | None = None,
 ) -> tuple[RunRecord, WindowAnalysis]:
     """One monitoring execution, recorded in the store and the db; see the module docstring.
 
     `class_names` defaults to the baseline's; `outcomes` to the workflow executions in the
-    db that started in the window.
+    db that started in the window; `model_dir` (the deployed model) adds the embedding test
+    and the promise check (`promise` replaces the one in its model.json).
     """
     started = (now or datetime.now(UTC)).astimezone(UTC)
     run_id = new_run_id(started)
@@ -181,10 +238,13 @@ def run_monitoring(
         classes = list(class_names or baseline.class_names)
         if outcomes is None:
             outcomes = read_workflow_outcomes(conn, since, until)
+        embedder, stated, model_notes = load_model_for_monitoring(model_dir, model_name)
+        promise = promise or stated
         analysis = analyse_window(
             store, bucket, endpoint=endpoint, class_names=classes, baseline=baseline,
             since=since, until=until, variant=variant, outcomes=outcomes,
-            ground_truth_prefix=ground_truth_prefix, alpha=alpha,
+            ground_truth_prefix=ground_truth_prefix, alpha=alpha, embedder=embedder,
+            promise=promise, notes=[*notes, *model_notes],
         )
         _write_outputs(store, bucket, prefix, run_id, analysis, started)
     except Exception as err:
@@ -224,6 +284,11 @@ def summary_of(analysis: WindowAnalysis, run_id: str, started: datetime) -> dict
         "baseline_est_accuracy": analysis.baseline.est_accuracy,
         "model_quality": analysis.quality,
         "ground_truth_prefix": analysis.ground_truth_prefix,
+        "promise": None if analysis.promise is None else {
+            **asdict(analysis.promise),
+            "result": None if analysis.promise_result is None
+            else analysis.promise_result.to_json(),
+        },
         **analysis.checks.to_json(),
     }
 

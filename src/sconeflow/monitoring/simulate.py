@@ -1,7 +1,9 @@
 """Synthetic traffic for tests and the detection benchmark: image shifts and capture files.
 
 The shifts are pure functions on whole batches, (N, H, W, 3) uint8 -> same, each a
-realistic way camera traffic degrades: under-exposure, defocus, sensor noise. The capture
+realistic way camera traffic degrades: under-exposure, defocus, sensor noise; and the ones
+image statistics miss, because they change what is photographed rather than how: a mirrored
+and rotated camera, heavy JPEG compression, a zoomed crop, a greyscale camera. The capture
 writer produces files exactly as the endpoint does (AWS_FORMATS.md section 4), so what the
 monitor reads in a test is what it reads in production.
 """
@@ -15,7 +17,12 @@ from datetime import datetime, timedelta
 import numpy as np
 from PIL import Image
 
-from sconeflow.monitoring.capture_reader import DEFAULT_VARIANT, capture_key, format_capture_line
+from sconeflow.monitoring.capture_reader import (
+    DEFAULT_VARIANT,
+    CaptureRecord,
+    capture_key,
+    format_capture_line,
+)
 from sconeflow.store import Store
 
 
@@ -50,6 +57,39 @@ def add_noise(images: np.ndarray, sigma: float = 12.0, seed: int = 0) -> np.ndar
     return np.clip(noisy, 0, 255).round().astype(np.uint8)
 
 
+def flip_rotate(images: np.ndarray) -> np.ndarray:
+    """Mirror left-right, then rotate 90 degrees counter-clockwise (a camera mounted
+    sideways and mirrored). Brightness, contrast, noise and sharpness are unchanged."""
+    return np.ascontiguousarray(np.rot90(images[:, :, ::-1], k=1, axes=(1, 2)))
+
+
+def jpeg(images: np.ndarray, quality: int = 10) -> np.ndarray:
+    """Decoded pixels of a strong JPEG compression (a client that re-encodes uploads)."""
+    out = np.empty_like(images)
+    for i, img in enumerate(images):  # a codec round trip has no batch form
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img), mode="RGB").save(buf, "JPEG", quality=quality)
+        out[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return out
+
+
+def zoom_crop(images: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    """The central `keep` share of each side, scaled back up (nearest neighbour) to the full
+    size: a camera zoomed in on the vehicle."""
+    _, h, w, _ = images.shape
+    ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    rows = top + (np.arange(h) * ch // h)
+    cols = left + (np.arange(w) * cw // w)
+    return np.ascontiguousarray(images[:, rows][:, :, cols])
+
+
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """BT.601 luma in all three channels (a monochrome camera)."""
+    luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat(np.clip(luma.round(), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def decode_pngs(pngs: Sequence[bytes]) -> np.ndarray:
     """Same-size PNGs -> (N, H, W, 3) uint8."""
     return np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")) for p in pngs])
@@ -63,6 +103,39 @@ def encode_pngs(images: np.ndarray) -> list[bytes]:
         Image.fromarray(np.ascontiguousarray(img), mode="RGB").save(buf, "PNG", compress_level=1)
         out.append(buf.getvalue())
     return out
+
+
+def replay_capture(
+    store: Store,
+    bucket: str,
+    endpoint: str,
+    records: Sequence[CaptureRecord],
+    times: Sequence[datetime],
+    *,
+    per_file: int = 50,
+    variant: str = DEFAULT_VARIANT,
+) -> list[str]:
+    """Write captured `records` again, each at its time in `times` (sorted), keeping their
+    images, outputs and ids: a stream replayed onto another clock. Returns the file keys."""
+    keys: list[str] = []
+    lines: list[str] = []
+    file_time: datetime | None = None
+    for record, when in sorted(zip(records, times, strict=True), key=lambda rt: rt[1]):
+        if file_time is not None and (len(lines) >= per_file or _hour(when) != _hour(file_time)):
+            keys.append(_flush(store, bucket, endpoint, variant, file_time, lines))
+            lines = []
+        if not lines:
+            file_time = when
+        lines.append(format_capture_line(
+            record.image, record.probabilities, when=when, event_id=record.event_id,
+            inference_id=record.inference_id, content_type=record.content_type))
+    if lines and file_time is not None:
+        keys.append(_flush(store, bucket, endpoint, variant, file_time, lines))
+    return keys
+
+
+def _hour(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
 
 
 def write_capture(

@@ -14,10 +14,13 @@ extracted by reading each member ourselves rather than with `tarfile.extractall`
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import math
 import os
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,3 +228,19 @@ def prepare_model_dir(source: Path, workdir: Path) -> Path:
         f"model {str(source)!r} not found; expected a training job name, a model.tar.gz "
         "file or a folder holding model.onnx and model.json"
     )
+
+
+def pack_artifact(onnx_bytes: bytes, meta: Mapping[str, Any]) -> bytes:
+    """model.tar.gz bytes: the two files with fixed owners and times (reproducible bytes).
+
+    The one writer of the artifact: training packs what it trained, `sconeflow evaluate
+    --save` repacks it with an updated model.json (the `selective` entry).
+    """
+    json_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in ((ONNX_NAME, onnx_bytes), (META_NAME, json_bytes)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)

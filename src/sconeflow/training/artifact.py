@@ -3,6 +3,10 @@
 model.onnx
     input  "input"          float32 (batch, 3, H, W), RGB, normalised: (pixel / 255 - mean) / std
     output "probabilities"  float32 (batch, classes), CALIBRATED class probabilities
+    output "embedding"      float32 (batch, features): the input of each net's classifier head
+                            (pooled features), flip-averaged, nets concatenated. For
+                            monitoring only (image-aware drift); serving asks for
+                            "probabilities" alone, so its answers are unchanged.
     Flip test-time augmentation, the ensemble average, the temperature and the softmax are all
     inside the graph, so a server only normalises pixels and runs it (onnxruntime, no torch).
 model.json
@@ -16,11 +20,8 @@ which never trusts its input; there is one reader, and it needs no torch.
 
 from __future__ import annotations
 
-import gzip
 import io
-import json
 import math
-import tarfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -30,8 +31,9 @@ import torch
 
 from sconeflow import __version__
 from sconeflow.errors import ModelError
+from sconeflow.serving.model import pack_artifact
 from sconeflow.training.augment import MEAN, STD
-from sconeflow.training.model import count_macs, count_parameters
+from sconeflow.training.model import InferenceGraph, count_macs, count_parameters
 from sconeflow.training.train import TrainResult
 
 FORMAT = "sconeflow-model/1"
@@ -39,9 +41,40 @@ ONNX_NAME, JSON_NAME = "model.onnx", "model.json"
 OPSET = 17
 
 
+EMBEDDING = "embedding"  # the second output's name, read by monitoring
+
+
+class _WithEmbedding(torch.nn.Module):
+    """The inference graph plus its embedding: x -> (probabilities, embedding).
+
+    The embedding is what each net's `head` (the classifier layer) receives, taken with a
+    forward pre-hook, so the nets' own code stays as it is and both families (compact,
+    ResNet) work alike. With flip-TTA a net sees the image and its mirror as one batch of
+    2B; their features are averaged, like their logits. (B, D * nets).
+    """
+
+    def __init__(self, graph: InferenceGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        heads: list[torch.nn.Module] = [net.head for net in self.graph.nets]  # type: ignore[misc]
+        hooks = [h.register_forward_pre_hook(lambda _m, args: seen.append(args[0])) for h in heads]
+        try:
+            probs = self.graph(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        n = x.shape[0]
+        feats = [0.5 * (f[:n] + f[n:]) if self.graph.flip_tta else f for f in seen]
+        return probs, torch.cat(feats, dim=1)
+
+
 def export_onnx(result: TrainResult) -> bytes:
-    """The calibrated inference graph as ONNX bytes (opset 17, dynamic batch)."""
-    graph = result.inference_graph()
+    """The calibrated inference graph as ONNX bytes (opset 17, dynamic batch), with the
+    embedding as a second output."""
+    graph = _WithEmbedding(result.inference_graph()).eval()
     _, h, w = result.hyperparameters.image_shape
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -51,8 +84,9 @@ def export_onnx(result: TrainResult) -> bytes:
             (torch.zeros(1, 3, h, w),),
             buffer,  # type: ignore[arg-type]  # file objects work; the stub says paths only
             input_names=["input"],
-            output_names=["probabilities"],
-            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
+            output_names=["probabilities", EMBEDDING],
+            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"},
+                          EMBEDDING: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,  # the TorchScript exporter: offline, a small clean graph
         )
@@ -95,6 +129,13 @@ def build_metadata(
             "dtype": "float32",
             "shape": ["batch", hp.num_classes],
         },
+        "embedding_tensor": {
+            "name": EMBEDDING,
+            "dtype": "float32",
+            "shape": ["batch", _embedding_size(result)],
+            "layer": "classifier head input (pooled features), flip-averaged, nets concatenated",
+            "use": "monitoring only (image-aware drift); serving returns probabilities alone",
+        },
         "temperature": result.temperature,
         "calibration": {
             "method": "temperature",
@@ -114,6 +155,12 @@ def build_metadata(
     }
 
 
+def _embedding_size(result: TrainResult) -> int:
+    """Features per image: the head's input width, summed over the nets."""
+    heads: list[Any] = [net.head for net in result.nets]
+    return sum(int(head.in_features) for head in heads)
+
+
 def write_artifact(
     result: TrainResult,
     class_names: list[str],
@@ -123,18 +170,6 @@ def write_artifact(
     """model.tar.gz bytes: model.onnx + model.json, byte-identical for identical inputs."""
     meta = build_metadata(result, class_names, data_checksums, extra_metrics)
     return pack_artifact(export_onnx(result), meta)
-
-
-def pack_artifact(onnx_bytes: bytes, meta: Mapping[str, Any]) -> bytes:
-    """Tar and gzip the two files with fixed owners and times (reproducible bytes)."""
-    json_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in ((ONNX_NAME, onnx_bytes), (JSON_NAME, json_bytes)):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)
 
 
 def _json_safe(value: Any) -> Any:
