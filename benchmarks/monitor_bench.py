@@ -78,7 +78,7 @@ DEV_TARBALL = REPO.parent / "shared" / "data" / "cifar-100-python.tar.gz"
 CLASSES = ["bicycle", "motorcycle"]
 GRID = (10, 20, 30, 50, 75, 100, 150, 200)  # window sizes tried, in requests
 WINDOW = 200
-ALPHA = 0.01
+ALPHA_USED = [0.01]  # sconeflow's alpha; --alpha changes it
 T0 = datetime(2025, 8, 22, 4, 0, 0, tzinfo=UTC)
 METHODS = ("features", "embedding", "sconeflow", "Evidently")
 # Training of the fallback model: 500 images, 2 CPU cores, about a minute.
@@ -204,16 +204,16 @@ def window_result(store: Store, bucket: str, endpoint: str, pngs: list[bytes],
         assert full.embeddings is not None
         table.embeddings, table.embedding_model = full.embeddings[:n], full.embedding_model
         stats = build_statistics(table)
-        everything = check_window(table, stats, baseline, alpha=ALPHA)
+        everything = check_window(table, stats, baseline, alpha=ALPHA_USED[0])
         plain_table = compute_features(records, CLASSES)
         plain = check_window(plain_table, build_statistics(plain_table), baseline_plain,
-                             alpha=ALPHA)
+                             alpha=ALPHA_USED[0])
         distinct = table.embeddings[table.first_occurrences()]
         mmd = mmd_test(ref, distinct)
         out.append({
             "n": n,
             "features": sorted(d.feature for d in plain.drifted),
-            "embedding": mmd.p_value < ALPHA,
+            "embedding": mmd.p_value < ALPHA_USED[0],
             "sconeflow": sorted(d.feature for d in everything.drifted),
             "Evidently": evidently_drift(ref, distinct),
         })
@@ -282,11 +282,14 @@ def main() -> int:
     ap.add_argument("--model", type=Path, help="model.tar.gz (default: train a small CNN)")
     ap.add_argument("--tarball", type=Path, default=DEV_TARBALL)
     ap.add_argument("--windows", type=int, default=40, help="in-distribution windows")
+    ap.add_argument("--alpha", type=float, default=ALPHA_USED[0],
+                    help="sconeflow's alpha (the monitor's --alpha; default 0.01)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes to check the script runs (numbers mean nothing)")
     ap.add_argument("--cost", action="store_true",
                     help="only measure capture field vs recompute (CPU time per image)")
     args = ap.parse_args()
+    ALPHA_USED[0] = args.alpha
     started = time.perf_counter()
     grid = (10, 50) if args.smoke else GRID
     windows = 2 if args.smoke else args.windows
@@ -390,7 +393,7 @@ def _print_results(results: dict[str, list[dict[str, Any]]], alarms: dict[str, i
     if by_feature:
         print("  sconeflow's false alarms by feature: "
               + ", ".join(f"{k} {v}" for k, v in sorted(by_feature.items())))
-    print(f"({time.perf_counter() - started:.0f} s; sconeflow alpha {ALPHA}, "
+    print(f"({time.perf_counter() - started:.0f} s; sconeflow alpha {ALPHA_USED[0]}, "
           f"{EMBEDDING_FEATURE} by MMD)")
 
 

@@ -19,15 +19,17 @@ bandwidth is the median pairwise distance (the median heuristic), and a permutat
 the unbiased MMD^2 (as alibi-detect's MMDDrift does). Permutations give an exact p-value for
 any sample size, with no assumption on the distribution of 128-dimensional features; one
 kernel matrix serves every permutation, so 2,000 of them cost a few matrix products.
-Before the kernel, the pooled rows are standardised and projected on their first 10
-principal components: in 128 dimensions most directions are noise that dilutes a Gaussian
-kernel's distances (alibi-detect likewise reduces dimension first). Measured on the dev
-tarball's model, 100 baseline images against 20 of a rotated camera: p = 0.12 on the
-standardised features, 0.02 on 10 components; JPEG q10 0.12 -> 0.001; 20 clean images
-0.59 -> 0.71. Standardising and projecting the *pooled* sample (not the baseline alone)
-is a function of the unordered rows, the same for every relabelling, so the permutation
-p-value stays exact. Both samples are capped at 500 rows (seeded random subsets): the
-kernel matrix stays small.
+Before the kernel, the pooled rows are whitened by their own covariance, shrunk 10% toward a
+scaled identity (so it is well conditioned with fewer rows than dimensions): a Gaussian
+kernel on raw or merely standardised features is dominated by the few directions of large
+variance, while a camera change often moves the embedding along quiet ones. Measured with
+the benchmark's small CNN (300 baseline images, 46 distinct rotated ones): p = 0.23 on
+standardised features, 0.24 on their first 10 principal components, 0.001 whitened; on the
+dev tarball's model, 20 images of a rotated camera 0.12 -> 0.008, JPEG quality 10 0.12 ->
+0.003, while 50 clean images stay at p = 0.91 (level checked over repeated clean windows).
+The whitening is computed from the *pooled* sample, the same for every relabelling, so the
+permutation p-value stays exact at any size. Both samples are capped at 500 rows (seeded
+random subsets): the kernel matrix stays small.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 EMBEDDING_OUTPUT = "embedding"
 MAX_ROWS = 500  # rows per sample in the test (and kept in the baseline)
 PERMUTATIONS = 2000  # p-values down to 1/2001, small enough to survive the correction
-COMPONENTS = 10  # principal components of the pooled rows the kernel sees
+SHRINKAGE = 0.1  # of the pooled covariance toward a scaled identity, before whitening
 _CHUNK = 250  # permutations per matrix product
 
 
@@ -132,7 +134,7 @@ def mmd_test(baseline: np.ndarray, window: np.ndarray, *, permutations: int = PE
     m, n = len(x), len(y)
     if m < 2 or n < 2:
         raise ValueError(f"MMD needs at least 2 rows per sample, got {m} and {n}")
-    z = _reduce(np.vstack([x, y]))  # (N, k)
+    z = _reduce(np.vstack([x, y]))  # (N, D), whitened
     sq = np.sum(z * z, axis=1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)  # (N, N)
     upper = d2[np.triu_indices(len(z), k=1)]
@@ -153,15 +155,17 @@ def mmd_test(baseline: np.ndarray, window: np.ndarray, *, permutations: int = PE
     return MmdResult(observed, p, float(np.sqrt(sigma2)), null, m, n)
 
 
-def _reduce(pooled: np.ndarray, components: int = COMPONENTS) -> np.ndarray:
-    """Pooled rows standardised and projected on their first principal components: (N, k).
+def _reduce(pooled: np.ndarray, shrinkage: float = SHRINKAGE) -> np.ndarray:
+    """Pooled rows whitened by their own shrunk covariance: (N, D), Mahalanobis geometry.
     Label-free, so every permutation of the test sees the same points."""
     z = pooled - pooled.mean(axis=0)
-    std = z.std(axis=0)
-    z = z / np.where(std > 1e-12, std, 1.0)
-    k = min(components, z.shape[1], max(1, z.shape[0] - 1))
-    _, _, vt = np.linalg.svd(z, full_matrices=False)
-    return z @ vt[:k].T
+    cov = np.cov(z, rowvar=False) if len(z) > 1 else np.eye(z.shape[1])
+    cov = np.atleast_2d(cov)
+    dim = cov.shape[0]
+    target = max(float(np.trace(cov)) / dim, 1e-12)
+    cov = (1.0 - shrinkage) * cov + shrinkage * target * np.eye(dim)
+    values, vectors = np.linalg.eigh(cov)
+    return (z @ vectors) / np.sqrt(np.maximum(values, 1e-12 * target))
 
 
 def _mmd2(a: np.ndarray, kernel: np.ndarray, total: float, m: int, n: int) -> np.ndarray:
