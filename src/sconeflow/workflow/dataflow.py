@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .data import TRUNCATED, dumps, within_quota
+from .data import TRUNCATED, dumps, json_type, within_quota
 from .errors import DATA_LIMIT_EXCEEDED, RESULT_PATH_MATCH_FAILURE, RUNTIME, StatesFailure
 from .jsonata import QUERY_EVALUATION_ERROR, States, Template
 from .machine import State
@@ -164,3 +164,20 @@ def missing_path_cause(path: str, field: str, source: Any) -> str:
         f"The JSONPath '{path}' specified for the field '{field}' "
         f"could not be found in the input '{dumps(source)}'"
     )
+
+
+def map_items(state: State, effective: Any, ctx: Any) -> list[Any]:
+    """A JSONPath Map's items: ItemsPath applied to the effective input (default the whole
+    input), which must be an array (inline and Distributed Maps alike)."""
+    items = (
+        effective
+        if state.items_path is None
+        else select(state.items_path, state.items_path_text, effective, ctx, "ItemsPath")
+    )
+    if not isinstance(items, list):
+        raise StatesFailure(
+            RUNTIME,
+            f"Map state input must be an array but was: {json_type(items)} "
+            f"(ItemsPath '{state.items_path_text}')",
+        )
+    return items

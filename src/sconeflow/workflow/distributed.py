@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .clock import iso_millis
-from .data import dumps, json_type, within_quota
+from .data import dumps, within_quota
 from .dataflow import (
     apply_assign,
     effective_input,
@@ -33,6 +33,7 @@ from .dataflow import (
     exit_state,
     finish,
     jsonpath_assign,
+    map_items,
     select,
 )
 from .errors import DATA_LIMIT_EXCEEDED, EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
@@ -115,17 +116,7 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
         concurrency = map_concurrency(state, effective)
         items: Any = None
         if spec.item_reader is None:
-            items = (
-                effective
-                if state.items_path is None
-                else select(state.items_path, state.items_path_text, effective, ctx, "ItemsPath")
-            )
-            if not isinstance(items, list):
-                raise StatesFailure(
-                    RUNTIME,
-                    f"Map state input must be an array but was: {json_type(items)} "
-                    f"(ItemsPath '{state.items_path_text}')",
-                )
+            items = map_items(state, effective, ctx)
         length = 0 if items is None else len(items)
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": length})
         count, pct = map_tolerance(state, effective)

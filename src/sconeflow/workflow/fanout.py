@@ -18,7 +18,7 @@ from .dataflow import (
     exit_state,
     finish,
     jsonpath_assign,
-    select,
+    map_items,
     states_of,
 )
 from .distributed import exceeds_tolerance, map_concurrency, map_tolerance, run_distributed_map
@@ -104,17 +104,7 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
             tolerated_count, tolerated_percentage, max_concurrency = limits
         else:
             effective = effective_input(state, data, ctx)
-            items = (
-                effective
-                if state.items_path is None
-                else select(state.items_path, state.items_path_text, effective, ctx, "ItemsPath")
-            )
-            if not isinstance(items, list):
-                raise StatesFailure(
-                    RUNTIME,
-                    f"Map state input must be an array but was: {json_type(items)} "
-                    f"(ItemsPath '{state.items_path_text}')",
-                )
+            items = map_items(state, effective, ctx)
             inputs = []
             for index, item in enumerate(items):
                 if state.item_selector is None:
