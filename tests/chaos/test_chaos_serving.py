@@ -103,6 +103,17 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _workers(srv: ServerProcess, count: int = 2, seconds: float = 60) -> list[int]:
+    """The master's children once there are `count` of them. The children file can miss a
+    child while the list changes, and a replacement can be waiting out its back-off, so
+    this waits; on timeout the assertion carries the server's log."""
+    deadline = time.monotonic() + seconds
+    while len(found := _children(srv.proc.pid)) != count:
+        assert time.monotonic() < deadline, f"{found} after {seconds} s:\n{srv.log.read_text()}"
+        time.sleep(0.02)
+    return found
+
+
 def _metric(url: str, name: str) -> float:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
         found = re.search(rf"^{name}\{{.*\}} (\S+)$", resp.read().decode(), re.M)
@@ -132,11 +143,11 @@ def test_kill_9_of_workers_under_load_loses_no_acknowledged_record(tmp_path: Pat
     try:
         for kill in range(kills):
             load.wait_for(len(load.answered) + 100)  # serving, on both workers by now
-            victim = _children(srv.proc.pid)[kill % 2]
+            victim = _workers(srv)[kill % 2]
             os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 60
-            while not (len(_children(srv.proc.pid)) == 2 and victim not in _children(srv.proc.pid)):
-                assert time.monotonic() < deadline, "no replacement"
+            while victim in _workers(srv):
+                assert time.monotonic() < deadline, f"no replacement:\n{srv.log.read_text()}"
                 time.sleep(0.02)
         load.wait_for(len(load.answered) + 200)  # still answering after the last kill
         assert _metric(srv.url, "WorkerRestarts_total") == kills
