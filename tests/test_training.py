@@ -332,6 +332,34 @@ def test_a_held_out_fit_past_the_deadline_stops_the_job(
     assert "max_runtime_in_seconds=300" in str(info.value)
 
 
+def test_a_machine_that_slows_down_shortens_a_planned_schedule_and_keeps_a_model(
+    synthetic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = synthetic
+    hp = parse_hyperparameters({k: v for k, v in TINY.items() if k != "epochs"}
+                               | {"max_runtime_in_seconds": "120"})  # fmt: skip
+    clock = JumpClock()
+    calls = [0]
+
+    def slower() -> None:  # from the 10th step on, every step takes 2 s more than measured
+        calls[0] += 1
+        if calls[0] >= 10:
+            clock.offset += 2.0
+        return None
+
+    lines: list[str] = []
+    result = train(images, labels, hp, clock=clock, log=lines.append, should_stop=slower,
+                   max_epochs=30)  # fmt: skip
+    planned = result.metrics["epochs_planned"]
+    assert planned == 30  # the probe saw a fast machine
+    shortened = [line for line in lines if line.startswith("Schedule shortened from 30 to")]
+    assert shortened, lines
+    held_out = [h for h in result.history if h.phase == "holdout"]
+    assert 3 < len(held_out) < 30 and result.metrics["epochs_run"] == len(held_out)
+    assert result.temperature != 1.0 and result.metrics["final_fit"] == "holdout"
+    assert result.metrics["train_seconds"] <= 120  # type: ignore[operator]
+
+
 def test_a_retrain_that_no_longer_fits_keeps_the_held_out_model(
     synthetic: tuple[np.ndarray, np.ndarray],
 ) -> None:

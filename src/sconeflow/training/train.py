@@ -110,14 +110,12 @@ def _optimizer(net: nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(groups, lr=lr, alpha=hp.gamma, eps=hp.eps, momentum=hp.momentum)
 
 
-def _lr_factor(hp: Hyperparameters, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of the peak lr at optimizer step `step` (0-based)."""
+def _lr_factor(hp: Hyperparameters, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based) of `epochs` epochs."""
     if hp.lr_scheduler_step:  # SageMaker's step decay, at epoch boundaries
         epoch = step // steps_per_epoch
         return hp.lr_scheduler_factor ** sum(epoch >= s for s in hp.lr_scheduler_step)
-    if hp.epochs is None:
-        raise ValueError("the epoch count is planned before a schedule is built")
-    total = hp.epochs * steps_per_epoch
+    total = epochs * steps_per_epoch
     warmup = int(hp.warmup_fraction * total)
     if step < warmup:
         return (step + 1) / warmup
@@ -139,8 +137,11 @@ class _Member:
         self.ema.load_state_dict(self.net.state_dict())
         self.gen = torch.Generator().manual_seed(hp.seed * 1000 + index)
         self.opt = _optimizer(self.net, hp)
+        if hp.epochs is None:
+            raise ValueError("the epoch count is planned before a schedule is built")
+        self.epochs = hp.epochs  # the schedule's length; a shortened plan lowers it
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda step: _lr_factor(hp, step, steps)
+            self.opt, lambda step: _lr_factor(hp, step, steps, self.epochs)
         )
         self.step = 0
 
@@ -171,6 +172,7 @@ class _Watch:
     log: LogFn
     total_epochs: int = 0  # over both fits, for the one progress bar
     done_epochs: int = 0
+    elastic: bool = False  # the epoch count was planned: shorten it rather than overrun
 
     def check(self) -> None:
         if self.clock() > self.deadline:
@@ -315,7 +317,9 @@ def _fit(
     validate_at = set(validation_epochs(hp.epochs, hp.early_stopping))
     history: list[EpochMetrics] = []
     best, best_epoch, val_acc = -1.0, 0, None
-    for epoch in range(hp.epochs):
+    planned = hp.epochs
+    epoch = 0
+    while epoch < planned:
         start = watch.clock()
         correct, loss_sum = 0, 0.0
         for member in members:
@@ -336,7 +340,20 @@ def _fit(
         if measured is not None:
             watch.log(f"Epoch[{epoch}] Validation-accuracy={measured:.6f}")
         watch.done_epochs += 1
-        detail = f"epoch {epoch + 1}/{hp.epochs} {_PHASE_NAMES[phase]}"
+        if watch.elastic and epoch + 1 < planned:
+            shorter = _shortened(planned, history, watch)
+            if shorter < planned:
+                watch.log(
+                    f"Schedule shortened from {planned} to {shorter} epochs {_PHASE_NAMES[phase]}"
+                    f": epochs take {seconds:.2f} s now, longer than planned, and the job must "
+                    "end within max_runtime_in_seconds (the learning rate still anneals to 0)"
+                )
+                watch.total_epochs -= planned - shorter
+                planned = shorter
+                for member in members:
+                    member.epochs = planned
+                validate_at = set(validation_epochs(planned, hp.early_stopping))
+        detail = f"epoch {epoch + 1}/{planned} {_PHASE_NAMES[phase]}"
         detail += f", train acc {correct / seen:.3f}"
         if val_acc is not None:
             detail += f", held-out acc {val_acc:.3f}"
@@ -355,7 +372,20 @@ def _fit(
                     f"at epoch {best_epoch}"
                 )
                 break
+        epoch += 1
     return [m.final(hp) for m in members], history
+
+
+def _shortened(planned: int, history: list[EpochMetrics], watch: _Watch) -> int:
+    """The epoch count that still ends by the deadline at the pace of the recent epochs
+    (`planned` when it does). The machine slowed down after the plan was made (another
+    process took a core, thermal limits): finishing a compressed cosine schedule keeps a
+    complete, annealed model, where running into the deadline would leave none."""
+    done = len(history)
+    recent = history[-3:]
+    pace = max(sum(m.seconds for m in recent) / len(recent), recent[-1].seconds)
+    fits = int(0.95 * (watch.deadline - watch.clock()) / pace) if pace > 0 else planned
+    return max(done + 1, min(planned, done + fits))
 
 
 _PHASE_NAMES = {"holdout": "(held-out fit)", "full": "(all images)"}
@@ -481,6 +511,7 @@ def train(
         watch = _Watch(clock, deadline - reserve_seconds(hp.max_runtime_in_seconds), should_stop,
                        progress, log)  # fmt: skip
         watch.total_epochs = plan.epochs * (2 if plan.retrain_full else 1)
+        watch.elastic = hp.epochs is None  # an explicit count means exactly that many
         try:
             nets, history = _fit(x_fit, y_fit, x_cal, cal_y, run_hp, config, phase, watch)
         except _OutOfTime as err:
