@@ -106,3 +106,15 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["stage", "--no-such-flag"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("command", [["pipeline"], ["deploy"], ["console"]])
+def test_port_0_is_refused_where_the_port_must_be_known(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "any port" is what leaving --port out means; 0 used to deploy an endpoint that could
+    # never be found, and wait 120 s for it.
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--port", "0"])
+    assert e.value.code == 2
+    assert "'--port': 0 is not in the range 1<=x<=65535" in capsys.readouterr().err

@@ -35,7 +35,8 @@ from sconeflow.progress import RichProgress
 @click.option("--endpoint", default=ENDPOINT_NAME, show_default=True,
               help="Endpoint name; if someone else's endpoint has it, the pipeline leaves "
               "that one alone and deploys <name>-pipeline.")  # fmt: skip
-@click.option("--port", type=int, help="Endpoint port (default: 8080 if free, else any).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Endpoint port (default: 8080 if free, else any).")  # fmt: skip
 @click.option("--threshold", type=float, default=PipelineOptions.threshold, show_default=True,
               help="Confidence below which the workflow fails an image.")  # fmt: skip
 @click.option("--keep-endpoint", is_flag=True, help="Leave the endpoint running at the end.")
