@@ -208,6 +208,12 @@ def test_threshold_flows_from_model_json_to_the_workflow_and_the_lambda(
     finally:
         filter_low_confidence._threshold.cache_clear()
 
+    # ... and into the AWS template, as the function's THRESHOLD
+    main([*base, "aws", "synth", "--threshold", "model", "--out", str(tmp_path / "aws")])
+    assert f"THRESHOLD {threshold:g} from the model's model.json" in capsys.readouterr().out
+    template = json.loads((tmp_path / "aws" / "template.json").read_text())
+    assert template["Parameters"]["Threshold"]["Default"] == f"{threshold:g}"
+
 
 def test_threshold_model_without_a_stored_threshold_says_how_to_make_one(
     tmp_path: Path,

@@ -242,11 +242,15 @@ def synth_workspace(
     *,
     model: str | None = None,
     endpoint_name: str = "scones-endpoint",
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | str = DEFAULT_THRESHOLD,
 ) -> Bundle:
     """`synth` with what the workspace holds: the model of training job `model` (default:
     the newest Completed one), its hyperparameters, the staged training set's size, and the
-    capture sampling of the local endpoint of that name, if there is one."""
+    capture sampling of the local endpoint of that name, if there is one.
+
+    `threshold="model"`: the threshold stored in that model's model.json (`evaluate
+    --target-accuracy ... --save`), written into the template as a number, so the deployed
+    function needs no read of the model at cold start and the template shows the value."""
     from sconeflow.serving.endpoints import list_endpoints
     from sconeflow.store import open_store
     from sconeflow.training.job import artifact_key, list_jobs
@@ -258,6 +262,15 @@ def synth_workspace(
             f"no Completed training job {model or ''} in {settings.home}; train one with "
             "`sconeflow train` (or run `sconeflow pipeline`), then synth again"
         )
+    if threshold == "model":
+        from sconeflow.evaluation import model_selective
+
+        try:
+            threshold = float(model_selective(settings, job.name)["threshold"])
+        except SconeflowError as err:
+            raise AwsError(f"--threshold model: {err}") from err
+    elif isinstance(threshold, str):
+        raise AwsError(f"--threshold: got {threshold!r}, expected a number or 'model'")
     store = open_store(settings)
     try:
         lst = store.get(settings.bucket, "data/train.lst").decode("utf-8")

@@ -48,16 +48,29 @@ def aws() -> None:
 @click.option("--model", help="Training job whose model to deploy (default: the newest).")
 @click.option("--endpoint", "endpoint_name", default="scones-endpoint", show_default=True,
               help="SageMaker endpoint name.")  # fmt: skip
-@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
-              help="filterLowConfidence's THRESHOLD on Lambda.")  # fmt: skip
+@click.option("--threshold", default=str(DEFAULT_THRESHOLD), show_default=True,
+              help="filterLowConfidence's THRESHOLD on Lambda: a confidence from 0 to 1, or "
+                   "'model' for the one stored in the model's model.json.")  # fmt: skip
 @pass_context
 def synth(ctx: Context, out: Path, model: str | None, endpoint_name: str,
-          threshold: float) -> None:  # fmt: skip
+          threshold: str) -> None:  # fmt: skip
     """Write the deployable bundle: template, Lambda zips, serving image, training request."""
     from sconeflow.aws.bundle import synth_workspace
 
+    value: float | str = threshold
+    if threshold != "model":
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise click.BadParameter(f"got {threshold!r}, expected a number from 0 to 1 or "
+                                     "'model'", param_hint="'--threshold'")  # fmt: skip
     bundle = synth_workspace(ctx.settings, out, model=model, endpoint_name=endpoint_name,
-                             threshold=threshold)  # fmt: skip
+                             threshold=value)  # fmt: skip
+    if threshold == "model":
+        console.print(f"THRESHOLD {bundle.spec.threshold:g} from the model's model.json",
+                      highlight=False)  # fmt: skip
     console.print(f"Wrote {bundle.out}/", highlight=False)
     for label, path in (("template", bundle.template), ("serving image", bundle.image),
                         ("training job request", bundle.training_job),
