@@ -17,7 +17,7 @@ from sconeflow.cli.common import (
     print_json,
 )
 from sconeflow.cli.stage import source_option
-from sconeflow.cli.train import _read_hyperparameters
+from sconeflow.cli.train import read_hyperparameters
 from sconeflow.pipeline import ENDPOINT_NAME, PipelineOptions, format_summary, run_pipeline
 from sconeflow.progress import RichProgress
 
@@ -69,7 +69,7 @@ def pipeline(
     options = PipelineOptions(
         source=source,
         classes=tuple(c.strip() for c in classes.split(",") if c.strip()),
-        hyperparameters=_read_hyperparameters(hp_file, overrides),
+        hyperparameters=read_hyperparameters(hp_file, overrides),
         endpoint=endpoint,
         threshold=threshold,
         keep_endpoint=keep_endpoint or with_console,

@@ -27,7 +27,7 @@ from sconeflow.store import open_store
 from sconeflow.training.hyperparameters import NAMES
 
 
-def _read_hyperparameters(path: Path | None, overrides: tuple[str, ...]) -> dict[str, str]:
+def read_hyperparameters(path: Path | None, overrides: tuple[str, ...]) -> dict[str, str]:
     """SageMaker's JSON form ({"epochs": "30", ...}) from a file, then NAME=VALUE overrides."""
     values: dict[str, str] = {}
     if path is not None:
@@ -99,7 +99,7 @@ def train(
 
     ctx: Context = click_ctx.obj
     settings = ctx.settings
-    values = _read_hyperparameters(hp_file, overrides)
+    values = read_hyperparameters(hp_file, overrides)
     name = job_name or new_job_name()
     try:
         with RichProgress(err_console) as progress:
