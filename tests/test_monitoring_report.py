@@ -141,3 +141,25 @@ def test_empty_window_still_renders_every_section(staged_home: Settings,
     rendered = render_report(analysis, run=record)
     assert set(rendered.plots) == PLOTS
     assert "The window has no records" in rendered.html
+
+
+@pytest.mark.parametrize(
+    ("observed", "upper", "broken", "says"),
+    [(0.962, 0.993, False, "too small to say it is broken: promise not broken (watch it)"),
+     (1.0, 1.0, False, "still reaches the target: promise kept"),
+     (0.80, 0.90, True, 'is below the target: promise <span class="drift">BROKEN</span>')],
+)  # fmt: skip
+def test_the_promise_verdict_never_reads_as_kept_below_the_target(
+    observed: float, upper: float, broken: bool, says: str
+) -> None:
+    from types import SimpleNamespace
+
+    from sconeflow.monitoring.report import _promise_section
+
+    promise = SimpleNamespace(threshold=0.9791, target_accuracy=0.99, guaranteed=False,
+                              source="chosen by the pipeline", confidence=0.95)  # fmt: skip
+    result = SimpleNamespace(broken=broken, selective_accuracy=observed, passed=52, records=100,
+                             pass_rate=0.52, labelled_passed=52, correct=round(52 * observed),
+                             upper_bound=upper)  # fmt: skip
+    html = _promise_section(SimpleNamespace(promise=promise, promise_result=result), {})  # type: ignore[arg-type]
+    assert says in html

@@ -403,11 +403,18 @@ def _promise_section(analysis: WindowAnalysis, figs: dict[str, bytes]) -> str:
         return head + text + ("<p>No ground truth for this window, so the promise is not "
                               "checked (pass <code>--ground-truth PREFIX</code>).</p>")
     acc = "n/a" if r.selective_accuracy is None else f"{r.selective_accuracy:.1%}"
-    verdict = ('<span class="drift">BROKEN</span>' if r.broken else "kept")
+    if r.broken:
+        verdict = (f'the {p.confidence:.0%} upper bound {r.upper_bound:.1%} is below the '
+                   'target: promise <span class="drift">BROKEN</span>')
+    else:  # an observed rate below the target is not yet evidence that the promise is broken
+        below = (r.selective_accuracy is not None
+                 and r.selective_accuracy < p.target_accuracy)  # fmt: skip
+        verdict = (f"the {p.confidence:.0%} upper bound {r.upper_bound:.1%} still reaches the "
+                   + ("target, so this window is too small to say it is broken: promise not "
+                      "broken (watch it)" if below else "target: promise kept"))
     text += (f"<p>{r.passed} of {r.records} inferences passed ({(r.pass_rate or 0):.0%}); "
              f"{r.labelled_passed} of them are labelled and {r.correct} right ({acc}); "
-             f"the {p.confidence:.0%} upper bound {r.upper_bound:.1%} "
-             f"{'is below' if r.broken else 'reaches'} the target: promise {verdict}.</p>")
+             f"{verdict}.</p>")
     return head + text + (f'<img class="plot" alt="promise.png" '
                           f'src="{_data_uri(figs["promise.png"])}">' if "promise.png" in figs
                           else "")
