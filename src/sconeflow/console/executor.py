@@ -6,6 +6,10 @@ answered in the call), then the execution runs on the pool; its history is writt
 workspace db event by event (records.HistoryWriter), so a console killed mid-run leaves a
 true record that the next start ends ABORTED (records.recover_orphans) and that redrives.
 
+Each thread here (the server's request threads, the pool's) has one db connection of its
+own (`connection`), shared by the API and every runner and kept open while the console
+runs: opening one per request, or per state machine, cost more than a short execution.
+
 Task resources resolve as `sconeflow workflow run` resolves them: by function name to the
 workspace's own handlers (sconeflow.functions), with the endpoint in service looked up
 when classifyImage is called; `handlers` (the console's `--handlers`) adds or replaces
@@ -15,12 +19,12 @@ handlers by name, e.g. trivial ones for a benchmark.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from typing import Any
 
 from sconeflow import db
@@ -60,8 +64,18 @@ class Executor:
         self._table: dict[str, Handler] | None = None
         self._table_until = 0.0
         self._closed = False
-        with closing(db.connect(settings.db_path)) as conn:
-            self.recovered = records.recover_orphans(conn)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self.recovered = records.recover_orphans(self.connection())
+
+    def connection(self) -> sqlite3.Connection:
+        """The calling thread's db connection (opened on first use, closed by `close`)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = db.connect(self.settings.db_path)
+            with self._lock:
+                self._connections.append(conn)
+        return conn
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -116,6 +130,7 @@ class Executor:
         made = runner.WorkflowRunner(
             self.settings, Definition(name, definition, f"state machine {name}"),
             self.handlers_for(machine.function_names), machine=machine, threshold=self.threshold,
+            connect=self.connection,
         )  # fmt: skip
         with self._lock:
             if len(self._runners) > 256:  # old revisions: drop them, running ones keep theirs
@@ -158,28 +173,28 @@ class Executor:
     def stop(self, arn: str, *, error: str | None, cause: str | None, wait: float = 5.0) -> None:
         """StopExecution: the execution ends ABORTED with `error` and `cause` before its next
         state, whichever process runs it; waits up to `wait` s for it to end."""
-        with closing(db.connect(self.settings.db_path)) as conn:
-            with self._lock:
-                queued = arn in self._queued
-                self._queued.discard(arn)
-                owner, done = self._running.get(arn), self._done.get(arn)
-            if queued:  # never started: nothing to interrupt, the record says ABORTED
-                records.abort_execution(conn, arn, cause, error=error)
+        conn = self.connection()
+        with self._lock:
+            queued = arn in self._queued
+            self._queued.discard(arn)
+            owner, done = self._running.get(arn), self._done.get(arn)
+        if queued:  # never started: nothing to interrupt, the record says ABORTED
+            records.abort_execution(conn, arn, cause, error=error)
+            return
+        # Through the row as well as directly: it reaches an owner in another process,
+        # and this one in the moment before its execution registered its stop signal.
+        records.request_stop(conn, arn, error=error, cause=cause)
+        if owner is not None:
+            owner.stop_execution(arn, error=error, cause=cause)
+        if done is not None:
+            done.wait(wait)
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            records.recover_orphans(conn)
+            if records.read_record(conn, arn).status != "RUNNING":
                 return
-            # Through the row as well as directly: it reaches an owner in another process,
-            # and this one in the moment before its execution registered its stop signal.
-            records.request_stop(conn, arn, error=error, cause=cause)
-            if owner is not None:
-                owner.stop_execution(arn, error=error, cause=cause)
-            if done is not None:
-                done.wait(wait)
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                records.recover_orphans(conn)
-                if records.read_record(conn, arn).status != "RUNNING":
-                    return
-                time.sleep(0.05)
+            time.sleep(0.05)
 
     def redrive(self, arn: str, definition: str, name: str) -> None:
         """RedriveExecution: reopen the execution now, run it from where it failed on the pool."""
@@ -220,14 +235,18 @@ class Executor:
             done = list(self._done.values())
         for owner in owners:
             owner.stop_all()
-        with closing(db.connect(self.settings.db_path)) as conn:
-            for arn in queued:
-                records.abort_execution(conn, arn, "the console stopped before the execution "
-                                        "started; redrive it to run it")  # fmt: skip
+        conn = self.connection()
+        for arn in queued:
+            records.abort_execution(conn, arn, "the console stopped before the execution "
+                                    "started; redrive it to run it")  # fmt: skip
         deadline = time.monotonic() + wait
-        for event in done:
-            event.wait(max(0.0, deadline - time.monotonic()))
+        ended = [event.wait(max(0.0, deadline - time.monotonic())) for event in done]
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if all(ended):  # else an execution may still write through its connection
+            with self._lock:
+                connections, self._connections = self._connections, []
+            for conn in connections:
+                conn.close()
 
 
 def _not_found(name: str) -> Handler:

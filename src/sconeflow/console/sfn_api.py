@@ -15,10 +15,8 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Mapping
-from contextlib import closing
 from typing import Any
 
-from sconeflow import db
 from sconeflow.console.executor import Executor
 from sconeflow.console.protocol import (
     AwsError,
@@ -59,14 +57,17 @@ class StepFunctionsApi:
         fn = ACTIONS.get(action)
         if fn is None:
             raise AwsError("UnknownOperationException", f"Unknown operation {action!r}")
-        with closing(db.connect(self.settings.db_path)) as conn:
-            try:
-                return fn(Call(self, conn), body)
-            except WorkflowError as err:  # raised below the API with "Code: message"
-                code, _, message = str(err).partition(": ")
-                if code.isidentifier() and message:
-                    raise AwsError(code, message) from err
-                raise AwsError("ValidationException", str(err)) from err
+        conn = self.executor.connection()  # this thread's, kept open between calls
+        try:
+            return fn(Call(self, conn), body)
+        except WorkflowError as err:  # raised below the API with "Code: message"
+            code, _, message = str(err).partition(": ")
+            if code.isidentifier() and message:
+                raise AwsError(code, message) from err
+            raise AwsError("ValidationException", str(err)) from err
+        finally:
+            if conn.in_transaction:  # a call that broke halfway leaves nothing to the next
+                conn.rollback()
 
 
 class Call:
@@ -89,14 +90,9 @@ class Call:
         if not isinstance(arn, str) or not _EXECUTION_ARN.fullmatch(arn):
             raise AwsError("InvalidArn", f"Invalid Arn: 'Resource type not valid in this "
                                          f"context: {arn}'")  # fmt: skip
-        if not records.exists(self.conn, arn):
+        record = records.current_record(self.conn, arn)  # an orphan is ended ABORTED first
+        if record is None:
             raise AwsError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
-        record = records.read_record(self.conn, arn)
-        if record.status == "RUNNING" and not records.owner_alive(
-            *records.owned_by(self.conn, arn)
-        ):  # its process died (kill -9): end it ABORTED now, as every reader does
-            records.recover_orphans(self.conn)
-            record = records.read_record(self.conn, arn)
         return record
 
 

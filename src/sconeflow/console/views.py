@@ -77,12 +77,9 @@ def execution(conn: sqlite3.Connection, arn: str) -> dict[str, Any] | None:
     """One execution: its record, history, per-state rows and outcomes."""
     from sconeflow.executions.graph import outcomes_from_history
 
-    if not arn or not records.exists(conn, arn):
+    record = records.current_record(conn, arn) if arn else None
+    if record is None:
         return None
-    record = records.read_record(conn, arn)
-    if record.status == "RUNNING" and not records.owner_alive(*records.owned_by(conn, arn)):
-        records.recover_orphans(conn)
-        record = records.read_record(conn, arn)
     events = records.read_history(conn, arn)
     definition = records.read_definition(conn, arn)
     outcomes = outcomes_from_history(definition, events, finished=record.status != "RUNNING")

@@ -10,6 +10,7 @@ fields, GetExecutionHistory's events.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -52,6 +53,8 @@ class ExecutionRecord:
     redrive_date: str | None = None
     threshold: float | None = None  # filterLowConfidence's THRESHOLD for this run
     map_run_arn: str | None = None  # set on a Distributed Map's child execution
+    owner_pid: int | None = None  # the process running it, while RUNNING (owner_alive)
+    owner_start: str | None = None
     notification_error: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)
     # A Distributed Map's child executions, when this process ran the parent.
@@ -411,7 +414,14 @@ def owner() -> tuple[int, str | None]:
     """This process as an execution's owner: (pid, start time). The start time tells a
     live owner from a later process that was given the same pid."""
     pid = os.getpid()
-    return pid, process_start(pid)
+    return pid, _own_start(pid)
+
+
+@functools.lru_cache(maxsize=4)
+def _own_start(pid: int) -> str | None:
+    """This process's start time, read once per pid (a forked child has a pid of its own);
+    every execution row and every owner check needs it, and /proc costs a file read."""
+    return process_start(pid)
 
 
 def process_start(pid: int) -> str | None:
@@ -428,6 +438,8 @@ def process_start(pid: int) -> str | None:
 def owner_alive(pid: int | None, start: str | None) -> bool:
     if pid is None:
         return False
+    if (pid, start) == owner():  # this process: alive, no system call needed
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -518,15 +530,39 @@ def last_event_id(conn: sqlite3.Connection, arn: str) -> int:
     return int(row[0] or 0)
 
 
+_READ_RECORD = (
+    "SELECT *, (SELECT COUNT(*) FROM history_events WHERE execution_arn = e.arn AND"
+    " type = 'ExecutionRedriven') AS redrives, (SELECT MAX(timestamp) FROM history_events"
+    " WHERE execution_arn = e.arn AND type = 'ExecutionRedriven') AS redriven"
+    " FROM executions AS e WHERE arn = ?"
+)
+
+
 def read_record(conn: sqlite3.Connection, arn: str) -> ExecutionRecord:
     """The execution with this exact ARN (it must exist)."""
-    row = conn.execute("SELECT * FROM executions WHERE arn = ?", (arn,)).fetchone()
-    redrives = conn.execute(
-        "SELECT COUNT(*), MAX(timestamp) FROM history_events WHERE execution_arn = ? "
-        "AND type = 'ExecutionRedriven'",
-        (arn,),
-    ).fetchone()
-    return _record_of(row, (int(redrives[0]), redrives[1]))
+    found = find_record(conn, arn)
+    if found is None:
+        raise WorkflowError(f"ExecutionDoesNotExist: no execution {arn!r}")
+    return found
+
+
+def find_record(conn: sqlite3.Connection, arn: str) -> ExecutionRecord | None:
+    """The execution with this exact ARN, or None; one query."""
+    row = conn.execute(_READ_RECORD, (arn,)).fetchone()
+    return None if row is None else _record_of(row, (int(row["redrives"]), row["redriven"]))
+
+
+def current_record(conn: sqlite3.Connection, arn: str) -> ExecutionRecord | None:
+    """The execution with this exact ARN as it stands now, or None: one RUNNING whose owner
+    process is gone (kill -9) is ended ABORTED first (recover_orphans), as every reader
+    does. One query when it is finished or its owner is alive (DescribeExecution's path)."""
+    record = find_record(conn, arn)
+    if record is not None and record.status == "RUNNING" and not owner_alive(
+        record.owner_pid, record.owner_start
+    ):
+        recover_orphans(conn)
+        record = find_record(conn, arn)
+    return record
 
 
 def _record_of(row: sqlite3.Row, redrives: tuple[int, str | None]) -> ExecutionRecord:
@@ -536,6 +572,7 @@ def _record_of(row: sqlite3.Row, redrives: tuple[int, str | None]) -> ExecutionR
         output=row["output"], error=row["error"], cause=row["cause"],
         stopped_at=row["stopped_at"], redrive_count=int(redrives[0]), redrive_date=redrives[1],
         threshold=row["threshold"], map_run_arn=row["map_run_arn"],
+        owner_pid=row["owner_pid"], owner_start=row["owner_start"],
     )  # fmt: skip
 
 
@@ -608,18 +645,6 @@ def count_by_status(conn: sqlite3.Connection, state_machine: str | None = None) 
 def machine_names(conn: sqlite3.Connection) -> list[str]:
     """The state machine names that executions were recorded under."""
     return [r[0] for r in conn.execute("SELECT DISTINCT state_machine FROM executions")]
-
-
-def exists(conn: sqlite3.Connection, arn: str) -> bool:
-    return conn.execute("SELECT 1 FROM executions WHERE arn = ?", (arn,)).fetchone() is not None
-
-
-def owned_by(conn: sqlite3.Connection, arn: str) -> tuple[int | None, str | None]:
-    """(owner pid, owner start) recorded on an execution."""
-    row = conn.execute(
-        "SELECT owner_pid, owner_start FROM executions WHERE arn = ?", (arn,)
-    ).fetchone()
-    return (None, None) if row is None else (row["owner_pid"], row["owner_start"])
 
 
 def read_history(conn: sqlite3.Connection, arn: str) -> list[dict[str, Any]]:

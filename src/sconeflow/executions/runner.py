@@ -125,6 +125,7 @@ class WorkflowRunner:
         max_workers: int = 1,
         threshold: float | None = None,
         machine: StateMachine | None = None,
+        connect: Callable[[], sqlite3.Connection] | None = None,
     ) -> None:
         from sconeflow.workflow import parse_definition
 
@@ -146,11 +147,13 @@ class WorkflowRunner:
         # One db connection per thread that runs executions, kept open between them:
         # closing the last connection to the file checkpoints the WAL, a file sync that
         # cost more than the execution itself. `close()` (or the end of `stream`) closes them.
+        # `connect` (the console's) gives the calling thread's connection instead, shared by
+        # every runner there and closed by its owner.
+        self._connect = connect
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        with closing(db.connect(settings.db_path)) as conn:
-            records.recover_orphans(conn)
+        records.recover_orphans(self._connection())
 
     def stop_all(self) -> None:
         """End every execution this runner is running as ABORTED, before its next state;
@@ -172,6 +175,8 @@ class WorkflowRunner:
         return f"{self.machine.arn.replace(':stateMachine:', ':execution:')}:{name}"
 
     def _connection(self) -> sqlite3.Connection:
+        if self._connect is not None:
+            return self._connect()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = db.connect(self.settings.db_path)

@@ -7,9 +7,10 @@ compile error is reported like any other validation problem, with the state's na
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -176,7 +177,22 @@ def parse_definition(
     """Validate and compile an ASL definition (JSON text or parsed dict).
 
     Raises DefinitionError listing every problem found; nothing runs before that.
+    The same JSON text is validated and compiled once (`_compiled`): a console starting
+    one execution per state machine of the same definition, or CreateStateMachine then
+    StartExecution, would otherwise lint it again each time, which costs more than
+    running a short execution. The compiled states are shared, as they already are by
+    the concurrent executions of one machine: nothing mutates them after compiling.
     """
+    machine = _compiled(definition) if isinstance(definition, str) else _compile(definition)
+    return replace(machine, name=name, region=region, account=account)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(text: str) -> StateMachine:
+    return _compile(text)
+
+
+def _compile(definition: str | dict[str, Any]) -> StateMachine:
     text = definition if isinstance(definition, str) else None
     if text is not None:
         if len(text) > MAX_DEFINITION_CHARS:
@@ -204,9 +220,6 @@ def parse_definition(
         raise DefinitionError(compiled)
     text = json.dumps(definition)
     machine.definition = definition
-    machine.name = name
-    machine.region = region
-    machine.account = account
     machine.timeout_seconds = definition.get("TimeoutSeconds")
     machine.uses_context = "$$" in text or jsonata_mode.mentions_context(text)
     machine.function_names = frozenset(names)
