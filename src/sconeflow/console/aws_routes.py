@@ -1,8 +1,18 @@
 """The console's AWS edge: route by `X-Amz-Target` (JSON protocols) or path (runtime).
 
-API work is synchronous (SQLite, the executor), so it runs on the server's thread pool,
-never on the event loop. Errors leave in AWS's shape; anything unexpected is logged with
-its traceback and answered InternalFailure (500), as AWS answers its own bugs.
+`AwsEdge` answers POST / itself, as plain ASGI, and hands every other request to the
+Starlette app of the pages (and InvokeEndpoint). A Starlette route would wrap each call
+in five layers of middleware, a Request, a Response and a hop to a worker thread, which
+together cost several times a DescribeExecution itself; the edge keeps only the hop,
+and only where a call can wait.
+
+API work is synchronous (SQLite, the executor). Calls that can wait (for the db's write
+lock, a handler, a stop) run on the server's thread pool, never on the event loop; only
+`ON_LOOP` calls run on the loop: a DescribeExecution is one indexed read, and in WAL mode
+a reader never waits for a writer (the one write on that path, ending ABORTED an execution
+whose process died, happens once per such execution). Errors leave in AWS's shape;
+anything unexpected is logged with its traceback and answered InternalFailure (500), as
+AWS answers its own bugs.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ log = logging.getLogger(__name__)
 _JSON_1_0 = "application/x-amz-json-1.0"
 _JSON_1_1 = "application/x-amz-json-1.1"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB definition, JSON-escaped, fits
+ON_LOOP = frozenset({"DescribeExecution"})  # Step Functions actions answered on the loop
 
 
 def _dumps(data: Any) -> bytes:
@@ -34,24 +45,43 @@ def error_response(err: AwsError, content_type: str = _JSON_1_0) -> Response:
                     headers={"x-amzn-ErrorType": err.code})  # fmt: skip
 
 
-async def _body(request: Request, limit: int = MAX_BODY) -> bytes:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise AwsError("ValidationException", f"the request body is over {limit} bytes",
-                           413)  # fmt: skip
-    return data
+class AwsEdge:
+    """ASGI: POST / with X-Amz-Target `AWSStepFunctions.<Action>` or `SageMaker.<Action>`
+    is answered here; everything else goes to `pages`."""
 
+    def __init__(self, state: dict[str, Any], pages: Any) -> None:
+        self.state, self.pages = state, pages
 
-async def dispatch(request: Request) -> Response:
-    """POST / with X-Amz-Target: `AWSStepFunctions.<Action>` or `SageMaker.<Action>`."""
-    state = request.app.state.console
-    target = request.headers.get("x-amz-target", "")
-    service, _, action = target.partition(".")
-    content_type = _JSON_1_1 if service == "SageMaker" else _JSON_1_0
-    try:
-        raw = await _body(request)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/" or scope["method"] != "POST":
+            await self.pages(scope, receive, send)
+            return
+        target = ""
+        for name, value in scope["headers"]:  # ASGI servers give names in lower case
+            if name == b"x-amz-target":
+                target = value.decode("latin-1")
+        service, _, action = target.partition(".")
+        content_type = _JSON_1_1 if service == "SageMaker" else _JSON_1_0
+        headers = [(b"content-type", content_type.encode())]
+        failure: AwsError | None = None
+        try:
+            payload = _dumps(await self._answer(service, action, target, receive))
+        except AwsError as err:
+            failure = err
+        except Exception:
+            log.exception("%s failed", target)
+            failure = AwsError("InternalFailure", "the console failed to answer; see its log",
+                               500)  # fmt: skip
+        status = 200
+        if failure is not None:
+            status, payload = failure.status, _dumps(failure.body())
+            headers.append((b"x-amzn-errortype", failure.code.encode()))
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _answer(self, service: str, action: str, target: str, receive: Any) -> Any:
+        raw = await _receive_body(receive)
         try:
             body = json.loads(raw or b"{}")
         except ValueError as err:
@@ -59,23 +89,35 @@ async def dispatch(request: Request) -> Response:
         if not isinstance(body, dict):
             raise AwsError("SerializationException", "the body must be a JSON object")
         if service == "AWSStepFunctions":
-            result = await run_in_threadpool(state["sfn"].call, action, body)
-        elif service == "SageMaker":
-            result = await run_in_threadpool(sagemaker_api.call, state["settings"], action, body)
-        else:
-            raise AwsError(
-                "UnknownOperationException",
-                f"X-Amz-Target {target!r} is not served here; the console answers "
-                "AWSStepFunctions.<Action> and SageMaker.<Action> (and POST "
-                "/endpoints/<name>/invocations)",
-            )
-    except AwsError as err:
-        return error_response(err, content_type)
-    except Exception:
-        log.exception("%s failed", target)
-        return error_response(AwsError("InternalFailure", "the console failed to answer; "
-                                       "see its log", 500), content_type)  # fmt: skip
-    return Response(_dumps(result), media_type=content_type)
+            if action in ON_LOOP:
+                return self.state["sfn"].call(action, body)
+            return await run_in_threadpool(self.state["sfn"].call, action, body)
+        if service == "SageMaker":
+            return await run_in_threadpool(sagemaker_api.call, self.state["settings"], action,
+                                           body)  # fmt: skip
+        raise AwsError(
+            "UnknownOperationException",
+            f"X-Amz-Target {target!r} is not served here; the console answers "
+            "AWSStepFunctions.<Action> and SageMaker.<Action> (and POST "
+            "/endpoints/<name>/invocations)",
+        )
+
+
+async def _receive_body(receive: Any, limit: int = MAX_BODY) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise AwsError("ValidationException", f"the request body is over {limit} bytes",
+                           413)  # fmt: skip
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 async def invoke_endpoint(request: Request) -> Response:
@@ -83,7 +125,8 @@ async def invoke_endpoint(request: Request) -> Response:
     state = request.app.state.console
     name = request.path_params["name"]
     try:
-        body = await _body(request, 6 * 1024 * 1024 + 1)  # the endpoint answers 413 itself
+        # the endpoint answers 413 itself
+        body = await _receive_body(request.receive, 6 * 1024 * 1024 + 1)
         headers = {k.lower(): v for k, v in request.headers.items()}
         status, kept, data = await run_in_threadpool(
             sagemaker_api.invoke_endpoint, state["settings"], name, body, headers

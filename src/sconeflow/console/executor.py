@@ -130,7 +130,7 @@ class Executor:
         made = runner.WorkflowRunner(
             self.settings, Definition(name, definition, f"state machine {name}"),
             self.handlers_for(machine.function_names), machine=machine, threshold=self.threshold,
-            connect=self.connection,
+            connect=self.connection, recover=False,  # recovered at start, and by readers
         )  # fmt: skip
         with self._lock:
             if len(self._runners) > 256:  # old revisions: drop them, running ones keep theirs

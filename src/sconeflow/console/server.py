@@ -159,20 +159,19 @@ def build_app(settings: Settings, options: ConsoleOptions) -> Any:
 
     static = Path(__file__).parent / "static"
     routes = [
-        Route("/", aws_routes.dispatch, methods=["POST"]),
         Route("/endpoints/{name}/invocations", aws_routes.invoke_endpoint, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=static), name="static"),
         *pages.routes(),
     ]
-    middleware = []
-    if options.host in LOCAL_HOSTS:
-        middleware.append(Middleware(TrustedHostMiddleware,
-                                     allowed_hosts=["127.0.0.1", "localhost", "[::1]"]))
+    site = Starlette(routes=routes, middleware=[Middleware(pages.SecurityHeaders)],
+                     lifespan=lifespan)  # fmt: skip
+    site.state.console = state
+    # Every request, the AWS APIs' as the pages', passes the host check and the token gate.
+    app: Any = aws_routes.AwsEdge(state, site)  # POST /: the AWS JSON APIs
     if options.token:
-        middleware.append(Middleware(TokenGate, token=options.token))
-    middleware.append(Middleware(pages.SecurityHeaders))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.console = state
+        app = TokenGate(app, options.token)
+    if options.host in LOCAL_HOSTS:
+        app = TrustedHostMiddleware(app, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
     return app
 
 
@@ -192,6 +191,7 @@ def serve(settings: Settings, options: ConsoleOptions,
     announce(f"sconeflow console: {link}")
     announce(f'endpoint_url={url}  (boto3.client("stepfunctions", endpoint_url="{url}", '
              'region_name="us-east-1"); also "sagemaker" and "sagemaker-runtime")')
+    # No proxy headers: nothing stands in front of a local console, and each layer costs.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10)  # fmt: skip
+                            proxy_headers=False, timeout_graceful_shutdown=10)  # fmt: skip
     uvicorn.Server(config).run(sockets=[sock])

@@ -126,6 +126,7 @@ class WorkflowRunner:
         threshold: float | None = None,
         machine: StateMachine | None = None,
         connect: Callable[[], sqlite3.Connection] | None = None,
+        recover: bool = True,
     ) -> None:
         from sconeflow.workflow import parse_definition
 
@@ -153,7 +154,8 @@ class WorkflowRunner:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        records.recover_orphans(self._connection())
+        if recover:  # end the executions of dead processes (the console did at its start)
+            records.recover_orphans(self._connection())
 
     def stop_all(self) -> None:
         """End every execution this runner is running as ABORTED, before its next state;
