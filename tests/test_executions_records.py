@@ -167,3 +167,33 @@ def test_writer_commits_before_every_handler_call_wait_and_retry(settings: Setti
     # handler 1, back-off, handler 1 again, the Wait, handler 2
     assert seen == [starts[0], -failed, starts[1], -wait, starts[2]]
     assert stored() == len(types)  # and the rest at the end
+
+
+def test_finishing_writer_ends_the_row_with_the_last_event_atomically(settings: Settings) -> None:
+    """With finish=True the last event and the row's end are one transaction: a fault while
+    ending stores neither (no ExecutionSucceeded on a RUNNING row), and once it succeeds the
+    row says what the event says."""
+    with closing(db.connect(settings.db_path)) as conn:
+        _create(conn)
+        writer = records.HistoryWriter(conn, ARN, finish=True)
+        result = run_execution(parse_definition(MACHINE), {"k": 1}, name="one")  # its events
+        *body, last = result.events
+        for event in body:
+            writer(event)
+        writer.flush()
+        conn.execute("CREATE TEMP TRIGGER no_end BEFORE UPDATE ON executions "
+                     "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")  # fmt: skip
+        with pytest.raises(sqlite3.DatabaseError, match="injected fault"):
+            writer(last)
+        with closing(db.connect(settings.db_path)) as other:
+            stored = records.read_history(other, ARN)
+            assert [e["type"] for e in stored][-1] == "PassStateExited"
+            assert records.read_record(other, ARN).status == "RUNNING"
+        conn.execute("DROP TRIGGER no_end")
+        writer(last)
+    record = records.find_execution(settings, ARN)
+    (ending,) = [e for e in records.get_history(settings, ARN) if e["type"] == "ExecutionSucceeded"]
+    assert record.status == "SUCCEEDED"
+    assert record.output == ending["executionSucceededEventDetails"]["output"]
+    assert json.loads(record.output or "") == {"k": 1, "a": {"n": 1}}
+    assert record.stopped_at == ending["timestamp"]

@@ -115,6 +115,10 @@ _INSERT = (
     "INSERT INTO history_events (execution_arn, id, previous_id, timestamp, type, details) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_FINISH = (
+    "UPDATE executions SET status = ?, output = ?, error = ?, cause = ?, stopped_at = ? "
+    "WHERE arn = ?"
+)
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _string = json.encoder.encode_basestring  # a str as a JSON string (C), raw UTF-8
 _NOT_TRUNCATED = {"truncated": False}
@@ -153,7 +157,12 @@ class HistoryWriter:
 
     `offset` shifts event ids so that a redrive's events continue the execution's history
     (its ExecutionStarted becomes AWS's ExecutionRedriven). `keep` keeps the events, as
-    stored, in `events` (what the caller summarises).
+    stored, in `events` (what the caller summarises). With `finish`, the last event
+    (ExecutionSucceeded, ExecutionFailed, ...) also ends the execution's row, from that
+    event (status, output, error, cause, its timestamp as the stop date), in the same
+    transaction as the events: a crash cannot leave a finished history on a RUNNING row
+    (which recovery would then end ABORTED after its ExecutionSucceeded), and the end costs
+    one commit, not two.
     """
 
     def __init__(
@@ -165,11 +174,12 @@ class HistoryWriter:
         redrive_count: int = 0,
         commit_every: int | None = None,
         keep: bool = True,
+        finish: bool = False,
     ) -> None:
         self.conn, self.arn = conn, arn
         self.offset, self.redrive_count = offset, redrive_count
         self.commit_every = commit_every
-        self.keep = keep
+        self.keep, self.finish = keep, finish
         self.events: list[dict[str, Any]] = []
         self.last_id = offset
         self._rows: list[tuple[str, int, int, str, str, str]] = []
@@ -190,28 +200,39 @@ class HistoryWriter:
             if key.endswith("EventDetails"):
                 text = _details_text(key, event[key])
                 break
-        self._rows.append((self.arn, event_id, previous, stamp, kind, text))
+        row = (self.arn, event_id, previous, stamp, kind, text)
+        status = _ENDINGS.get(kind)
+        if status is not None and self.finish:
+            details = _details_of(event) or {}
+            # Should this fail, the ending is not held: an abort then follows what is stored.
+            self._write(row, (status, details.get("output"), details.get("error"),
+                              details.get("cause"), stamp, self.arn))  # fmt: skip
+        else:
+            self._rows.append(row)
         self.last_id = event_id
         if self.keep:
             kept = dict(event)
             kept["id"], kept["previousEventId"], kept["timestamp"] = event_id, previous, stamp
             self.events.append(kept)
         every = self.commit_every
-        if (
-            (kind in _COMMIT_AFTER and every is None)
-            or (every is not None and len(self._rows) >= every)
-            or (kind.startswith("Execution") and kind not in ("ExecutionStarted",
-                                                              "ExecutionRedriven"))
-        ):  # fmt: skip
+        if status is not None or (kind in _COMMIT_AFTER and every is None) or (
+            every is not None and len(self._rows) >= every
+        ):
             self.flush()
 
     def flush(self) -> None:
         """Write and commit the rows held so far (one transaction)."""
-        rows = self._rows
+        self._write()
+
+    def _write(self, last: tuple[str, int, int, str, str, str] | None = None,
+               ending: tuple[Any, ...] | None = None) -> None:  # fmt: skip
+        """Write the rows held, then `last` and the row's `ending` (_FINISH's parameters) if
+        given, in one transaction; the held rows stay held if it fails."""
+        rows = self._rows if last is None else [*self._rows, last]
         if not rows:
             return
         conn = self.conn
-        if len(rows) == 1 and not conn.in_transaction:
+        if len(rows) == 1 and ending is None and not conn.in_transaction:
             conn.execute(_INSERT, rows[0])  # autocommits
         else:
             began = not conn.in_transaction
@@ -219,6 +240,8 @@ class HistoryWriter:
                 conn.execute("BEGIN")
             try:
                 conn.executemany(_INSERT, rows)
+                if ending is not None:
+                    conn.execute(_FINISH, ending)
                 if began:
                     conn.commit()
             except BaseException:
@@ -261,23 +284,12 @@ class ChildRecorder:
                 map_run_arn=child.map_run_arn, parent_arn=child.parent_arn,
             )  # fmt: skip
             self.arns.append(child.arn)
-        writer = HistoryWriter(self.conn, child.arn, commit_every=1_000_000, keep=False)
+        writer = HistoryWriter(self.conn, child.arn, commit_every=1_000_000, keep=False,
+                               finish=True)  # fmt: skip
 
         def listen(event: Mapping[str, Any]) -> None:
             with self.lock:
                 writer(event)
-                status = _ENDINGS.get(event["type"])
-                if status is None:
-                    return
-                details = _details_of(event) or {}
-                output = details.get("output")
-                stamp = event["timestamp"]
-                finish_execution(
-                    self.conn, child.arn, status=status,
-                    output=None if output is None else json.loads(output),
-                    error=details.get("error"), cause=details.get("cause"),
-                    stopped_at=stamp if isinstance(stamp, dt.datetime) else dt.datetime.now(dt.UTC),
-                )  # fmt: skip
 
         return listen
 

@@ -228,7 +228,7 @@ class WorkflowRunner:
     def run_created(self, arn: str, execution_input: Any, name: str) -> ExecutionRecord:
         """Run an execution that `create` recorded, to its end; the record as it ended."""
         conn = self._connection()
-        writer = HistoryWriter(conn, arn)
+        writer = HistoryWriter(conn, arn, finish=True)  # the last event ends the row too
         return self._run(conn, writer, execution_input, name, None)
 
     def _run(self, conn: sqlite3.Connection, writer: HistoryWriter, data: Any, name: str,
@@ -242,8 +242,8 @@ class WorkflowRunner:
             self._stops[writer.arn] = stop
         # A redrive shows in `$$.Execution.RedriveCount` and `RedriveTime`, as on AWS.
         redriven = (self.clock or SystemClock()).now() if writer.redrive_count else None
-        try:
-            result = run_execution(
+        try:  # the writer ends the row with the execution's last event (finish=True)
+            run_execution(
                 self.machine, data, self.handlers, name=name, listener=writer,
                 clock=self.clock, start_at=start_at, max_workers=self.max_workers,
                 execution_input=data if original is None else original, stop=stop,
@@ -260,10 +260,6 @@ class WorkflowRunner:
         finally:
             with self._lock:
                 self._stops.pop(writer.arn, None)
-        records.finish_execution(
-            conn, writer.arn, status=result.status, output=result.output, error=result.error,
-            cause=result.cause, stopped_at=result.stop_date,
-        )  # fmt: skip
         record = records.read_record(conn, writer.arn)
         record.events = writer.events
         if children.arns:
@@ -361,7 +357,7 @@ class Redrive:
 
     def run(self) -> ExecutionRecord:
         with closing(db.connect(self.settings.db_path)) as conn:
-            writer = HistoryWriter(conn, self.record.arn, offset=self.offset,
+            writer = HistoryWriter(conn, self.record.arn, offset=self.offset, finish=True,
                                    redrive_count=self.record.redrive_count + 1)  # fmt: skip
             return self.runner._run(conn, writer, self.state_input, self.record.name,
                                     self.state, json.loads(self.record.input))  # fmt: skip
