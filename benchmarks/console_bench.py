@@ -10,6 +10,10 @@ through boto3, and the executions list page with 10,000 executions in the db.
   StartExecution-to-SUCCEEDED latency. The console gets one machine per execution too
   (not timed) and runs them all at once: from the first StartExecution to the last
   execution seen SUCCEEDED, 8 client threads starting and polling DescribeExecution.
+  Both peers are polled alike: DescribeExecution at once, then every 10 ms.
+* CPU per execution: the server process's user + system CPU seconds over the timed part,
+  per execution (Linux /proc). Unlike the rates, other load on the machine barely moves
+  it, so it is the figure to compare between runs on a busy machine.
 * Page: GET /executions (the first page of 50, the counts) and one older page, median of
   20 loads, against a workspace with --rows executions.
 
@@ -99,6 +103,15 @@ def start_moto() -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds that process `pid` has used (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _moto_fresh(url: str, definition: str) -> str:
     """Reset moto, turn execution on, make the role, the three functions and one machine."""
     import io
@@ -124,27 +137,31 @@ def _moto_fresh(url: str, definition: str) -> str:
                                                  roleArn=ROLE)["stateMachineArn"])
 
 
-def moto_throughput(url: str, count: int, definition: str) -> tuple[float, int]:
+def moto_throughput(url: str, count: int, definition: str,
+                    pid: int) -> tuple[float, int, float]:  # fmt: skip
     """moto 5's server runs one execution per server state: any StartExecution after the
     first answers 500 (it deep-copies state that holds the first execution's locks), even on
     another machine, even after the first ended. So each execution gets a fresh moto state
     (reset, role, functions, machine: not timed) and only StartExecution-to-SUCCEEDED is
-    timed; moto's rate is then one over its mean latency, the best it can do."""
-    sfn, timed, ok = _client(url), 0.0, 0
+    timed; moto's rate is then one over its mean latency, the best it can do. Returns
+    (executions/s, how many SUCCEEDED, server CPU seconds per execution, timed part)."""
+    sfn, timed, cpu, ok = _client(url), 0.0, 0.0, 0
     payload = json.dumps({"s3_bucket": "sconeflow", "s3_key": "data/test/bicycle_s_000513.png"})
     for _ in range(count):
         machine = _moto_fresh(url, definition)
-        begin = time.perf_counter()
+        used, begin = cpu_seconds(pid), time.perf_counter()
         arn = sfn.start_execution(stateMachineArn=machine, input=payload)["executionArn"]
         while (status := sfn.describe_execution(executionArn=arn)["status"]) == "RUNNING":
             time.sleep(0.01)
         timed += time.perf_counter() - begin
+        cpu += cpu_seconds(pid) - used
         ok += status == "SUCCEEDED"
-    return count / timed, ok
+    return count / timed, ok, cpu / count
 
 
-def throughput(url: str, count: int, definition: str) -> tuple[float, int]:
-    """(executions/s, how many SUCCEEDED) from the first start to the last SUCCEEDED."""
+def throughput(url: str, count: int, definition: str, pid: int) -> tuple[float, int, float]:
+    """(executions/s, how many SUCCEEDED, server CPU seconds per execution) from the first
+    start to the last SUCCEEDED."""
     sfn = _client(url)
     machines = [sfn.create_state_machine(name=f"bench-{i}", definition=definition,
                                          roleArn=ROLE)["stateMachineArn"] for i in range(count)]
@@ -158,11 +175,11 @@ def throughput(url: str, count: int, definition: str) -> tuple[float, int]:
                 return str(status)
             time.sleep(0.01)
 
-    begin = time.perf_counter()
+    used, begin = cpu_seconds(pid), time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(run, machines))
     seconds = time.perf_counter() - begin
-    return count / seconds, statuses.count("SUCCEEDED")
+    return count / seconds, statuses.count("SUCCEEDED"), (cpu_seconds(pid) - used) / count
 
 
 def fill(home: Path, rows: int) -> None:
@@ -212,14 +229,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_console(Path(tmp) / "a", "--handlers", handlers)
         try:
-            ours, ok = throughput(url, args.executions, definition)
+            ours, ok, our_cpu = throughput(url, args.executions, definition, proc.pid)
         finally:
             proc.terminate()
             proc.wait()
         assert ok == args.executions, f"only {ok} of {args.executions} SUCCEEDED"
         proc, url = start_moto()
         try:
-            theirs, ok_moto = moto_throughput(url, args.moto_executions, definition)
+            theirs, ok_moto, their_cpu = moto_throughput(url, args.moto_executions, definition,
+                                                         proc.pid)  # fmt: skip
         finally:
             proc.terminate()
             proc.wait()
@@ -241,8 +259,8 @@ def main() -> None:
             proc.wait()
     print(f"\nthroughput, reference definition, trivial handlers ({args.executions} console / "
           f"{args.moto_executions} moto executions):")
-    print(f"  console {ours:8.1f} executions/s")
-    print(f"  moto    {theirs:8.1f} executions/s")
+    print(f"  console {ours:8.1f} executions/s   {our_cpu * 1000:6.2f} ms server CPU each")
+    print(f"  moto    {theirs:8.1f} executions/s   {their_cpu * 1000:6.2f} ms server CPU each")
     print(f"  ratio   {ours / theirs:8.1f}x   (target >= 20x)")
     print(f"\nexecutions list page, {args.rows:,} executions in the db (median of 20 loads):")
     print(f"  first page        {first:7.1f} ms   (target <= 300 ms)")

@@ -159,6 +159,11 @@ def connect(path: Path) -> sqlite3.Connection:
         path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection
     )
     conn.row_factory = sqlite3.Row
+    # WAL with synchronous=NORMAL: a commit has written its pages to the WAL file (in the
+    # OS's page cache) before COMMIT returns, and only checkpoints fsync. So whatever was
+    # committed survives the death of the process, kill -9 included (what the chaos tests
+    # inject); an OS crash or power loss can lose the last commits, never corrupt the file.
+    # FULL would fsync at every commit: a StartExecution would wait on the disk.
     conn.execute("PRAGMA synchronous=NORMAL")
     with _init_lock:
         if path not in _initialised:
