@@ -62,10 +62,12 @@ Lookup = Callable[[str], Any]  # variable name -> value, or UNDEFINED
 Template = Callable[[States, Lookup], Any]
 
 _SIMPLE_PATH = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
-# `$name` outside string and regex literals: the variables an expression may read.
-_REFERENCE = re.compile(
-    r"/(?:\\.|[^\\/])*/[a-zA-Z]*|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|\$([A-Za-z_][A-Za-z0-9_]*)"
-)
+# `$name`: the variables an expression may read. A name runs, as JSONata's tokenizer reads
+# it, up to whitespace or an operator character, so a Unicode name (AWS allows any Unicode
+# identifier: "Variable name syntax") is read whole. Names inside string or regex literals
+# are collected too: binding a variable the expression does not read is harmless, while
+# telling a regex literal from a division (`$a / $b / 2`) takes the parser.
+_REFERENCE = re.compile(r"\$([^\s.\[\]{}(),@#;:?+\-*/%|=<>^&!~`'\"$]+)")
 _HASHES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384"}
 _HASHES["SHA-512"] = "sha512"
 
