@@ -321,7 +321,7 @@ def _compile_state(
         state.label = spec.get("Label")
         if (processor.get("ProcessorConfig") or {}).get("Mode") == "DISTRIBUTED":
             state.distributed = attempt(
-                "ItemProcessor", partial(compile_distributed, spec, processor)
+                "ItemProcessor", partial(compile_distributed, spec, processor, state.jsonata)
             )
     return state
 
