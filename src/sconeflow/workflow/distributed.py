@@ -47,12 +47,12 @@ from .dataflow import (
 )
 from .errors import DATA_LIMIT_EXCEEDED, EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
 from .history import ChildExecution
-from .items import ITEM_READER_FAILED, LIST_OBJECTS, read_items
+from .items import ITEM_READER_FAILED, read_sourced_items
 from .jsonata import QUERY_EVALUATION_ERROR
 from .lambdas import new_request_id
 from .machine import State
 from .maprun import Child, MapRun, map_results
-from .mapspec import DistributedSpec, ItemBatcherSpec, PathValue, Template
+from .mapspec import MAX_BATCH_BYTES, DistributedSpec, ItemBatcherSpec, PathValue, Template
 from .recovery import guarded
 from .run import ExecutionAborted, Frame, Run
 
@@ -136,16 +136,19 @@ def jsonata_items(run: Run, state: State, frame: Frame, data: Any, ctx: Any) -> 
 
 def jsonata_selected(
     run: Run, state: State, frame: Frame, data: Any, ctx: Any, items: list[Any],
-    source: str = STATE_DATA,
+    sources: list[str] | None = None,
 ) -> list[Any]:  # fmt: skip
-    """Each item's input: ItemSelector evaluated with `$states.context.Map.Item`, or the item."""
+    """Each item's input: ItemSelector evaluated with `$states.context.Map.Item` (whose
+    Source is `sources[i]`, STATE_DATA without them), or the item itself."""
     selector = state.fields.get("ItemSelector")
     if selector is None:
         return items
-    return [
-        evaluate(run, state, frame, selector, states_of(data, item_context(ctx, i, item, source)))
-        for i, item in enumerate(items)
-    ]
+    selected = []
+    for i, item in enumerate(items):
+        source = sources[i] if sources is not None else STATE_DATA
+        states = states_of(data, item_context(ctx, i, item, source))
+        selected.append(evaluate(run, state, frame, selector, states))
+    return selected
 
 
 def jsonata_limits(
@@ -207,10 +210,10 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
         map_run = _start_map_run(run, state)
         run.emit(frame, "MapRunStarted", "mapRunStartedEventDetails", {"mapRunArn": map_run.arn})
         try:
-            source = STATE_DATA
+            sources: list[str] | None = None  # None: every item's Source is STATE_DATA
             if items is None:
-                items, source = _read(spec, field)
-            children = _children(state, spec.item_batcher, items, source, field)
+                items, sources = _read(spec, field)
+            children = _children(state, spec.item_batcher, items, sources, field)
             failed = _run_children(run, state, map_run, children, concurrency, count, pct)
             if run.stop is not None and run.stop.is_set():
                 # Stopped: the children ended ABORTED; so does this execution, not a failure.
@@ -301,8 +304,8 @@ class _Fields:
         return value
 
 
-def _read(spec: DistributedSpec, field: _Fields) -> tuple[list[Any], str]:
-    """The ItemReader's items, and their `Map.Item.Source`."""
+def _read(spec: DistributedSpec, field: _Fields) -> tuple[list[Any], list[str]]:
+    """The ItemReader's items, and the `Map.Item.Source` of each."""
     reader = spec.item_reader
     assert reader is not None
     effective, ctx, run = field.effective, field.ctx, field.run
@@ -328,25 +331,23 @@ def _read(spec: DistributedSpec, field: _Fields) -> tuple[list[Any], str]:
             raise StatesFailure(ITEM_READER_FAILED, "field MaxItems must be positive")
         max_items = value
     params = field.value(reader.parameters, reader.jsonata)
-    items = read_items(run.store, reader.resource, params, reader.config, max_items)
-    # AWS's Map.Item.Source: the bucket's URI for a listing, the object's for a file.
-    source = f"S3://{params['Bucket']}"
-    if reader.resource != LIST_OBJECTS:
-        source += f"/{params['Key']}"
-    return items, source
+    sourced = read_sourced_items(run.store, reader.resource, params, reader.config, max_items)
+    return [item for item, _ in sourced], [source for _, source in sourced]
 
 
 def _children(
-    state: State, batcher: ItemBatcherSpec | None, items: list[Any], source: str, field: _Fields
-) -> list[Child]:
+    state: State, batcher: ItemBatcherSpec | None, items: list[Any], sources: list[str] | None,
+    field: _Fields,
+) -> list[Child]:  # fmt: skip
     """ItemSelector on each item, then ItemBatcher: the inputs of the child executions."""
     values = items
     if state.jsonata:
         values = jsonata_selected(field.run, state, field.frame, field.data, field.ctx, items,
-                                  source)  # fmt: skip
+                                  sources)  # fmt: skip
     elif state.item_selector is not None:
         values = []
         for index, item in enumerate(items):
+            source = sources[index] if sources is not None else STATE_DATA
             item_ctx = item_context(field.ctx, index, item, source)
             values.append(state.item_selector(field.effective, item_ctx))
     if batcher is None:
@@ -367,6 +368,10 @@ def _batches(batcher: ItemBatcherSpec, values: list[Any], field: _Fields) -> lis
         max_bytes = field.positive(
             batcher.max_bytes_expression, batcher.max_bytes_path, "MaxInputBytesPerBatch"
         )
+    if max_bytes is None:
+        # AWS: "If you use batching and don't specify a maximum batch size, the interpreter
+        # processes as many items it can process up to 256 KiB in each child workflow".
+        max_bytes = MAX_BATCH_BYTES
     head: dict[str, Any] = {}
     if batcher.batch_input is not None:
         head["BatchInput"] = field.value(batcher.batch_input, batcher.jsonata)

@@ -115,6 +115,8 @@ def _item_reader(spec: dict[str, Any], jsonata: bool) -> ItemReaderSpec:
         header_location=config.get("CSVHeaderLocation", "FIRST_ROW"),
         headers=tuple(config.get("CSVHeaders", ())),
         delimiter=CSV_DELIMITERS[config.get("CSVDelimiter", "COMMA")],
+        items_pointer=config.get("ItemsPointer"),
+        load_and_flatten=config.get("Transformation") == "LOAD_AND_FLATTEN",
     )
     max_items = config.get("MaxItems", 0)
     if jsonata:
@@ -192,6 +194,7 @@ _LABEL_FORBIDDEN = set(' ?*<>{}[]:;,\\|^~$#%&`"') | {
 _READER_FIELDS = {"Resource", "Parameters", "Arguments", "ReaderConfig"}
 _READER_CONFIG_FIELDS = {
     "InputType", "CSVHeaderLocation", "CSVHeaders", "CSVDelimiter", "MaxItems", "MaxItemsPath",
+    "ItemsPointer", "Transformation",
 }  # fmt: skip
 _BATCHER_FIELDS = {
     "MaxItemsPerBatch", "MaxItemsPerBatchPath", "MaxInputBytesPerBatch",
@@ -304,13 +307,34 @@ def _check_reader(at: str, reader: Any, problems: list[str], jsonata: bool) -> N
     if jsonata:
         _jsonata_only_paths(f"{where}.ReaderConfig", config, problems)
     kind = config.get("InputType")
-    if resource == GET_OBJECT and kind not in ("JSON", "JSONL", "CSV"):
+    transformation = config.get("Transformation", "NONE")
+    flatten = transformation == "LOAD_AND_FLATTEN"
+    if transformation not in ("NONE", "LOAD_AND_FLATTEN"):
+        problems.append(f"{where}.ReaderConfig.Transformation must be 'NONE' or 'LOAD_AND_FLATTEN'")
+    elif flatten and resource != LIST_OBJECTS:
         problems.append(
-            f"{where}.ReaderConfig.InputType {kind!r} is not supported with getObject; use "
-            "'JSON', 'JSONL' or 'CSV'"
+            f"{where}.ReaderConfig.Transformation LOAD_AND_FLATTEN reads the objects a "
+            f"listing finds; use Resource '{LIST_OBJECTS}'"
         )
-    if resource == LIST_OBJECTS and kind is not None:
-        problems.append(f"{where}.ReaderConfig.InputType is for getObject only; remove it")
+    if (resource == GET_OBJECT or flatten) and kind not in ("JSON", "JSONL", "CSV"):
+        reading = "getObject" if resource == GET_OBJECT else "LOAD_AND_FLATTEN"
+        problems.append(
+            f"{where}.ReaderConfig.InputType {kind!r} is not supported with {reading}; use "
+            "'JSON', 'JSONL' or 'CSV' (AWS's PARQUET and MANIFEST are not available here)"
+        )
+    if resource == LIST_OBJECTS and kind is not None and not flatten:
+        problems.append(
+            f"{where}.ReaderConfig.InputType is for getObject, or for listObjectsV2 with "
+            "Transformation LOAD_AND_FLATTEN; remove it"
+        )
+    pointer = config.get("ItemsPointer")
+    if "ItemsPointer" in config and kind != "JSON":
+        problems.append(f"{where}.ReaderConfig.ItemsPointer applies to InputType JSON only")
+    elif pointer is not None and not (isinstance(pointer, str) and pointer[:1] in ("/", "")):
+        problems.append(
+            f"{where}.ReaderConfig.ItemsPointer must be a JSON Pointer such as "
+            f"'/inventory/products', got {pointer!r}"
+        )
     location = config.get("CSVHeaderLocation", "FIRST_ROW")
     if kind != "CSV":
         for field in ("CSVHeaderLocation", "CSVHeaders", "CSVDelimiter"):
