@@ -79,6 +79,9 @@ _PRICE_END_JSONATA = {
 }
 
 
+_PASS_ONE = {"StartAt": "One", "States": {"One": {"Type": "Pass", "End": True}}}
+
+
 def _timeout_task(timeout: Any) -> dict[str, Any]:
     return {
         "Type": "Task",
@@ -208,10 +211,29 @@ TRANSFORMING_DATA = [
     ),
     Example(
         # "the string must start with {% with no leading spaces, and must end with %} with no
-        # trailing spaces": anything else is a plain string, not an expression.
-        "transforming-data: Writing JSONata expressions in JSON strings - not an expression",
-        machine({"P": {"Type": "Pass", "Output": {"a": " {% 1 + 1 %}", "b": "{% 1 + 1 %} "}}}),
-        output={"a": " {% 1 + 1 %}", "b": "{% 1 + 1 %} "},
+        # trailing spaces. Improperly opening or closing the expression will result in a
+        # validation error."
+        "transforming-data: Writing JSONata expressions in JSON strings - leading space",
+        machine({"P": {"Type": "Pass", "Output": {"a": " {% 1 + 1 %}"}}}),
+        refused="is not a JSONata expression",
+    ),
+    *[
+        Example(
+            f"transforming-data: Writing JSONata expressions in JSON strings - {name}",
+            machine({"P": {"Type": "Pass", "Output": {"a": text}}}),
+            refused="(at Output/a) is not a JSONata expression",
+        )
+        for name, text in (
+            ("trailing space", "{% 1 + 1 %} "),
+            ("not closed", "{% 1 + 1"),
+            ("not opened", "1 + 1 %}"),
+            ("text around it", "x {% 1 + 1 %} y"),
+        )
+    ],
+    Example(
+        "transforming-data: Writing JSONata expressions in JSON strings - a plain string",
+        machine({"P": {"Type": "Pass", "Output": {"a": "100% {plain}", "b": "$states.input"}}}),
+        output={"a": "100% {plain}", "b": "$states.input"},
     ),
     Example(
         "transforming-data: Reserved variable $states - input, result, context",
@@ -265,6 +287,68 @@ TRANSFORMING_DATA = [
         # where they are not accessible will be caught at creation ... of the state machine."
         "transforming-data: Reserved variable $states - errorOutput outside a Catch",
         machine({"P": {"Type": "Pass", "Output": "{% $states.errorOutput %}"}}),
+        refused="$states.errorOutput",
+    ),
+    *[
+        Example(
+            f"transforming-data: Reserved variable $states - result {where}",
+            definition,
+            refused="$states.result exists only in the Output and Assign",
+        )
+        for where, definition in (
+            ("in a Pass", machine({"P": {"Type": "Pass", "Output": "{% $states.result %}"}})),
+            (
+                "in a Choice",
+                machine(
+                    {
+                        "C": {
+                            "Type": "Choice",
+                            "Choices": [{"Condition": "{% $states.result > 1 %}", "Next": "E"}],
+                            "Default": "E",
+                        },
+                        "E": {"Type": "Succeed"},
+                    }
+                ),
+            ),
+            ("in a Wait", machine({"W": {"Type": "Wait", "Seconds": "{% $states.result %}"}})),
+            (
+                "in a Task's Arguments",
+                machine(
+                    {"T": {"Type": "Task", "Resource": ECHO, "Arguments": "{% $states.result %}"}}
+                ),
+            ),
+            (
+                "in a Catch",
+                machine(
+                    {
+                        "T": {
+                            "Type": "Task",
+                            "Resource": ECHO,
+                            "Catch": [
+                                {
+                                    "ErrorEquals": ["States.ALL"],
+                                    "Output": "{% $states.result %}",
+                                    "Next": "E",
+                                }
+                            ],
+                        },
+                        "E": {"Type": "Succeed"},
+                    }
+                ),
+            ),
+        )
+    ],
+    Example(
+        "transforming-data: Reserved variable $states - errorOutput in a state's Assign",
+        machine(
+            {
+                "M": {
+                    "Type": "Map",
+                    "Assign": {"e": "{% $states.errorOutput %}"},
+                    "ItemProcessor": _PASS_ONE,
+                }
+            }
+        ),
         refused="$states.errorOutput",
     ),
     Example(

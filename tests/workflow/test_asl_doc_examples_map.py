@@ -25,7 +25,13 @@ from doc_examples import (
     machine,
 )
 
-from sconeflow.workflow import ExecutionResult, MemoryObjectStore
+from sconeflow.workflow import (
+    ExecutionResult,
+    HandlerError,
+    MemoryObjectStore,
+    parse_definition,
+    run_execution,
+)
 
 _SHIPMENT = {
     "ship-date": "2016-03-14T01:59:00Z",
@@ -1292,3 +1298,13 @@ def test_every_example_has_a_unique_id_naming_its_page() -> None:
     assert {e.page for e in EXAMPLES} <= set(PAGES)
     for example in EXAMPLES:  # what the pages print is JSON; so is what runs here
         json.dumps(example.definition)
+
+
+def test_distributed_mode_is_not_supported_in_express_workflows() -> None:
+    # state-map-distributed, "Distributed Map state fields": "Distributed mode is supported
+    # in Standard workflows but not supported in Express workflows."
+    definition = _dmap()
+    with pytest.raises(HandlerError, match="only in a STANDARD workflow"):
+        run_execution(parse_definition(definition), [1], execution_type="EXPRESS")
+    inline = machine({"M": {"Type": "Map", "ItemProcessor": _PASS}}, jsonata=False)
+    assert run_execution(parse_definition(inline), [1], execution_type="EXPRESS").output == [1]
