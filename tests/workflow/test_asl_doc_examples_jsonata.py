@@ -16,6 +16,7 @@ from doc_examples import (
     FN,
     GET_CURRENT_PRICE,
     INVOKE,
+    NOT_COVERED,
     PAGES,
     QEE,
     Example,
@@ -1271,3 +1272,7 @@ def test_every_example_has_a_unique_id_naming_its_page() -> None:
     assert {e.page for e in EXAMPLES} <= set(PAGES)
     for example in EXAMPLES:  # what the pages print is JSON; so is what runs here
         json.dumps(example.definition)
+
+
+def test_what_is_not_covered_names_its_page() -> None:
+    assert {key.split(":", 1)[0] for key in NOT_COVERED} <= set(PAGES)

@@ -18,6 +18,7 @@ from doc_examples import (
     QEE,
     Example,
     check_example,
+    count,
     machine,
     scheduled_timeout,
     with_variables,
@@ -256,6 +257,8 @@ STATES = [
         {"hello": {"key": "v"}},
     ),
     Example(
+        # The page's task is an activity (arn:aws:states:region:123456789012:activity:
+        # HelloWorld), here a Lambda function of that name: activities are not run here.
         "state-task: Static timeout and heartbeat notification example",
         machine(
             {
@@ -272,6 +275,8 @@ STATES = [
         check=lambda result, store, children: scheduled_timeout(result, 300),
     ),
     Example(
+        # The page's task is an AWS Glue job (glue:startJobRun.sync), here a Lambda function:
+        # what the example shows is TimeoutSecondsPath read from the input.
         "state-task: Dynamic task timeout and heartbeat notification example",
         machine(
             {
@@ -497,6 +502,119 @@ def _waited(result: ExecutionResult, seconds: int) -> None:
     assert (exited["timestamp"] - entered["timestamp"]).total_seconds() == seconds
 
 
+# --- "Parallel workflow state" -------------------------------------------------------------
+
+
+def _branch(name: str, resource: str) -> dict[str, Any]:
+    return {"StartAt": name, "States": {name: {"Type": "Task", "Resource": resource, "End": True}}}
+
+
+PARALLEL = [
+    Example(
+        "state-parallel: Parallel State Example",
+        {
+            "Comment": "Parallel Example.",
+            "StartAt": "LookupCustomerInfo",
+            "States": {
+                "LookupCustomerInfo": {
+                    "Type": "Parallel",
+                    "End": True,
+                    "Branches": [
+                        _branch(
+                            "LookupAddress",
+                            "arn:aws:lambda:us-east-1:123456789012:function:AddressFinder",
+                        ),
+                        _branch(
+                            "LookupPhone",
+                            "arn:aws:lambda:us-east-1:123456789012:function:PhoneFinder",
+                        ),
+                    ],
+                }
+            },
+        },
+        {"customer": "c1"},
+        [{"address": "1 Main St"}, {"phone": "555-0100"}],
+    ),
+    Example(
+        # "If the FunWithMath state was given the array [3, 2] as input, then both the Add and
+        # Subtract states receive that array as input. The output of Add would be 5, that of
+        # Subtract would be 1, and the output of the Parallel state would be an array." The
+        # page's tasks are activities (arn:aws:swf:...:task:Add); here they are Lambda
+        # functions of the same names, which this engine runs.
+        "state-parallel: Parallel State Input and Output Processing",
+        {
+            "Comment": "Parallel Example.",
+            "StartAt": "FunWithMath",
+            "States": {
+                "FunWithMath": {
+                    "Type": "Parallel",
+                    "End": True,
+                    "Branches": [
+                        _branch("Add", FN.format("Add")),
+                        _branch("Subtract", FN.format("Subtract")),
+                    ],
+                }
+            },
+        },
+        [3, 2],
+        [5, 1],
+    ),
+    Example(
+        # "If any branch fails, because of an unhandled error or by transitioning to a Fail
+        # state, the entire Parallel state is considered to have failed"
+        "state-parallel: Error Handling",
+        machine(
+            {
+                "P": {
+                    "Type": "Parallel",
+                    "Branches": [
+                        _branch("Fine", FN.format("HelloWorld")),
+                        {
+                            "StartAt": "Stop",
+                            "States": {"Stop": {"Type": "Fail", "Error": "BranchFailed"}},
+                        },
+                    ],
+                }
+            },
+            jsonata=False,
+        ),
+        error="BranchFailed",
+    ),
+    Example(
+        "state-parallel: Arguments, Output and Assign (JSONata)",
+        machine(
+            {
+                "P": {
+                    "Type": "Parallel",
+                    "Arguments": {"n": "{% $states.input.n * 2 %}"},
+                    "Branches": [
+                        {
+                            "StartAt": "B",
+                            "States": {
+                                "B": {
+                                    "Type": "Pass",
+                                    "Output": "{% $states.input.n + 1 %}",
+                                    "End": True,
+                                }
+                            },
+                        }
+                    ],
+                    "Output": {"results": "{% $states.result %}"},
+                    "Assign": {"first": "{% $states.result[0] %}"},
+                    "Next": "R",
+                },
+                "R": {
+                    "Type": "Pass",
+                    "Output": {"out": "{% $states.input %}", "first": "{% $first %}"},
+                },
+            }
+        ),
+        {"n": 5},
+        {"out": {"results": [11]}, "first": 11},
+    ),
+]
+
+
 # --- "Accessing execution data from the Context object" --------------------------------------
 
 _WHO = [{"who": "bob"}, {"who": "meg"}, {"who": "joe"}]
@@ -610,7 +728,101 @@ def _hello_world(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _timing_out(retry: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Task that times out on every attempt, with `retry`."""
+    return machine(
+        {
+            "T": {
+                "Type": "Task",
+                "Resource": FN.format("sleep10"),
+                "TimeoutSeconds": 2,
+                "Retry": retry,
+            }
+        },
+        jsonata=False,
+    )
+
+
 ERROR_HANDLING = [
+    Example(
+        # "makes two retry attempts with the first retry taking place after waiting for
+        # three seconds ... the second retry attempt starts after waiting for three seconds
+        # after the first retry."
+        "concepts-error-handling: Example 1 - Retry with BackoffRate",
+        _timing_out(
+            [
+                {
+                    "ErrorEquals": ["States.Timeout"],
+                    "IntervalSeconds": 3,
+                    "MaxAttempts": 2,
+                    "BackoffRate": 1,
+                }
+            ]
+        ),
+        error="States.Timeout",
+        check=lambda result, store, children: _retry_waits(result, [3, 3]),
+    ),
+    Example(
+        # "The first retry takes place after waiting for three seconds. The second and third
+        # retry attempts take place after waiting for five seconds": with JitterStrategy
+        # FULL each wait is drawn below that (3, 5, 5 at most).
+        "concepts-error-handling: Example 2 - Retry with MaxDelaySeconds",
+        _timing_out(
+            [
+                {
+                    "ErrorEquals": ["States.Timeout"],
+                    "IntervalSeconds": 3,
+                    "MaxAttempts": 3,
+                    "BackoffRate": 2,
+                    "MaxDelaySeconds": 5,
+                    "JitterStrategy": "FULL",
+                }
+            ]
+        ),
+        error="States.Timeout",
+        check=lambda result, store, children: _retry_waits_at_most(result, [3, 5, 5]),
+    ),
+    Example(
+        "concepts-error-handling: Example 2 - without MaxDelaySeconds",
+        _timing_out(
+            [
+                {
+                    "ErrorEquals": ["States.Timeout"],
+                    "IntervalSeconds": 3,
+                    "MaxAttempts": 3,
+                    "BackoffRate": 2,
+                }
+            ]
+        ),
+        error="States.Timeout",
+        check=lambda result, store, children: _retry_waits(result, [3, 6, 12]),
+    ),
+    Example(
+        "concepts-error-handling: Example 3 - Retry all errors except States.Timeout",
+        _timing_out(
+            [{"ErrorEquals": ["States.Timeout"], "MaxAttempts": 0}, {"ErrorEquals": ["States.ALL"]}]
+        ),
+        error="States.Timeout",
+        check=lambda result, store, children: count(result, "LambdaFunctionScheduled", 1),
+    ),
+    Example(
+        "concepts-error-handling: Example 3 - other errors are retried",
+        machine(
+            {
+                "T": {
+                    "Type": "Task",
+                    "Resource": FN.format("FailFunction"),
+                    "Retry": [
+                        {"ErrorEquals": ["States.Timeout"], "MaxAttempts": 0},
+                        {"ErrorEquals": ["States.ALL"]},
+                    ],
+                }
+            },
+            jsonata=False,
+        ),
+        error="HandledError",
+        check=lambda result, store, children: _retry_waits(result, [1, 2, 4]),  # the defaults
+    ),
     Example(
         "concepts-error-handling: Example 4 - Complex retry scenario",
         machine(
@@ -769,6 +981,23 @@ def _error_output(output: Any) -> None:
     assert json.loads(output["Cause"])["errorMessage"] == "error"
 
 
+def _retry_waits_at_most(result: ExecutionResult, bounds: list[int]) -> None:
+    waits = _waits(result)
+    assert len(waits) == len(bounds) and all(
+        0 <= w <= b for w, b in zip(waits, bounds, strict=True)
+    )
+
+
+def _waits(result: ExecutionResult) -> list[float]:
+    starts = [e["timestamp"] for e in result.events if e["type"] in _SCHEDULED]
+    fails = [e["timestamp"] for e in result.events if e["type"] in _ENDED_BADLY]
+    return [(s - f).total_seconds() for f, s in zip(fails, starts[1:], strict=False)]
+
+
+_SCHEDULED = ("TaskScheduled", "LambdaFunctionScheduled")
+_ENDED_BADLY = ("TaskFailed", "LambdaFunctionFailed", "TaskTimedOut", "LambdaFunctionTimedOut")
+
+
 def _retry_waits(result: ExecutionResult, waits: list[int]) -> None:
     starts = [
         e["timestamp"]
@@ -786,7 +1015,7 @@ def _retry_waits(result: ExecutionResult, waits: list[int]) -> None:
     ] == waits
 
 
-EXAMPLES = [*CHOICE, *STATES, *CONTEXT, *ERROR_HANDLING]
+EXAMPLES = [*CHOICE, *STATES, *PARALLEL, *CONTEXT, *ERROR_HANDLING]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
