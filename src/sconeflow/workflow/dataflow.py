@@ -88,6 +88,19 @@ def evaluate(run: Run, state: State, frame: Frame, template: Template, states: S
         raise
 
 
+STATE_DATA = "STATE_DATA"  # `Map.Item.Source` of an item taken from the state input
+
+
+def item_context(ctx: dict[str, Any], index: int, item: Any, source: str = STATE_DATA) -> Any:
+    """The context object one Map item's ItemSelector sees: `Map.Item` holds its Index, Value
+    and Source (AWS: "Context object data for Map states": STATE_DATA for items of the state
+    input, else the S3 URI the items were read from, "S3://bucket" for a listing and
+    "S3://bucket/key" for an object)."""
+    item_ctx = dict(ctx)
+    item_ctx["Map"] = {"Item": {"Index": index, "Value": item, "Source": source}}
+    return item_ctx
+
+
 def states_of(data: Any, ctx: Any, **more: Any) -> States:
     """The `$states` reserved variable of a JSONata state."""
     return {"input": data, "context": ctx, **more}

@@ -13,7 +13,12 @@ States.ExceedToleratedFailureThreshold). A ResultWriter exports every child's re
 and the state's result becomes `{"MapRunArn", "ResultWriterDetails"}` (maprun.py).
 
 Also here, because the inline Map shares them: MaxConcurrencyPath and the Tolerated*Path
-fields, read from the Map's effective input.
+fields, read from the Map's effective input, and a JSONata Map's Items, ItemSelector and
+limits (`jsonata_items`, `jsonata_selected`, `jsonata_limits`). A JSONata Distributed Map
+evaluates its ItemReader and ResultWriter Arguments and its ItemBatcher fields against
+`$states` (mapspec.py); its children, as every child execution, see none of the parent's
+variables (AWS: "Distributed Map states cannot currently reference variables in outer
+scopes").
 """
 
 from __future__ import annotations
@@ -25,24 +30,29 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .clock import iso_millis
-from .data import dumps, within_quota
+from .data import dumps, json_type, within_quota
 from .dataflow import (
+    STATE_DATA,
     apply_assign,
     effective_input,
     enter,
+    evaluate,
     exit_state,
     finish,
+    item_context,
     jsonpath_assign,
     map_items,
     select,
+    states_of,
 )
 from .errors import DATA_LIMIT_EXCEEDED, EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
 from .history import ChildExecution
-from .items import ITEM_READER_FAILED, read_items
+from .items import ITEM_READER_FAILED, read_sourced_items
+from .jsonata import QUERY_EVALUATION_ERROR
 from .lambdas import new_request_id
 from .machine import State
 from .maprun import Child, MapRun, map_results
-from .mapspec import DistributedSpec, ItemBatcherSpec, PathValue
+from .mapspec import MAX_BATCH_BYTES, DistributedSpec, ItemBatcherSpec, PathValue, Template
 from .recovery import guarded
 from .run import ExecutionAborted, Frame, Run
 
@@ -101,6 +111,75 @@ def _path_number(path: PathValue, effective: Any, field: str, kind: str) -> floa
     return value
 
 
+def _query_failure(state: State, frame: Frame, message: str) -> StatesFailure:
+    return StatesFailure(
+        QUERY_EVALUATION_ERROR,
+        f"An error occurred while executing the state '{state.name}' (entered at the event "
+        f"id #{frame.entered}). {message}",
+    )
+
+
+def jsonata_items(run: Run, state: State, frame: Frame, data: Any, ctx: Any) -> list[Any]:
+    """A JSONata Map's items: Items (an array, or an expression giving one), else the input."""
+    items = data
+    if "Items" in state.fields:
+        items = evaluate(run, state, frame, state.fields["Items"], states_of(data, ctx))
+    if not isinstance(items, list):
+        failure = _query_failure(
+            state, frame, f"The Items field must evaluate to a JSON array, got {json_type(items)}"
+        )
+        if "Items" not in state.fields:
+            failure.error = RUNTIME
+        raise failure
+    return items
+
+
+def jsonata_selected(
+    run: Run, state: State, frame: Frame, data: Any, ctx: Any, items: list[Any],
+    sources: list[str] | None = None,
+) -> list[Any]:  # fmt: skip
+    """Each item's input: ItemSelector evaluated with `$states.context.Map.Item` (whose
+    Source is `sources[i]`, STATE_DATA without them), or the item itself."""
+    selector = state.fields.get("ItemSelector")
+    if selector is None:
+        return items
+    selected = []
+    for i, item in enumerate(items):
+        source = sources[i] if sources is not None else STATE_DATA
+        states = states_of(data, item_context(ctx, i, item, source))
+        selected.append(evaluate(run, state, frame, selector, states))
+    return selected
+
+
+def jsonata_limits(
+    run: Run, state: State, frame: Frame, data: Any, ctx: Any
+) -> tuple[int | None, float | None, int]:
+    """(ToleratedFailureCount, ToleratedFailurePercentage, MaxConcurrency) of a JSONata Map."""
+    states = states_of(data, ctx)
+    values: list[Any] = []
+    for field, default in (
+        ("ToleratedFailureCount", state.tolerated_count),
+        ("ToleratedFailurePercentage", state.tolerated_percentage),
+        ("MaxConcurrency", state.max_concurrency),
+    ):
+        value = default
+        if field in state.fields:
+            value = evaluate(run, state, frame, state.fields[field], states)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            if field != "ToleratedFailurePercentage":
+                ok = ok and float(value).is_integer()
+            if not ok or (field == "ToleratedFailurePercentage" and value > 100):
+                raise _query_failure(
+                    state,
+                    frame,
+                    f"The field '{field}' must evaluate to a non-negative number, got "
+                    f"{dumps(value)}",
+                )
+            value = value if field == "ToleratedFailurePercentage" else int(value)
+        values.append(value)
+    return values[0], values[1], int(values[2] or 0)
+
+
 # --- the Map Run ----------------------------------------------------------------------------
 
 
@@ -111,30 +190,40 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
     assert spec is not None and state.iterator is not None  # run_map sends only these here
 
     def attempt(retry_count: int) -> Any:
-        ctx = run.state_context(state, retry_count)
-        effective = effective_input(state, data, ctx)
-        concurrency = map_concurrency(state, effective)
+        ctx = run.state_context(state, retry_count) or run.context
+        field = _Fields(run, state, frame, data, ctx)
         items: Any = None
-        if spec.item_reader is None:
-            items = map_items(state, effective, ctx)
+        if state.jsonata:
+            count, pct, concurrency = jsonata_limits(run, state, frame, data, ctx)
+            if spec.item_reader is None:
+                items = jsonata_items(run, state, frame, data, ctx)
+        else:
+            concurrency = map_concurrency(state, field.effective)
+            if spec.item_reader is None:
+                items = map_items(state, field.effective, ctx)
         length = 0 if items is None else len(items)
         run.emit(frame, "MapStateStarted", "mapStateStartedEventDetails", {"length": length})
-        count, pct = map_tolerance(state, effective)
+        if not state.jsonata:
+            count, pct = map_tolerance(state, field.effective)
         if count is None and pct is None:
             count = 0  # a Distributed Map tolerates no failure unless told otherwise
         map_run = _start_map_run(run, state)
         run.emit(frame, "MapRunStarted", "mapRunStartedEventDetails", {"mapRunArn": map_run.arn})
         try:
+            sources: list[str] | None = None  # None: every item's Source is STATE_DATA
             if items is None:
-                items = _read(run, spec, effective, ctx)
-            children = _children(run, state, spec.item_batcher, items, effective, ctx)
+                items, sources = _read(spec, field)
+            children = _children(state, spec.item_batcher, items, sources, field)
             failed = _run_children(run, state, map_run, children, concurrency, count, pct)
             if run.stop is not None and run.stop.is_set():
                 # Stopped: the children ended ABORTED; so does this execution, not a failure.
                 raise ExecutionAborted(state.name, "the execution was stopped")
             threshold = exceeds_tolerance(count, pct, failed, len(items))
             writer = spec.result_writer
-            result = map_results(run, writer, map_run, children, effective, ctx)
+            params = None
+            if writer is not None and writer.parameters is not None:
+                params = field.value(writer.parameters, writer.jsonata)
+            result = map_results(run, writer, map_run, children, params)
         except ExecutionAborted:
             run.emit(frame, "MapRunAborted")
             raise
@@ -150,7 +239,16 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
             raise StatesFailure(EXCEED_TOLERATED_FAILURE_THRESHOLD, THRESHOLD_CAUSE)
         run.emit(frame, "MapRunSucceeded")
         run.emit(frame, "MapStateSucceeded")
-        return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
+        if not state.jsonata:
+            return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
+        states = states_of(data, ctx, result=result)
+        output = result
+        if state.output is not None:
+            output = evaluate(run, state, frame, state.output, states)
+        pending = None
+        if state.assign is not None:
+            pending = evaluate(run, state, frame, state.assign, states)
+        return output, pending
 
     output, nxt, pending = guarded(run, state, data, frame, attempt)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))
@@ -172,10 +270,52 @@ def _start_map_run(run: Run, state: State) -> MapRun:
     return MapRun(arn, run_id, child, str(run.context["Execution"]["Id"]))
 
 
-def _read(run: Run, spec: DistributedSpec, effective: Any, ctx: Any) -> list[Any]:
+class _Fields:
+    """What a Distributed Map's own fields are evaluated against: in JSONPath the effective
+    input and the context object (payload templates, `...Path` fields), in JSONata
+    `$states` (the state input and the context object) and the variables in scope."""
+
+    def __init__(self, run: Run, state: State, frame: Frame, data: Any, ctx: Any) -> None:
+        self.run, self.state, self.frame, self.data, self.ctx = run, state, frame, data, ctx
+        self.effective = data if state.jsonata else effective_input(state, data, ctx)
+
+    def value(self, template: Template, jsonata: bool) -> Any:
+        if jsonata:
+            states = states_of(self.data, self.ctx)
+            return evaluate(self.run, self.state, self.frame, template, states)
+        return template(self.effective, self.ctx)
+
+    def positive(self, template: Template | None, path: PathValue | None, field: str) -> Any:
+        """A batch limit: a literal or JSONata value (template), or a Path's value."""
+        if path is not None:
+            return _positive(path, self.effective, f"{field}Path")
+        if template is None:
+            return None
+        value = self.value(template, True)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise _query_failure(
+                self.state,
+                self.frame,
+                f"The field 'ItemBatcher/{field}' must evaluate to a positive integer, got "
+                f"{dumps(value)}",
+            )
+        return value
+
+
+def _read(spec: DistributedSpec, field: _Fields) -> tuple[list[Any], list[str]]:
+    """The ItemReader's items, and the `Map.Item.Source` of each."""
     reader = spec.item_reader
     assert reader is not None
-    max_items = reader.max_items
+    effective, ctx, run = field.effective, field.ctx, field.run
+    max_items: Any = reader.max_items
+    if reader.max_items_expression is not None:
+        max_items = field.value(reader.max_items_expression, True)
+        if isinstance(max_items, float) and max_items.is_integer():
+            max_items = int(max_items)
+        if not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 0:
+            raise StatesFailure(ITEM_READER_FAILED, "field MaxItems must be positive")
     if reader.max_items_path is not None:
         value = select(reader.max_items_path.getter, reader.max_items_path.text, effective, ctx,
                        "MaxItemsPath")
@@ -190,39 +330,51 @@ def _read(run: Run, spec: DistributedSpec, effective: Any, ctx: Any) -> list[Any
         if value < 0:
             raise StatesFailure(ITEM_READER_FAILED, "field MaxItems must be positive")
         max_items = value
-    params = reader.parameters(effective, ctx)
-    return read_items(run.store, reader.resource, params, reader.config, max_items)
+    params = field.value(reader.parameters, reader.jsonata)
+    sourced = read_sourced_items(run.store, reader.resource, params, reader.config, max_items)
+    return [item for item, _ in sourced], [source for _, source in sourced]
 
 
 def _children(
-    run: Run, state: State, batcher: ItemBatcherSpec | None, items: list[Any], effective: Any,
-    ctx: Any,
+    state: State, batcher: ItemBatcherSpec | None, items: list[Any], sources: list[str] | None,
+    field: _Fields,
 ) -> list[Child]:  # fmt: skip
     """ItemSelector on each item, then ItemBatcher: the inputs of the child executions."""
     values = items
-    if state.item_selector is not None:
+    if state.jsonata:
+        values = jsonata_selected(field.run, state, field.frame, field.data, field.ctx, items,
+                                  sources)  # fmt: skip
+    elif state.item_selector is not None:
         values = []
         for index, item in enumerate(items):
-            item_ctx = dict(ctx or run.context)
-            item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
-            values.append(state.item_selector(effective, item_ctx))
+            source = sources[index] if sources is not None else STATE_DATA
+            item_ctx = item_context(field.ctx, index, item, source)
+            values.append(state.item_selector(field.effective, item_ctx))
     if batcher is None:
         return [Child(i, v, dumps(v)) for i, v in enumerate(values)]
-    return _batches(batcher, values, effective, ctx)
+    return _batches(batcher, values, field)
 
 
-def _batches(batcher: ItemBatcherSpec, values: list[Any], effective: Any, ctx: Any) -> list[Child]:
+def _batches(batcher: ItemBatcherSpec, values: list[Any], field: _Fields) -> list[Child]:
     """Group items as `{"BatchInput": ..., "Items": [...]}` (AWS: "ItemBatcher (Map)"),
     at most MaxItemsPerBatch items and MaxInputBytesPerBatch bytes of input each."""
     max_items = batcher.max_items
-    if batcher.max_items_path is not None:
-        max_items = _positive(batcher.max_items_path, effective, "MaxItemsPerBatchPath")
+    if batcher.max_items is None:
+        max_items = field.positive(
+            batcher.max_items_expression, batcher.max_items_path, "MaxItemsPerBatch"
+        )
     max_bytes = batcher.max_bytes
-    if batcher.max_bytes_path is not None:
-        max_bytes = _positive(batcher.max_bytes_path, effective, "MaxInputBytesPerBatchPath")
+    if batcher.max_bytes is None:
+        max_bytes = field.positive(
+            batcher.max_bytes_expression, batcher.max_bytes_path, "MaxInputBytesPerBatch"
+        )
+    if max_bytes is None:
+        # AWS: "If you use batching and don't specify a maximum batch size, the interpreter
+        # processes as many items it can process up to 256 KiB in each child workflow".
+        max_bytes = MAX_BATCH_BYTES
     head: dict[str, Any] = {}
     if batcher.batch_input is not None:
-        head["BatchInput"] = batcher.batch_input(effective, ctx)
+        head["BatchInput"] = field.value(batcher.batch_input, batcher.jsonata)
     # Bytes of {"BatchInput":...,"Items":[]} and of each item with its comma.
     base = len(dumps({**head, "Items": []}).encode())
     groups: list[list[Any]] = []

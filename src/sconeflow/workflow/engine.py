@@ -129,6 +129,12 @@ def run_execution(
             f"execution_type must be one of {list(EXECUTION_TYPES)}, got {execution_type!r}"
         )
     express = execution_type == "EXPRESS"
+    if express and _has_distributed_map(machine):
+        raise HandlerError(
+            "a Distributed Map runs only in a STANDARD workflow (AWS: 'Distributed mode is "
+            "supported in Standard workflows but not supported in Express workflows'); run "
+            "the execution as STANDARD, or give the Map ProcessorConfig Mode INLINE"
+        )
     if express and (start_at is not None or redrive_count):
         raise HandlerError(
             "an EXPRESS execution cannot be redriven (AWS redrives only STANDARD workflows); "
@@ -254,6 +260,16 @@ def execute(
         failed,
         collector.events if collector is not None else [],
     )
+
+
+def _has_distributed_map(machine: StateMachine) -> bool:
+    for state in machine.states.values():
+        if state.distributed is not None:
+            return True
+        inner = [*state.branches, *([state.iterator] if state.iterator else [])]
+        if any(_has_distributed_map(m) for m in inner):
+            return True
+    return False
 
 
 def _execution_context(

@@ -9,7 +9,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .data import dumps, json_type
 from .dataflow import (
     apply_assign,
     effective_input,
@@ -17,13 +16,21 @@ from .dataflow import (
     evaluate,
     exit_state,
     finish,
+    item_context,
     jsonpath_assign,
     map_items,
     states_of,
 )
-from .distributed import exceeds_tolerance, map_concurrency, map_tolerance, run_distributed_map
-from .errors import EXCEED_TOLERATED_FAILURE_THRESHOLD, RUNTIME, StatesFailure
-from .jsonata import QUERY_EVALUATION_ERROR
+from .distributed import (
+    exceeds_tolerance,
+    jsonata_items,
+    jsonata_limits,
+    jsonata_selected,
+    map_concurrency,
+    map_tolerance,
+    run_distributed_map,
+)
+from .errors import EXCEED_TOLERATED_FAILURE_THRESHOLD, StatesFailure
 from .machine import State, StateMachine
 from .recovery import guarded
 from .run import Frame, Run, run_states
@@ -110,8 +117,7 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
                 if state.item_selector is None:
                     inputs.append(item)
                 else:
-                    item_ctx = dict(ctx or run.context)
-                    item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
+                    item_ctx = item_context(ctx or run.context, index, item)
                     inputs.append(state.item_selector(effective, item_ctx))
             tolerated_count = state.tolerated_count
             tolerated_percentage = state.tolerated_percentage
@@ -165,47 +171,9 @@ def _jsonata_items(
 ) -> tuple[list[Any], list[Any], tuple[Any, Any, int]]:
     """A JSONata Map's items (Items, default the input), each iteration's input
     (ItemSelector, with `$states.context.Map.Item`), and its evaluated limits."""
-    states = states_of(data, ctx)
-    items = data
-    if "Items" in state.fields:
-        items = evaluate(run, state, frame, state.fields["Items"], states)
-    if not isinstance(items, list):
-        raise StatesFailure(
-            QUERY_EVALUATION_ERROR if "Items" in state.fields else RUNTIME,
-            f"An error occurred while executing the state '{state.name}' (entered at the event "
-            f"id #{frame.entered}). The Items field must evaluate to a JSON array, got "
-            f"{json_type(items)}",
-        )
-    inputs = items
-    selector = state.fields.get("ItemSelector")
-    if selector is not None:
-        inputs = []
-        for index, item in enumerate(items):
-            item_ctx = dict(ctx or run.context)
-            item_ctx["Map"] = {"Item": {"Index": index, "Value": item}}
-            inputs.append(evaluate(run, state, frame, selector, states_of(data, item_ctx)))
-    values = []
-    for field, default in (
-        ("ToleratedFailureCount", state.tolerated_count),
-        ("ToleratedFailurePercentage", state.tolerated_percentage),
-        ("MaxConcurrency", state.max_concurrency),
-    ):
-        value = default
-        if field in state.fields:
-            value = evaluate(run, state, frame, state.fields[field], states)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-            if field != "ToleratedFailurePercentage":
-                ok = ok and float(value).is_integer()
-            if not ok or (field == "ToleratedFailurePercentage" and value > 100):
-                raise StatesFailure(
-                    QUERY_EVALUATION_ERROR,
-                    f"An error occurred while executing the state '{state.name}' (entered at "
-                    f"the event id #{frame.entered}). The field '{field}' must evaluate to a "
-                    f"non-negative number, got {dumps(value)}",
-                )
-            value = value if field == "ToleratedFailurePercentage" else int(value)
-        values.append(value)
-    return items, inputs, (values[0], values[1], int(values[2] or 0))
+    items = jsonata_items(run, state, frame, data, ctx)
+    inputs = jsonata_selected(run, state, frame, data, ctx, items)
+    return items, inputs, jsonata_limits(run, state, frame, data, ctx)
 
 
 def fan_out(

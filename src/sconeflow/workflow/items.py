@@ -11,18 +11,20 @@ Item shapes, as AWS documents them:
   `{"Etag": "\\"<md5>\\"", "Key": ..., "LastModified": <epoch seconds>, "Size": <bytes>,
   "StorageClass": "STANDARD"}`, in key order, every page;
 * `arn:aws:states:::s3:getObject` with `ReaderConfig.InputType`: `JSON` (the object is one
-  JSON array), `JSONL` (one JSON value per line), `CSV` (one object per row, every value a
-  string, header from the first row or `CSVHeaders`).
+  JSON array, or holds one where `ItemsPointer`, a JSON Pointer, points), `JSONL` (one JSON
+  value per line), `CSV` (one object per row, every value a string, header from the first
+  row or `CSVHeaders`, read by AWS's rules: `_csv_rows`);
+* listObjectsV2 with `ReaderConfig.Transformation: LOAD_AND_FLATTEN` and an InputType: the
+  items of every object under the prefix, read as that type, in key order.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -98,12 +100,23 @@ class ReaderConfig:
     header_location: str = "FIRST_ROW"
     headers: tuple[str, ...] = ()
     delimiter: str = ","
+    items_pointer: str | None = None  # JSON: where in the object the array is (RFC 6901)
+    load_and_flatten: bool = False  # listObjectsV2: read the listed objects' items
 
 
 def read_items(
     store: ObjectStore, resource: str, params: Any, config: ReaderConfig, max_items: int
 ) -> list[Any]:
     """The items an ItemReader yields, at most `max_items` (0: no limit)."""
+    return [item for item, _ in read_sourced_items(store, resource, params, config, max_items)]
+
+
+def read_sourced_items(
+    store: ObjectStore, resource: str, params: Any, config: ReaderConfig, max_items: int
+) -> list[tuple[Any, str]]:
+    """The items an ItemReader yields, each with its `Map.Item.Source`: the bucket's URI
+    ("S3://bucket") for listed objects, the object's ("S3://bucket/key") for an item read
+    from one (AWS: "Context object data for Map states")."""
     if not isinstance(params, dict) or not isinstance(params.get("Bucket"), str):
         raise StatesFailure(
             ITEM_READER_FAILED,
@@ -119,10 +132,26 @@ def read_items(
             listed = store.list(bucket, prefix)
         except Exception as err:  # any backend's failure is the reader's failure
             raise StatesFailure(ITEM_READER_FAILED, _describe(err)) from err
-        return [_object_item(o) for o in listed[:limit]]
+        if not config.load_and_flatten:
+            return [(_object_item(o), f"S3://{bucket}") for o in listed[:limit]]
+        sourced: list[tuple[Any, str]] = []
+        for info in listed:
+            if len(sourced) >= limit:
+                break
+            items = _object_items(store, bucket, info.key, config, limit - len(sourced))
+            sourced.extend((item, f"S3://{bucket}/{info.key}") for item in items)
+        return sourced
     key = params.get("Key")
     if not isinstance(key, str):
         raise StatesFailure(ITEM_READER_FAILED, "ItemReader Parameters must give a string 'Key'")
+    source = f"S3://{bucket}/{key}"
+    return [(item, source) for item in _object_items(store, bucket, key, config, limit)]
+
+
+def _object_items(
+    store: ObjectStore, bucket: str, key: str, config: ReaderConfig, limit: int
+) -> list[Any]:
+    """The items of one object, read as `config.input_type`."""
     try:
         body = store.get(bucket, key)
     except Exception as err:
@@ -143,9 +172,27 @@ def read_items(
         raise StatesFailure(
             ITEM_READER_FAILED, f"s3://{bucket}/{key} is not valid JSON: {err}"
         ) from err
+    if config.items_pointer is not None:
+        value = _pointed(value, config.items_pointer, bucket, key)
     if not isinstance(value, list):
         raise StatesFailure(ITEM_READER_FAILED, "Attempting to map over non-iterable node.")
     return value[:limit]
+
+
+def _pointed(value: Any, pointer: str, bucket: str, key: str) -> Any:
+    """The node a JSON Pointer (RFC 6901: `/a/0/b`, `~1` for '/', `~0` for '~') selects."""
+    for token in pointer.split("/")[1:] if pointer else []:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            raise StatesFailure(
+                ITEM_READER_FAILED,
+                f"ItemsPointer '{pointer}' selects nothing in s3://{bucket}/{key}",
+            )
+    return value
 
 
 def _object_item(info: ObjectInfo) -> dict[str, Any]:
@@ -160,7 +207,7 @@ def _object_item(info: ObjectInfo) -> dict[str, Any]:
 
 
 def _csv_items(text: str, config: ReaderConfig, limit: int) -> list[dict[str, str]]:
-    rows = csv.reader(io.StringIO(text), delimiter=config.delimiter)
+    rows = _csv_rows(text, config.delimiter)
     if config.header_location == "GIVEN":
         headers = list(config.headers)
     else:
@@ -176,6 +223,54 @@ def _csv_items(text: str, config: ReaderConfig, limit: int) -> list[dict[str, st
         # A short row's missing columns read as empty strings; CSV values stay strings.
         items.append({h: row[i] if i < len(row) else "" for i, h in enumerate(headers)})
     return items
+
+
+def _csv_rows(text: str, delimiter: str) -> Iterator[list[str]]:
+    """The records of a text delimited file, by the rules AWS lists ("How Step Functions
+    parses input CSV files"): `delimiter` separates fields and newlines separate records;
+    a field in double quotes may hold delimiters and newlines; a doubled double quote is a
+    double quote, in quotes or not (the guide's own example has `{""MyKey"":""MyValue""}`
+    unquoted); a backslash escapes a backslash, a double quote or the delimiter, and is
+    dropped before any other character. Python's csv module knows no such backslash rule
+    and keeps `""` inside an unquoted field, so the rules are written out here."""
+    record: list[str] = []
+    chars: list[str] = []
+    quoted = begun = False  # in a quoted section; this field has begun
+    i, end = 0, len(text)
+    while i < end:
+        c = text[i]
+        following = text[i + 1] if i + 1 < end else ""
+        if c == "\\":
+            if following in ("\\", '"', delimiter):
+                chars.append(following)
+                i += 1
+            begun = True
+        elif c == '"':
+            if following == '"' and (quoted or begun):
+                chars.append('"')
+                i += 1
+            else:
+                quoted = not quoted
+            begun = True
+        elif quoted:
+            chars.append(c)
+        elif c == delimiter:
+            record.append("".join(chars))
+            chars, begun = [], False
+        elif c in "\r\n":
+            if c == "\r" and following == "\n":
+                i += 1
+            if begun or record:
+                record.append("".join(chars))
+            yield record
+            record, chars, begun = [], [], False
+        else:
+            chars.append(c)
+            begun = True
+        i += 1
+    if begun or record:
+        record.append("".join(chars))
+        yield record
 
 
 def _jsonl_items(text: str, bucket: str, key: str, limit: int) -> list[Any]:

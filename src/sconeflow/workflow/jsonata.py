@@ -62,10 +62,13 @@ Lookup = Callable[[str], Any]  # variable name -> value, or UNDEFINED
 Template = Callable[[States, Lookup], Any]
 
 _SIMPLE_PATH = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
-# `$name` outside string and regex literals: the variables an expression may read.
-_REFERENCE = re.compile(
-    r"/(?:\\.|[^\\/])*/[a-zA-Z]*|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|\$([A-Za-z_][A-Za-z0-9_]*)"
-)
+# `$name`: the variables an expression may read. A name runs, as JSONata's tokenizer reads
+# it, up to whitespace or an operator character, so a Unicode name (AWS allows any Unicode
+# identifier: "Variable name syntax") is read whole. Names inside string or regex literals
+# are collected too: binding a variable the expression does not read is harmless, while
+# telling a regex literal from a division (`$a / $b / 2`) takes the parser.
+_REFERENCE = re.compile(r"\$([^\s.\[\]{}(),@#;:?+\-*/%|=<>^&!~`'\"$]+)")
+_RESULT = re.compile(r"\$states\.result(?![\w$])")
 _HASHES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384"}
 _HASHES["SHA-512"] = "sha512"
 
@@ -143,7 +146,9 @@ class Expression:
 
     __slots__ = ("compiled", "fast", "field", "refs", "text")
 
-    def __init__(self, text: str, field: str, *, in_catch: bool = False) -> None:
+    def __init__(
+        self, text: str, field: str, *, in_catch: bool = False, with_result: bool = False
+    ) -> None:
         self.text = text
         self.field = field
         if len(text) > MAX_EXPRESSION_CHARS:
@@ -162,6 +167,13 @@ class Expression:
             raise ValueError(
                 "UNSUPPORTED_JSONATA_EXPRESSION: $states.errorOutput exists only in a Catch's "
                 "Output and Assign; read the error there"
+            )
+        if not with_result and _RESULT.search(text):
+            # AWS: "Attempting to access $states.result or $states.errorOutput in fields and
+            # states where they are not accessible will be caught at creation".
+            raise ValueError(
+                "UNSUPPORTED_JSONATA_EXPRESSION: $states.result exists only in the Output and "
+                "Assign of a Task, Map or Parallel state; read the input as $states.input"
             )
         self.refs = tuple(sorted({m for m in _REFERENCE.findall(text) if m}))
         simple = _SIMPLE_PATH.fullmatch(text)
@@ -384,22 +396,39 @@ def _register_aws_functions(compiled: Any) -> None:
 # --- templates: a JSON value whose strings may be expressions (Arguments, Output, Assign...)
 
 
-def compile_expression(value: str, field: str, *, in_catch: bool = False) -> Expression:
-    """Compile one `{% ... %}` field value; raises ValueError saying what is wrong."""
-    return Expression(value[2:-2].strip(), field, in_catch=in_catch)
+def compile_expression(
+    value: str, field: str, *, in_catch: bool = False, with_result: bool = False
+) -> Expression:
+    """Compile one `{% ... %}` field value; raises ValueError saying what is wrong.
+    `$states.errorOutput` may be read only `in_catch`, `$states.result` only `with_result`."""
+    return Expression(value[2:-2].strip(), field, in_catch=in_catch, with_result=with_result)
 
 
-def compile_template(value: Any, field: str, *, in_catch: bool = False) -> Template:
+def compile_template(
+    value: Any, field: str, *, in_catch: bool = False, with_result: bool = False
+) -> Template:
     """A function (states, lookup) -> JSON value for a field value that may hold expressions.
 
     Expressions can sit at any depth of objects and arrays; each is named in errors by its
     location (`Output/a/b[0]`), as AWS names it.
     """
     if is_expression(value):
-        return compile_expression(value, field, in_catch=in_catch).evaluate
+        return compile_expression(value, field, in_catch=in_catch, with_result=with_result).evaluate
+    if isinstance(value, str) and _looks_opened(value.strip()):
+        # AWS: "the string must start with {% with no leading spaces, and must end with %}
+        # with no trailing spaces. Improperly opening or closing the expression will result
+        # in a validation error."
+        raise ValueError(
+            f"{value!r} (at {field}) is not a JSONata expression: write "
+            "'{% expression %}', starting with '{%' and ending with '%}' with nothing outside "
+            "them, or leave both out for a plain string"
+        )
     if isinstance(value, dict):
         parts = [
-            (key, compile_template(sub, f"{field}/{key}", in_catch=in_catch))
+            (
+                key,
+                compile_template(sub, f"{field}/{key}", in_catch=in_catch, with_result=with_result),
+            )
             for key, sub in value.items()
         ]
         if all(getattr(part, "constant", False) for _, part in parts):
@@ -407,13 +436,22 @@ def compile_template(value: Any, field: str, *, in_catch: bool = False) -> Templ
         return lambda states, lookup: {key: part(states, lookup) for key, part in parts}
     if isinstance(value, list):
         items = [
-            compile_template(sub, f"{field}[{i}]", in_catch=in_catch)
+            compile_template(sub, f"{field}[{i}]", in_catch=in_catch, with_result=with_result)
             for i, sub in enumerate(value)
         ]
         if all(getattr(item, "constant", False) for item in items):
             return _constant(value)
         return lambda states, lookup: [item(states, lookup) for item in items]
     return _constant(value)
+
+
+def _looks_opened(text: str) -> bool:
+    """A string that opens or closes an expression without being one (`{%` ... `%}` inside
+    it, or a `{%` start or `%}` end with spaces around)."""
+    if text.startswith("{%") or text.endswith("%}"):
+        return True
+    start = text.find("{%")
+    return start >= 0 and text.find("%}", start + 2) >= 0
 
 
 def _constant(value: Any) -> Template:

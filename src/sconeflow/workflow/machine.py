@@ -334,7 +334,7 @@ def _compile_state(
         state.label = spec.get("Label")
         if (processor.get("ProcessorConfig") or {}).get("Mode") == "DISTRIBUTED":
             state.distributed = attempt(
-                "ItemProcessor", partial(compile_distributed, spec, processor)
+                "ItemProcessor", partial(compile_distributed, spec, processor, state.jsonata)
             )
     return state
 
@@ -408,8 +408,10 @@ def _compile_jsonata_fields(
     """Arguments, Output, Assign, Catch and the fields that take an expression."""
     for fname in ("Arguments", "Output", "Assign"):
         if fname in spec:
-            template = attempt(fname, partial(jsonata_mode.compile_template, spec[fname], fname))
-            setattr(state, fname.lower(), template)
+            # $states.result: the Output and Assign of the states that have a result.
+            result = fname != "Arguments" and state.type in ("Task", "Map", "Parallel")
+            build = partial(jsonata_mode.compile_template, spec[fname], fname, with_result=result)
+            setattr(state, fname.lower(), attempt(fname, build))
     for fname in _JSONATA_VALUE_FIELDS:
         if fname in spec:
             template = attempt(fname, partial(jsonata_mode.compile_template, spec[fname], fname))

@@ -92,15 +92,15 @@ def _transform(children: list[Child], map_run: MapRun, transformation: str) -> l
 
 def map_results(
     run: Run, writer: ResultWriterSpec | None, map_run: MapRun, children: list[Child],
-    effective: Any, ctx: Any,
+    params: Any,
 ) -> Any:  # fmt: skip
-    """The Map's result: the outputs, or what the ResultWriter exported."""
+    """The Map's result: the outputs, or what the ResultWriter exported (to the Bucket and
+    Prefix of `params`, its Parameters or Arguments evaluated)."""
     if writer is None:
         return _transform([c for c in children if c.status != "PENDING"], map_run, "COMPACT")
     if writer.parameters is None:
         return _transform([c for c in children if c.status != "PENDING"], map_run,
                           writer.transformation)  # fmt: skip
-    params = writer.parameters(effective, ctx)
     bucket, prefix = params.get("Bucket") if isinstance(params, dict) else None, ""
     if isinstance(params, dict):
         prefix = params.get("Prefix", "")

@@ -105,18 +105,27 @@ def _jsonata_timeout(run: Run, state: State, frame: Frame, states: dict[str, Any
     return _whole_number(state, frame, "TimeoutSeconds", value, minimum=1)
 
 
-def _whole_number(state: State, frame: Frame, field: str, value: Any, *, minimum: int) -> int:
+MAX_WAIT_SECONDS = 99_999_999  # AWS, "Wait workflow state": Seconds is 0 to 99999999
+
+
+def _whole_number(
+    state: State, frame: Frame, field: str, value: Any, *, minimum: int, maximum: int | None = None
+) -> int:
     """A JSONata field that must come out as an integer (TimeoutSeconds, Seconds...)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    wrong = not isinstance(value, int) or isinstance(value, bool) or value < minimum
+    if wrong or (maximum is not None and value > maximum):
+        bound = f"an integer >= {minimum}" if maximum is None else (
+            f"an integer from {minimum} to {maximum}"
+        )  # fmt: skip
         raise StatesFailure(
             QUERY_EVALUATION_ERROR,
             f"An error occurred while executing the state '{state.name}' (entered at the "
-            f"event id #{frame.entered}). The value of the field '{field}' must be an "
-            f"integer >= {minimum}, got {dumps(value)}",
+            f"event id #{frame.entered}). The value of the field '{field}' must be {bound}, "
+            f"got {dumps(value)}",
         )
-    return value
+    return int(value)
 
 
 def run_choice(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
@@ -224,7 +233,7 @@ def run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
 def _jsonata_wait(run: Run, state: State, frame: Frame, states: dict[str, Any]) -> float:
     if "Seconds" in state.fields:
         value = evaluate(run, state, frame, state.fields["Seconds"], states)
-        return _whole_number(state, frame, "Seconds", value, minimum=0)
+        return _whole_number(state, frame, "Seconds", value, minimum=0, maximum=MAX_WAIT_SECONDS)
     stamp = evaluate(run, state, frame, state.fields["Timestamp"], states)
     moment = parse_timestamp(stamp)
     if moment is None:

@@ -297,7 +297,7 @@ def _check_state(
             processing = check_processor_config(at, processor.get("ProcessorConfig"), problems)
             inner = {k: v for k, v in processor.items() if k != "ProcessorConfig"}
             _check_machine(inner, f"{name}.ItemProcessor", depth + 1, problems, language)
-        check_map_fields(at, state, processing, problems)
+        check_map_fields(at, state, processing, problems, mode)
         if "ItemSelector" in state and "Parameters" in state:
             problems.append(f"{at}: give 'ItemSelector' or the legacy 'Parameters', not both")
         for field in ("MaxConcurrency", "ToleratedFailureCount"):

@@ -21,7 +21,6 @@ long before any scope exists, so the scope of the state being run is handed to t
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -37,16 +36,19 @@ MAX_ASSIGN_BYTES = 262_144
 MAX_TOTAL_BYTES = 10_485_760
 RESERVED = "states"
 
-_NAME = re.compile(r"[^\W\d]\w*")  # a letter or underscore, then letters, digits, underscores
-# A JSONPath-mode reference to a variable: `$name` then an optional path into its value.
-_VARIABLE_PATH = re.compile(r"\$([^\W\d]\w*)(.*)", re.DOTALL)
+MAX_NAME_CHARS = 80
 
 
 def check_name(name: str) -> str | None:
-    """Why `name` cannot be a variable name, or None if it can."""
+    """Why `name` cannot be a variable name, or None if it can.
+
+    AWS: a Unicode identifier (UAX #31: an ID_Start character, then ID_Continue characters),
+    at most 80 characters, "similar to rules for JavaScript". Python's identifiers follow
+    the same annex (XID_Start or '_', then XID_Continue), so `str.isidentifier` decides.
+    """
     if name == RESERVED:
         return "'states' is reserved (the $states variable of JSONata states); choose another name"
-    if _NAME.fullmatch(name) is None or len(name) > 80:
+    if not name.isidentifier() or len(name) > MAX_NAME_CHARS:
         return (
             f"{name!r} is not a valid variable name: use a letter or '_' followed by letters, "
             "digits or '_' (at most 80 characters)"
@@ -139,9 +141,19 @@ def current_lookup(name: str) -> Any:
     return UNDEFINED if scope is None else scope.lookup(name)
 
 
+def _split_variable_path(text: str) -> tuple[str, str] | None:
+    """`$name.a[0]` -> ("name", ".a[0]"): the longest identifier after `$`, then the rest."""
+    if len(text) < 2 or text[0] != "$" or not text[1].isidentifier():
+        return None
+    end = 2
+    while end < len(text) and text[1 : end + 1].isidentifier():
+        end += 1
+    return text[1:end], text[end:]
+
+
 def is_variable_path(text: str) -> bool:
     """Whether a JSONPath-mode path reads a variable (`$name...`) rather than `$` or `$$`."""
-    return len(text) > 1 and text[0] == "$" and _VARIABLE_PATH.fullmatch(text) is not None
+    return _split_variable_path(text) is not None
 
 
 def compile_variable_path(text: str) -> Callable[[], Any]:
@@ -150,10 +162,10 @@ def compile_variable_path(text: str) -> Callable[[], Any]:
     Raises ValueError for a malformed path; the returned function raises PathNotFound for an
     unknown variable or a path that selects nothing (callers turn it into their AWS cause).
     """
-    match = _VARIABLE_PATH.fullmatch(text)
-    if match is None:
+    split = _split_variable_path(text)
+    if split is None:
         raise ValueError(f"{text!r} is not a variable reference such as '$name' or '$name.a'")
-    name, rest = match.group(1), match.group(2)
+    name, rest = split
     getter = compile_path("$" + rest) if rest else None
 
     def read() -> Any:
