@@ -28,7 +28,7 @@ from sconeflow.serving.capture import (
     format_record,
     parse_capture_config,
 )
-from sconeflow.serving.spool import FLUSHING, TAIL, make_rings
+from sconeflow.serving.spool import FLUSHING, HEAD, TAIL, make_rings
 from sconeflow.store import LocalStore, open_store
 from test_serving_support import png_bytes
 
@@ -301,3 +301,27 @@ def test_close_while_the_store_is_writing_loses_nothing(tmp_path: Path) -> None:
     _, lines = _lines(store, "sconeflow")
     ids = sorted(json.loads(ln)["eventMetadata"]["inferenceId"] for ln in lines)
     assert ids == sorted(f"id-{i}" for i in range(25)) and writer.written == 25
+
+
+def test_the_ring_keeps_records_whole_across_its_end() -> None:
+    """Records of every size, so that the length prefix and the record itself each
+    straddle the end of the ring at some point; what is read is what was appended, in
+    order, and a record that does not fit is refused whole."""
+    ring = make_rings(1, 64)[0]  # small: every few records wrap
+    rng = random.Random(7)
+    pending: list[bytes] = []
+    for n in range(400):
+        record = bytes([n % 256]) * rng.randint(1, 40)
+        used_before = ring.used
+        used = ring.append(record)
+        if used < 0:  # no room: nothing written; read everything, free it, retry
+            assert ring.used == used_before
+            head = int(ring.slots[HEAD])
+            got = [bytes(r) for r in ring.read(int(ring.slots[TAIL]), head, 1 << 30, 1 << 30)]
+            assert got == pending
+            ring.slots[TAIL] = head
+            pending = []
+            used = ring.append(record)
+        assert used == ring.used <= ring.capacity
+        pending.append(record)
+    assert ring.append(bytes(ring.capacity)) == -1  # larger than the ring: never fits

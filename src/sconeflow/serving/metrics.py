@@ -18,7 +18,7 @@ the mean micro-batch size. RequestReadTimeouts (ours) counts requests whose head
 came too slowly (closed with 408); WorkerRestarts (ours) counts workers the master
 replaced after they died. The capture counters are read from the workers' capture rings
 (spool.py): CaptureWrittenRecords, CaptureDroppedRecords (no room in the byte budget),
-CaptureFailedRecords (not formatted or not stored), and the gauge CaptureBufferedBytes.
+CaptureFailedRecords (the store refused them), and the gauge CaptureBufferedBytes.
 ModelLatency is the
 time from the request body being read to the probabilities being ready (decode, queue
 wait, batch inference); OverheadLatency is the rest of the time the server spent on the

@@ -12,8 +12,7 @@ Why a ring in shared memory rather than a queue of Python objects:
 
 Layout of one ring: a header of eight u64 slots, then `capacity` bytes of data. Positions
 are byte counts since the ring was made (they never wrap; `% capacity` places them), so
-`head - tail` is what is buffered. Each record is a u32 length (LEN) and that many bytes;
-the caller packs the length with the record, so that appending is one copy.
+`head - tail` is what is buffered. Each record is a u32 length (LEN) and that many bytes.
 
     slot 0 head       end of the last whole record (moved after its bytes are in place)
     slot 1 tail       start of the oldest record not yet written to the store
@@ -21,7 +20,7 @@ the caller packs the length with the record, so that appending is one copy.
                       again, under the same object keys, so it is stored exactly once
     slot 3 written    records written to the store         (counted by the writer thread)
     slot 4 dropped    records refused for want of room      (counted by the request path)
-    slot 5 failed     records that could not be formatted or stored (the writer thread)
+    slot 5 failed     records the store refused three times (the writer thread)
 
 One producer (the worker's event loop) and one consumer (its capture thread), each the only
 writer of its own slots; the GIL orders them within the worker, and a fork or a process
@@ -54,31 +53,50 @@ class Ring:
         """Bytes buffered and not yet written."""
         return int(self.slots[HEAD] - self.slots[TAIL])
 
-    def append(self, framed: bytes) -> bool:
-        """Queue one record, given with its LEN prefix; False (and nothing written) when
-        it does not fit."""
-        slots = self.slots
+    def append(self, record: bytes) -> int:
+        """Queue one record. Returns the bytes buffered after it, or -1 (and nothing
+        written) when it does not fit."""
+        slots, capacity = self.slots, self.capacity
         head = slots[HEAD]
-        if len(framed) > self.capacity - (head - slots[TAIL]):
-            return False
-        self._put(head, framed)
-        slots[HEAD] = head + len(framed)  # last: a worker killed before this wrote nothing
-        return True
+        size = LEN.size + len(record)
+        used = head - slots[TAIL] + size
+        if used > capacity:
+            return -1
+        at = head % capacity
+        if at + size <= capacity:  # the common case: no wrap, two writes in place
+            LEN.pack_into(self._data, at, len(record))
+            self._data[at + LEN.size : at + size] = record
+        else:
+            self._put(head, LEN.pack(len(record)) + record)
+        slots[HEAD] = head + size  # last: a worker killed before this wrote nothing
+        return used
 
-    def read(self, start: int, end: int, max_records: int, max_bytes: int) -> list[bytes]:
+    def read(self, start: int, end: int, max_records: int, max_bytes: int) -> list[memoryview]:
         """Whole records from position `start`, stopping at `end`, `max_records` or once
-        `max_bytes` are taken (at least one record is taken when there is one)."""
-        out: list[bytes] = []
+        `max_bytes` are taken (at least one record is taken when there is one).
+
+        A record is a view of the ring's memory where it does not wrap (no copy), so it
+        stays valid only while its room is not given back (until the tail passes it)."""
+        out: list[memoryview] = []
+        data, capacity = self._data, self.capacity
         pos, taken = start, 0
         while pos < end and len(out) < max_records and (not out or taken < max_bytes):
-            (size,) = LEN.unpack(self._get(pos, LEN.size))
-            out.append(self._get(pos + LEN.size, size))
+            at = pos % capacity
+            if at + LEN.size <= capacity:
+                (size,) = LEN.unpack_from(data, at)
+            else:
+                (size,) = LEN.unpack(self._get(pos, LEN.size))
+            at += LEN.size
+            if at + size <= capacity:
+                out.append(data[at : at + size])
+            else:
+                out.append(memoryview(self._get(pos + LEN.size, size)))
             pos += LEN.size + size
             taken += size
         return out
 
     @staticmethod
-    def span(records: list[bytes]) -> int:
+    def span(records: list[memoryview]) -> int:
         """Bytes of ring that `records` occupy."""
         return sum(LEN.size + len(r) for r in records)
 
