@@ -255,9 +255,12 @@ def test_a_replacement_writes_what_a_killed_writer_left_exactly_once(tmp_path: P
     ring = make_rings(1, 1 << 20)[0]  # shared memory: the forked "worker" writes into it
     config = capture_config(100, "InputAndOutput", "sconeflow")
 
+    answered = threading.Event()  # all 30 in the ring (in the child, after the fork)
+
     class KilledAfterPut(LocalStore):
         def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
             super().put(bucket, key, data)
+            answered.wait(10)  # the request path may still be queuing the last ones
             os.kill(os.getpid(), signal.SIGKILL)  # stored, not yet freed in the ring
 
     pid = os.fork()
@@ -267,6 +270,7 @@ def test_a_replacement_writes_what_a_killed_writer_left_exactly_once(tmp_path: P
                                    flush_seconds=60, ring=ring)  # fmt: skip
             for i in range(30):
                 doomed.record("image/png", b"x", "application/json", b"[]", inference_id=f"id-{i}")
+            answered.set()
             time.sleep(30)
         finally:
             os._exit(1)

@@ -24,7 +24,6 @@ and the whole endpoint killed at once (kill -9 of the master with its workers).
 
 from __future__ import annotations
 
-import binascii
 import functools
 import hashlib
 import io
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
+
+import pybase64
 
 from sconeflow.errors import ConfigError, InvalidKeyError
 from sconeflow.serving.spool import (
@@ -212,9 +213,9 @@ class _LineFormat:
     """Capture lines for one config, as the parts of one bytes join, most of them constant.
 
     Not json.dumps of a dict: this runs for every sampled request, so a line costs the
-    base64 of its body and about a microsecond more. Every string that could need
-    escaping goes through json's own string encoder; the rest (keys, modes, encodings,
-    the observed content types) is made once.
+    base64 of its body (pybase64: 0.3 µs for 3 KB) and about a microsecond more. Every
+    string that could need escaping goes through json's own string encoder; the rest
+    (keys, modes, encodings, the observed content types) is made once.
     """
 
     def __init__(self, config: CaptureConfig) -> None:
@@ -266,7 +267,7 @@ class _LineFormat:
         head, tail, base64 = known
         parts.append(head)
         if base64:
-            parts.append(binascii.b2a_base64(body, newline=False))
+            parts.append(pybase64.b64encode(body))
         else:
             parts.append(_quote(body.decode("utf-8", errors="replace")))
         parts.append(tail)
