@@ -317,7 +317,8 @@ class CaptureWriter:
     CPU is what bounds its throughput, and a line made once, straight from the request's
     objects, costs about half of packing the fields, copying them out again and
     formatting them later (docs/serving.md has the figures). It adds the line's few µs
-    to the answer's latency. What could be slow stays off it: the store.
+    to the answer's latency (and ~0.1 ms to a body re-encoded as PNG, whose own decode
+    took 14-21 ms). What could be slow stays off it: the store.
 
     An input body over `max_input_bytes` is captured as the PNG of its decoded pixels (the
     `pixels` argument): only pixels reach the model and the monitor, and a 6 MB body of a
