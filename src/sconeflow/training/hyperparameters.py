@@ -38,7 +38,7 @@ AUGMENTATIONS = ("flip_translate", "none", "crop", "crop_color", "crop_color_tra
 RESNET_DEPTHS = (18, 34, 50, 101, 152, 200, 20, 32, 44, 56, 110)
 # The job's default time budget, seconds: the default job ends within it on any 2-core
 # machine (fewer epochs on a slower one), and `sconeflow pipeline` fits in 10 minutes.
-DEFAULT_MAX_RUNTIME = 300
+DEFAULT_MAX_RUNTIME = 360
 # SageMaker's limit for StoppingCondition.MaxRuntimeInSeconds: 28 days.
 MAX_RUNTIME_LIMIT = 28 * 24 * 3600
 

@@ -2,7 +2,7 @@
 
 Default recipe (the defaults of `Hyperparameters`): the compact net of model.py (24.3 M MACs,
 294k parameters), up to 200 epochs (as many as fit the job's time budget,
-`max_runtime_in_seconds`, 300 s by default; see budget.py), batch 64, SGD-Nesterov momentum
+`max_runtime_in_seconds`, 360 s by default; see budget.py), batch 64, SGD-Nesterov momentum
 0.9, peak lr 0.05 with 10% linear warmup then cosine to 0 over the planned epochs, weight
 decay 5e-4 on conv/linear weights, no label smoothing; augmentation = random mirror +
 reflect-padded translation by up to 4 px + a 12x12 cutout, all as batch tensor ops;
@@ -56,6 +56,7 @@ from sconeflow.training.model import InferenceGraph, ModelConfig, build_model, c
 
 LogFn = Callable[[str], None]
 StopFn = Callable[[], "str | None"]  # a reason to stop now, or None
+REPLAN_AFTER_EPOCHS = 3  # a planned first fit is planned again from its epochs 2 and 3
 PROBE_STEPS = 4  # timed optimizer steps (after one warm-up) that the plan is made from
 
 
@@ -173,6 +174,10 @@ class _Watch:
     total_epochs: int = 0  # over both fits, for the one progress bar
     done_epochs: int = 0
     elastic: bool = False  # the epoch count was planned: shorten it rather than overrun
+    # With a planned count, the first fit's epoch count made again from its own measured
+    # epochs (seconds of one optimizer step -> epochs): the probe's few steps can be off.
+    replan: Callable[[float], int] | None = None
+    follow_up: bool = False  # a retrain of as many epochs follows this fit (progress bar)
 
     def check(self) -> None:
         if self.clock() > self.deadline:
@@ -340,6 +345,20 @@ def _fit(
         if measured is not None:
             watch.log(f"Epoch[{epoch}] Validation-accuracy={measured:.6f}")
         watch.done_epochs += 1
+        if watch.replan is not None and epoch + 1 == REPLAN_AFTER_EPOCHS < planned:
+            # epoch 0 is left out: it still pays for warm-up (allocator, kernel caches)
+            pace = float(np.median([m.seconds for m in history[1:]]))
+            again = watch.replan(pace / (steps * len(members)))
+            if again > planned:
+                watch.log(
+                    f"Plan revised from {planned} to {again} epochs {_PHASE_NAMES[phase]}: "
+                    f"its epochs take {pace:.2f} s, less than the first steps measured"
+                )
+                watch.total_epochs += (again - planned) * (2 if watch.follow_up else 1)
+                planned = again
+                for member in members:
+                    member.epochs = planned
+                validate_at = set(validation_epochs(planned, hp.early_stopping))
         if watch.elastic and epoch + 1 < planned:
             shorter = _shortened(planned, history, watch)
             if shorter < planned:
@@ -348,7 +367,7 @@ def _fit(
                     f": epochs take {seconds:.2f} s now, longer than planned, and the job must "
                     "end within max_runtime_in_seconds (the learning rate still anneals to 0)"
                 )
-                watch.total_epochs -= planned - shorter
+                watch.total_epochs -= (planned - shorter) * (2 if watch.follow_up else 1)
                 planned = shorter
                 for member in members:
                     member.epochs = planned
@@ -512,6 +531,20 @@ def train(
                        progress, log)  # fmt: skip
         watch.total_epochs = plan.epochs * (2 if plan.retrain_full else 1)
         watch.elastic = hp.epochs is None  # an explicit count means exactly that many
+        fit_started = clock()
+
+        def replan(step_seconds: float) -> int:
+            """The planned count again, at the pace the fit really runs (only ever more:
+            a slower pace is the shortening's business)."""
+            again = plan_epochs(replace(costs, step_seconds=step_seconds), shape,
+                                budget=hp.max_runtime_in_seconds,
+                                time_left=deadline - fit_started, epochs=None,
+                                retrain_full=plan.retrain_full,
+                                max_epochs=max_epochs)  # fmt: skip
+            return again.epochs if again.retrain_full == plan.retrain_full else plan.epochs
+
+        watch.replan = replan if watch.elastic else None
+        watch.follow_up = plan.retrain_full
         try:
             nets, history = _fit(x_fit, y_fit, x_cal, cal_y, run_hp, config, phase, watch)
         except _OutOfTime as err:
@@ -589,6 +622,8 @@ def _retrain(
         f"Retraining on all {len(labels)} images for {epochs} epochs "
         "(temperature kept from the held-out run)"
     )
+    watch.replan = None  # as many epochs as the held-out fit ran, or fewer if time runs out
+    watch.follow_up = False
     try:
         return _fit(
             to_tensor(images),
