@@ -190,12 +190,13 @@ else
   result "S3 connection refused" FAIL "$(head -3 "$LOG/s3refused.err" | tr '\n' ' ' | cut -c1-300)"
 fi
 if command -v moto_server >/dev/null; then
-  # The README's S3 block as written (on another port if 9000 is taken), in a fresh folder.
+  # The README's local S3 block as written (on another port if 9000 is taken), in a fresh
+  # folder: the block that starts a local S3 server (others in the README need real AWS).
   mkdir -p "$WORK/s3clone"
   "$PY" - "$WORK/s3clone/example.sh" "$(free_port)" <<'EOF'
 import re, socket, sys
 block = next(b for b in re.findall(r"```bash\n(.*?)```", open("README.md").read(), re.S)
-             if "--store s3://" in b)
+             if "--store s3://" in b and "moto_server" in b)
 with socket.socket() as s:
     try:
         s.bind(("127.0.0.1", 9000))
