@@ -277,3 +277,48 @@ def test_click_through_every_page(workspace: tuple[Settings, str], executions: d
     assert all((shots / f"{n}.png").stat().st_size > 10_000 for n in (
         "state-machine", "execution-succeeded", "executions", "execution-failed", "endpoint",
         "training-job", "monitoring"))  # fmt: skip
+
+
+def test_monitoring_chart_is_the_runs_own_whatever_capture_it_read(
+    staged_home: Settings, tmp_path: Path
+) -> None:
+    """The pipeline's run reads a simulated day (capture variant SimulatedDay): the page's
+    chart is that run's, not an empty one drawn from the live AllTraffic capture."""
+    from sconeflow.console.views import confidence_chart
+
+    settings = Settings(home=tmp_path, store_uri=(tmp_path / "store").as_uri())
+    store = open_store(settings)
+    t0 = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    pngs, labels = staged_split(staged_home, "train")
+    recs = [CaptureRecord(f"b{i}", t0, "image/png", p, tuple(q))
+            for i, (p, q) in enumerate(zip(pngs[:60], fake_probs(labels[:60]), strict=True))]
+    save_baseline(store, settings.bucket, baseline_prefix("ep-monitor"),
+                  build_baseline(compute_features(recs, CLASSES)))
+    write_capture(store, settings.bucket, "ep", pngs[60:120], fake_probs(labels[60:120]),
+                  start=t0, interval=timedelta(minutes=5), variant="SimulatedDay")
+    with closing(db.connect(settings.db_path)) as conn:
+        record, analysis = run_monitoring(store, settings.bucket, conn, endpoint="ep",
+                                          schedule="ep-monitor", since=t0,
+                                          variant="SimulatedDay",
+                                          until=t0 + timedelta(hours=6))  # fmt: skip
+    from sconeflow.monitoring.report import render_report, write_report
+
+    write_report(store, settings.bucket, record.prefix, render_report(analysis, run=record))
+    drawn = store.get(settings.bucket, f"{record.prefix.rstrip('/')}/confidence_over_time.png")
+    assert confidence_chart(settings, "ep") == drawn
+    # No run yet for an endpoint: drawn from its live capture (here: none, said so).
+    assert confidence_chart(settings, "other")[:4] == b"\x89PNG"
+
+
+def test_training_chart_draws_each_fit_at_its_epochs() -> None:
+    from sconeflow.console.charts import parse_epochs
+
+    log = "\n".join(
+        [f"Epoch[{e}] Train-accuracy=0.{e + 1}" for e in range(12)]
+        + [f"Epoch[{e}] Validation-accuracy=0.5" for e in (0, 9, 11)]
+        + ["Retraining on all 800 images for 12 epochs"]
+        + [f"Epoch[{e}] Train-accuracy=0.{e + 1}" for e in range(12)]
+    )
+    runs = parse_epochs(log)
+    assert [epochs[-1] for epochs, _ in runs["Train"]] == [11, 11]  # two fits
+    assert runs["Validation"] == [([0, 9, 11], [0.5, 0.5, 0.5])]  # at the epochs measured

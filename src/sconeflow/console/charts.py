@@ -74,32 +74,44 @@ def endpoint_chart(samples: Sequence[Sample], name: str) -> bytes:
     return _png(fig)
 
 
-def parse_epochs(log: str) -> dict[str, list[list[float]]]:
-    """{"Train": runs, "Validation": runs}, each run a list of accuracies by epoch; a new
-    run starts when the epoch number goes back (an ensemble trains several members)."""
-    runs: dict[str, list[list[float]]] = {"Train": [], "Validation": []}
+Curve = tuple[list[int], list[float]]  # epoch numbers and accuracies of one fit
+
+
+def parse_epochs(log: str) -> dict[str, list[Curve]]:
+    """{"Train": fits, "Validation": fits}, each fit its (epochs, accuracies): a job's log
+    holds the held-out fit and then, when it ran, the retrain on all images, whose epoch
+    numbers start again from 0. Validation is logged every 10th epoch (and the first and
+    last), so its curve is drawn at the epochs it was measured, not at its points' index."""
+    runs: dict[str, list[Curve]] = {"Train": [], "Validation": []}
     last: dict[str, int] = {}
     for epoch_text, kind, value in _EPOCH.findall(log):
         epoch = int(epoch_text)
         if not runs[kind] or epoch <= last.get(kind, -1):
-            runs[kind].append([])
-        runs[kind][-1].append(float(value))
+            runs[kind].append(([], []))
+        runs[kind][-1][0].append(epoch)
+        runs[kind][-1][1].append(float(value))
         last[kind] = epoch
     return runs
 
 
-def training_chart(runs: dict[str, list[list[float]]], name: str) -> bytes:
+_FITS = ("held-out fit", "all images")
+
+
+def training_chart(runs: dict[str, list[Curve]], name: str) -> bytes:
     if not any(runs.values()):
         return message_chart("No `Epoch[N] ...-accuracy=` lines in this job's log.",
                              f"{name}: accuracy by epoch")  # fmt: skip
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax = fig.add_subplot()
     colours = {"Train": "#1565c0", "Validation": "#ef6c00"}
+    several = len(runs["Train"]) > 1
     for kind, kind_runs in runs.items():
-        for i, values in enumerate(kind_runs):
-            label = kind + (f" (member {i + 1})" if len(kind_runs) > 1 else "")
-            ax.plot(range(len(values)), values, marker="o", markersize=3, label=label,
-                    color=colours[kind], alpha=1.0 if i == 0 else 0.5)  # fmt: skip
+        for i, (epochs, values) in enumerate(kind_runs):
+            fit = _FITS[i] if i < len(_FITS) else f"fit {i + 1}"
+            label = f"{kind} ({fit})" if several else kind
+            ax.plot(epochs, values, marker="o", markersize=3 if kind == "Validation" else 1.5,
+                    label=label, color=colours[kind], alpha=1.0 if i == 0 else 0.45,
+                    linestyle="-" if i == 0 else "--")  # fmt: skip
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -4,6 +4,7 @@ Plain dicts and records for the templates; no HTML here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from contextlib import closing
@@ -188,8 +189,10 @@ def monitoring(settings: Settings) -> list[dict[str, Any]]:
 
 
 def confidence_chart(settings: Settings, endpoint: str) -> bytes:
-    """Top probability of each captured inference over the latest run's window (or the
-    last day), with the threshold the workflow ran with."""
+    """Top probability of each captured inference over the latest run's window, with the
+    threshold the workflow ran with: the run's own chart (drawn from the capture it read,
+    whichever variant that was, e.g. the pipeline's simulated day), or, before any run or
+    for a run that has none, one drawn from the endpoint's live capture of the last day."""
     import numpy as np
 
     from sconeflow.console.charts import message_chart
@@ -204,6 +207,10 @@ def confidence_chart(settings: Settings, endpoint: str) -> bytes:
         runs = [r for r in list_runs(conn) if r.endpoint == endpoint]
         until = datetime.now(UTC) + timedelta(minutes=1)
         since = until - timedelta(days=1)
+        if runs:
+            drawn = f"{runs[0].prefix.rstrip('/')}/confidence_over_time.png"
+            with contextlib.suppress(SconeflowError):
+                return bytes(store.get(settings.bucket, drawn))
         if runs and runs[0].window_start and runs[0].window_end:
             since, until = parse_time(runs[0].window_start), parse_time(runs[0].window_end)
         threshold = workflow_threshold(read_workflow_outcomes(conn, since, until))
