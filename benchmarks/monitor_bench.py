@@ -334,9 +334,20 @@ def main() -> int:
             r = np.random.default_rng(seed)
             if p0 is None:
                 return x_pool[r.integers(0, len(x_pool), n)]
-            pick0 = r.random(n) < p0  # class 0 with probability p0
-            idx0, idx1 = np.flatnonzero(y_pool == 0), np.flatnonzero(y_pool == 1)
-            return x_pool[np.where(pick0, r.choice(idx0, n), r.choice(idx1, n))]
+            # Class 0 with probability p0. Within each class the images are dealt without
+            # replacement (reshuffled when a class runs out), as a real stream of distinct
+            # photos would be: drawn with replacement, the majority class of a small pool
+            # (--model: about 50 images a class) repeats itself while the minority stays
+            # distinct, and since drift tests count each distinct image once, the mix they
+            # see is flattened towards 50/50 by the sampling, not by the monitor.
+            pick0 = r.random(n) < p0
+            out = np.empty(n, dtype=np.int64)
+            for cls, mask in ((0, pick0), (1, ~pick0)):
+                idx = np.flatnonzero(y_pool == cls)
+                rounds = -(-int(mask.sum()) // len(idx)) or 1
+                out[mask] = np.concatenate([r.permutation(idx) for _ in range(rounds)])[
+                    : int(mask.sum())]
+            return x_pool[out]
 
         shifts = {
             "darkened (x0.6)": darken(draw(window, 1), 0.6),

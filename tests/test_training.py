@@ -189,7 +189,7 @@ def test_documented_ranges_and_names_are_accepted() -> None:
     )  # fmt: skip
     assert hp.learning_rate == 1.0 and hp.momentum == 1.0 and hp.epochs is None
     assert hp.max_runtime_in_seconds == 86400
-    assert Hyperparameters().max_runtime_in_seconds == 300  # the stated default budget
+    assert Hyperparameters().max_runtime_in_seconds == 360  # the stated default budget
 
 
 def test_a_misspelt_name_suggests_one_name_not_all() -> None:
@@ -285,7 +285,7 @@ def test_planned_training_records_budget_plan_seconds_and_flops(
                    progress=lambda s, d, t, detail="": bar.append((s, d, t, detail)))  # fmt: skip
     m = result.metrics
     assert m["epochs_planned"] == 3 and m["epochs_planned_by"] == "budget"
-    assert m["max_runtime_in_seconds"] == 300 and m["final_fit"] == "full"
+    assert m["max_runtime_in_seconds"] == 360 and m["final_fit"] == "full"
     assert [h.phase for h in result.history] == ["holdout"] * 3 + ["full"] * 3
     assert result.hyperparameters.epochs == 3  # model.json can rebuild it exactly
     assert m["flops_per_epoch"] == 6 * count_macs(build_model(ModelConfig())) * 48

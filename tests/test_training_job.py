@@ -21,6 +21,7 @@ from sconeflow.cli import main
 from sconeflow.config import Settings
 from sconeflow.errors import ConfigError, DataError
 from sconeflow.store import open_store
+from sconeflow.training.hyperparameters import DEFAULT_MAX_RUNTIME
 from sconeflow.training.job import (
     describe_job,
     job_log,
@@ -63,7 +64,7 @@ def test_train_list_and_describe_as_json(
     main(["--home", str(trained_home.home), "train", "describe", "test-job", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert doc["TrainingJobStatus"] == "Completed" and doc["SecondaryStatus"] == "Completed"
-    assert doc["StoppingCondition"] == {"MaxRuntimeInSeconds": 300}  # the default budget
+    assert doc["StoppingCondition"] == {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME}
     metrics = {m["MetricName"] for m in doc["FinalMetricDataList"]}
     assert {"max_runtime_in_seconds", "epochs_planned", "seconds_per_epoch",
             "flops_per_epoch", "train_flops"} <= metrics  # fmt: skip
