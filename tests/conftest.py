@@ -3,6 +3,7 @@ S3-compatible server on 127.0.0.1 (moto's standalone server)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,13 @@ import pytest
 
 from sconeflow.config import Settings, load_settings
 from sconeflow.store import LocalStore, open_store
+
+# A shell that starts pytest in the background (`cmd &`) leaves SIGINT ignored, and an
+# ignored signal stays ignored in every child: the tests that press Ctrl-C on a real
+# `sconeflow` process would wait for ever. With a handler here, children start with the
+# default instead, as they do under a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_TARBALL = REPO.parent / "shared" / "data" / "cifar-100-python.tar.gz"
