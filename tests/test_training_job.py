@@ -20,6 +20,7 @@ from sconeflow import db
 from sconeflow.cli import main
 from sconeflow.config import Settings
 from sconeflow.errors import ConfigError, DataError
+from sconeflow.processes import process_start as process_start_time
 from sconeflow.store import open_store
 from sconeflow.training.hyperparameters import DEFAULT_MAX_RUNTIME
 from sconeflow.training.job import (
@@ -30,7 +31,6 @@ from sconeflow.training.job import (
     run_training_job,
     stop_job,
 )
-from sconeflow.training.owner import process_start_time
 
 
 def test_job_names_look_like_the_sagemaker_sdks() -> None:

@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sconeflow import db
+from sconeflow import db, processes
 from sconeflow.config import Settings
 from sconeflow.errors import WorkflowError
 
@@ -437,14 +436,10 @@ def _own_start(pid: int) -> str | None:
 
 
 def process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux /proc), or None
+    """The start time of process `pid` as the executions table stores it (text), or None
     where it cannot be read (another OS, or the process is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22; the command name (field 2) is in parentheses and may hold spaces.
-    return stat.rsplit(")", 1)[1].split()[19]
+    start = processes.process_start(pid)
+    return None if start is None else str(start)
 
 
 def owner_alive(pid: int | None, start: str | None) -> bool:
@@ -452,13 +447,7 @@ def owner_alive(pid: int | None, start: str | None) -> bool:
         return False
     if (pid, start) == owner():  # this process: alive, no system call needed
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    return start is None or process_start(pid) in (start, None)
+    return processes.is_alive(pid, start)
 
 
 def recover_orphans(conn: sqlite3.Connection) -> list[str]:

@@ -32,6 +32,7 @@ from sconeflow import db
 from sconeflow.channels import channel_keys, read_channel
 from sconeflow.config import Settings
 from sconeflow.errors import ConfigError, DataError
+from sconeflow.processes import process_start
 from sconeflow.progress import ProgressFn, no_progress
 from sconeflow.staging import MANIFEST_KEY
 from sconeflow.store import Store, validate_key
@@ -40,7 +41,6 @@ from sconeflow.training.hyperparameters import Hyperparameters, parse_hyperparam
 from sconeflow.training.owner import (
     StopRequests,
     log_path,
-    process_start_time,
     reconcile_jobs,
     sigterm_stops,
     utc_now,
@@ -173,7 +173,7 @@ def run_training_job(
                 "INSERT INTO training_jobs (name, status, created_at, hyperparameters, "
                 "secondary_status, owner_pid, owner_start) VALUES (?, 'InProgress', ?, ?, "
                 "'Starting', ?, ?)",
-                (name, utc_now(), json.dumps(hp.to_strings()), pid, process_start_time(pid)),
+                (name, utc_now(), json.dumps(hp.to_strings()), pid, process_start(pid)),
             )
     except sqlite3.IntegrityError as err:
         raise ConfigError(

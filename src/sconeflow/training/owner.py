@@ -9,7 +9,6 @@ turned Stopping) or a SIGTERM, which SageMaker sends to stop a job.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from sconeflow import db
 from sconeflow.config import Settings
+from sconeflow.processes import is_alive as owner_alive
 
 STOP_POLL_SECONDS = 0.5  # how often a running job looks for a stop request in the database
 
@@ -61,35 +61,6 @@ def reconcile_jobs(settings: Settings) -> None:
                 ).rowcount
             if updated:
                 _append(log_path(settings, row["name"]), f"Marked {ended}: {gone}")
-
-
-def process_start_time(pid: int) -> int | None:
-    """When `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22); None
-    without /proc or when the process is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
-    if fields[0] in ("Z", "X"):  # exited, not yet reaped: dead to us
-        return None
-    return int(fields[19])  # fields[0] is field 3 (state), so field 22 is fields[19]
-
-
-def owner_alive(pid: int | None, start: int | None) -> bool:
-    """True if `pid` runs and is the process that was recorded (same start time)."""
-    if pid is None:
-        return False
-    if Path("/proc/self/stat").exists():
-        now = process_start_time(pid)
-        return now is not None and (start is None or now == start)
-    try:  # no /proc (macOS): the pid alone
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class StopRequests:
