@@ -144,6 +144,23 @@ def finish(state: State, data: Any, result: Any, ctx: Any) -> Any:
     return output
 
 
+
+def finish_result(
+    run: Run, state: State, frame: Frame, data: Any, result: Any, ctx: Any
+) -> tuple[Any, Any]:
+    """Output and pending Assign of a Parallel or Map (inline or distributed) from its
+    result, in either language."""
+    if not state.jsonata:
+        return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
+    states = states_of(data, ctx, result=result)
+    output = result
+    if state.output is not None:
+        output = evaluate(run, state, frame, state.output, states)
+    pending = None
+    if state.assign is not None:
+        pending = evaluate(run, state, frame, state.assign, states)
+    return output, pending
+
 def output_of(state: State, value: Any, ctx: Any) -> Any:
     """OutputPath alone, for the states without a result (Choice, Wait, Succeed)."""
     if state.output_path_null:

@@ -38,9 +38,8 @@ from .dataflow import (
     enter,
     evaluate,
     exit_state,
-    finish,
+    finish_result,
     item_context,
-    jsonpath_assign,
     map_items,
     select,
     states_of,
@@ -239,16 +238,7 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
             raise StatesFailure(EXCEED_TOLERATED_FAILURE_THRESHOLD, THRESHOLD_CAUSE)
         run.emit(frame, "MapRunSucceeded")
         run.emit(frame, "MapStateSucceeded")
-        if not state.jsonata:
-            return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
-        states = states_of(data, ctx, result=result)
-        output = result
-        if state.output is not None:
-            output = evaluate(run, state, frame, state.output, states)
-        pending = None
-        if state.assign is not None:
-            pending = evaluate(run, state, frame, state.assign, states)
-        return output, pending
+        return finish_result(run, state, frame, data, result, ctx)
 
     output, nxt, pending = guarded(run, state, data, frame, attempt)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))

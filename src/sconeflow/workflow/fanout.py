@@ -15,9 +15,8 @@ from .dataflow import (
     enter,
     evaluate,
     exit_state,
-    finish,
+    finish_result,
     item_context,
-    jsonpath_assign,
     map_items,
     states_of,
 )
@@ -64,7 +63,7 @@ def run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, 
                 raise outcome
         started[0] = False
         run.emit(frame, "ParallelStateSucceeded")
-        return _finish(run, state, frame, data, outcomes, ctx)
+        return finish_result(run, state, frame, data, outcomes, ctx)
 
     def give_up() -> None:
         if started[0]:
@@ -73,22 +72,6 @@ def run_parallel(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, 
     output, nxt, pending = guarded(run, state, data, frame, attempt, give_up)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, nxt
-
-
-def _finish(
-    run: Run, state: State, frame: Frame, data: Any, result: Any, ctx: Any
-) -> tuple[Any, Any]:
-    """Output and pending Assign of a Parallel or Map from its result, in either language."""
-    if not state.jsonata:
-        return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
-    states = states_of(data, ctx, result=result)
-    output = result
-    if state.output is not None:
-        output = evaluate(run, state, frame, state.output, states)
-    pending = None
-    if state.assign is not None:
-        pending = evaluate(run, state, frame, state.assign, states)
-    return output, pending
 
 
 def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
@@ -155,7 +138,7 @@ def run_map(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str |
             {"Error": o.error, "Cause": o.cause} if isinstance(o, StatesFailure) else o
             for o in outcomes
         ]
-        return _finish(run, state, frame, data, results, ctx)
+        return finish_result(run, state, frame, data, results, ctx)
 
     def give_up() -> None:
         if started[0]:
