@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,11 @@ def _client(env: dict[str, str], service: str) -> Any:
 
 
 def _cli(settings: Settings, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`sconeflow aws ARGS` with only these AWS settings (none inherited from the shell)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return subprocess.run(
         [sys.executable, "-m", "sconeflow", "--home", str(settings.home), "aws", *args],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+        env={**base, **env}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 
@@ -265,6 +268,68 @@ def test_deploy_to_moto_then_destroy_leaves_nothing(
             if r["Name"].startswith(STACK)] == []  # fmt: skip
 
 
+def test_redeploy_updates_in_place_in_its_own_bucket_from_a_profile(
+    trained_home: Settings, bundle: Bundle, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Credentials and region from a named profile (no AWS_ACCESS_KEY_ID), a bucket named for
+    the stack, account and region when --bucket is left out, a changed bundle applied as a
+    stack update, a different --bucket refused, and destroy --data finding the bucket."""
+    (tmp_path / "credentials").write_text(
+        "[scones]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    )
+    (tmp_path / "config").write_text("[profile scones]\nregion = eu-west-1\n")
+    env = {"AWS_ENDPOINT_URL": aws_env["AWS_ENDPOINT_URL"], "AWS_PROFILE": "scones",
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+           "AWS_CONFIG_FILE": str(tmp_path / "config")}  # fmt: skip
+    stack, bucket = "Scones-Update", "scones-update-123456789012-eu-west-1"
+    first = _cli(trained_home, env, "deploy", "--out", str(bundle.out), "--stack", stack, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["BucketName"] == bucket
+    region = {**aws_env, "AWS_DEFAULT_REGION": "eu-west-1"}
+    lam = _client(region, "lambda")
+    threshold = lam.get_function_configuration(FunctionName=f"{stack}-filterLowConfidence")
+    assert threshold["Environment"]["Variables"] == {"THRESHOLD": "0.93"}
+
+    moved = _cli(trained_home, env, "deploy", "--out", str(bundle.out), "--stack", stack,
+                 "--bucket", "somewhere-else")  # fmt: skip
+    assert moved.returncode == 1
+    assert f"stack {stack} keeps its data in bucket {bucket}, not somewhere-else" in moved.stderr
+    buckets = {b["Name"] for b in _client(region, "s3").list_buckets()["Buckets"]}
+    assert "somewhere-else" not in buckets
+
+    changed = synth_workspace(trained_home, tmp_path / "changed", threshold=0.8)
+    update = _cli(trained_home, env, "deploy", "--out", str(changed.out), "--stack", stack)
+    assert update.returncode == 0, update.stderr
+    assert re.search(r"UPDATE_COMPLETE\s+" + stack, update.stderr), update.stderr
+    # THRESHOLD is the template parameter Threshold, whose default the new template changed:
+    # AWS re-resolves every Ref to it on update. moto's update diffs only each resource's
+    # template JSON (moto/cloudformation/parsing.py build_resource_diff), where the Ref
+    # itself did not change, so the stack's parameter is what shows the update here.
+    (deployed,) = _client(region, "cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in deployed["Parameters"]}
+    assert params["Threshold"] == "0.8" and params["BucketName"] == bucket
+
+    gone = _cli(trained_home, env, "destroy", "--stack", stack, "--data")
+    assert gone.returncode == 0, gone.stderr
+    assert f"deleted bucket {bucket}" in gone.stderr
+    assert bucket not in {b["Name"] for b in _client(region, "s3").list_buckets()["Buckets"]}
+    again = _cli(trained_home, env, "destroy", "--stack", stack, "--data")
+    assert again.returncode == 1
+    assert "pass --bucket NAME" in again.stderr
+
+
+def test_default_bucket_is_a_valid_name_of_the_stacks_own() -> None:
+    from sconeflow.aws.deploy import default_bucket
+
+    assert default_bucket("sconeflow", "123456789012", "us-east-1") == (
+        "sconeflow-123456789012-us-east-1"
+    )
+    long = default_bucket("A" * 128, "123456789012", "ap-southeast-2")
+    assert len(long) == 63 and long == long.lower()
+    assert long.endswith("-123456789012-ap-southeast-2")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", default_bucket("x-" * 40, "1", "r"))
+
+
 def test_missing_credentials_is_a_clear_error(trained_home: Settings, bundle: Bundle) -> None:
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
@@ -289,39 +354,41 @@ def _lambda_python() -> str:
     return exe
 
 
-def _boto3_only(tmp: Path) -> Path:
-    """A folder holding boto3 and its dependencies only, as the Lambda runtime provides."""
+def _boto3_only_venv(tmp: Path) -> Path:
+    """A clean venv on the Lambda runtime's Python whose site-packages hold boto3 and its
+    dependencies only, as the Lambda runtime provides them; returns its python. (Linked
+    from this environment, since tests never reach PyPI; all of them are pure Python.)"""
     import boto3
     import botocore
     import dateutil
     import jmespath
     import s3transfer
+    import six
     import urllib3
 
-    folder = tmp / "runtime"
-    folder.mkdir()
+    venv = tmp / "venv"
+    subprocess.run([_lambda_python(), "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python3.*/site-packages")
     for module in (boto3, botocore, s3transfer, jmespath, dateutil, urllib3):
         source = Path(module.__file__).parent  # type: ignore[arg-type]
-        (folder / source.name).symlink_to(source)
-    import six
-
-    (folder / "six.py").symlink_to(Path(six.__file__))
-    return folder
+        (site / source.name).symlink_to(source)
+    (site / "six.py").symlink_to(Path(six.__file__))
+    return venv / "bin" / "python"
 
 
 def test_each_zip_runs_its_handler_with_only_boto3(
     bundle: Bundle, trained_home: Settings, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """serialize -> classify -> filter, each from its own zip on the Lambda Python, against a
-    local S3 server and a running sconeflow endpoint, reached by AWS_ENDPOINT_URL_*."""
+    """serialize -> classify -> filter on the reference event, each from its own zip unpacked
+    alone, in a venv of the Lambda runtime's Python holding only boto3, against a local S3
+    server and a running sconeflow endpoint reached by AWS_ENDPOINT_URL_* (no mocks)."""
     s3 = _client(aws_env, "s3")
     s3.create_bucket(Bucket="zip-test")
     image = png_bytes(3)
     s3.put_object(Bucket="zip-test", Key="data/test/bicycle_s_000001.png", Body=image)
+    python = _boto3_only_venv(tmp_path)
     server = ServerProcess(tmp_path / "home", write_model_dir(tmp_path / "model"), "--workers", "1",
                            "--name", "scones-endpoint")  # fmt: skip
-    runtime = _boto3_only(tmp_path)
-    python = _lambda_python()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_LAMBDA_FUNCTION_NAME": "zip-test",  # on Lambda: S3 through boto3
@@ -334,20 +401,23 @@ def test_each_zip_runs_its_handler_with_only_boto3(
     }  # fmt: skip
     event: Any = {"image_data": "", "s3_bucket": "zip-test",
                   "s3_key": "data/test/bicycle_s_000001.png", "inferences": []}  # fmt: skip
+    modules = {"serializeImageData": "serialize_image_data", "classifyImage": "classify_image",
+               "filterLowConfidence": "filter_low_confidence"}  # fmt: skip
     try:
         for fn in FUNCTIONS:
-            handler = bundle.zips[fn]
-            module = {"serializeImageData": "serialize_image_data",
-                      "classifyImage": "classify_image",
-                      "filterLowConfidence": "filter_low_confidence"}[fn]  # fmt: skip
+            # Lambda unpacks the zip into /var/task, the handler's working folder and the
+            # first entry of its sys.path.
+            task = tmp_path / "task" / fn
+            with zipfile.ZipFile(bundle.zips[fn]) as zf:
+                zf.extractall(task)
             script = (
-                "import json, sys; sys.path[:0] = sys.argv[1:3]; "
-                f"from sconeflow.functions.{module} import lambda_handler; "
+                "import json, sys; sys.path.insert(0, '.'); "
+                f"from sconeflow.functions.{modules[fn]} import lambda_handler; "
                 "import sconeflow; assert sconeflow.__file__.startswith(sys.argv[1]); "
                 "print(json.dumps(lambda_handler(json.loads(sys.stdin.read()), None)))"
             )
             done = subprocess.run(
-                [python, "-I", "-S", "-c", script, str(handler), str(runtime)],
+                [str(python), "-I", "-c", script, str(task)], cwd=task,
                 input=json.dumps(event), env=env, capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             assert done.returncode == 0, (fn, done.stderr)
@@ -359,8 +429,6 @@ def test_each_zip_runs_its_handler_with_only_boto3(
 
 
 def test_each_zip_holds_only_what_its_handler_imports(bundle: Bundle) -> None:
-    import zipfile
-
     names = {fn: set(zipfile.ZipFile(path).namelist()) for fn, path in bundle.zips.items()}
     assert "sconeflow/functions/classify_image.py" not in names["serializeImageData"]
     assert "sconeflow/functions/serialize_image_data.py" not in names["classifyImage"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import sconeflow
 from sconeflow.aws.template import FUNCTIONS, StackSpec, build_template
-from sconeflow.aws.training_request import training_job_request
+from sconeflow.aws.training_request import DEFAULT_TRAINING, TrainingOptions, training_job_request
 from sconeflow.config import Settings
 from sconeflow.errors import AwsError, SconeflowError
 from sconeflow.executions.definitions import packaged_text
@@ -179,6 +179,7 @@ def synth(
     capture_percentage: int = 100,
     num_training_samples: int | None = None,
     definition: str = "stepfunction",
+    training: TrainingOptions = DEFAULT_TRAINING,
 ) -> Bundle:
     """Write the bundle into `out` (created; files there are replaced)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -205,9 +206,12 @@ def synth(
     template_path = out / "template.json"
     template_path.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
     dockerfile = _write_image(out / "image")
-    request = training_job_request(hyperparameters, num_training_samples=num_training_samples)
-    training = out / "training_job.json"
-    training.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+    request = training_job_request(
+        hyperparameters, num_training_samples=num_training_samples,
+        instance_type=training.instance_type, max_runtime_s=training.max_runtime_s,
+    )  # fmt: skip
+    training_path = out / "training_job.json"
+    training_path.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
     from sconeflow.aws.diagram import render_diagram
 
     diagram = out / "diagram.png"
@@ -222,7 +226,7 @@ def synth(
         "sconeflow_version": sconeflow.__version__,
     }
     (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return Bundle(out, template_path, zips, dockerfile, training, diagram, spec)
+    return Bundle(out, template_path, zips, dockerfile, training_path, diagram, spec)
 
 
 def load_manifest(out: Path) -> dict[str, Any]:
@@ -243,6 +247,7 @@ def synth_workspace(
     model: str | None = None,
     endpoint_name: str = "scones-endpoint",
     threshold: float | str = DEFAULT_THRESHOLD,
+    training: TrainingOptions = DEFAULT_TRAINING,
 ) -> Bundle:
     """`synth` with what the workspace holds: the model of training job `model` (default:
     the newest Completed one), its hyperparameters, the staged training set's size, and the
@@ -284,4 +289,5 @@ def synth_workspace(
         out, model_key=artifact_key(job.name), hyperparameters=job.hyperparameters,
         endpoint_name=endpoint_name, threshold=threshold, capture_percentage=capture,
         num_training_samples=sum(1 for line in lst.splitlines() if line.strip()),
+        training=training,
     )  # fmt: skip

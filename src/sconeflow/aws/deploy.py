@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ _UPLOAD_PREFIXES = ("data/",)  # plus the model, the baseline and the zips
 @dataclass(frozen=True)
 class DeployOptions:
     stack: str = "sconeflow"
-    bucket: str = "sconeflow-data"
+    bucket: str | None = None  # None: the stack's own, or a new one named by default_bucket
     instance_type: str | None = None
     instance_count: int | None = None
     alert_email: str | None = None
@@ -125,6 +125,42 @@ def _wait(cfn: Any, name: str, since: float, options: DeployOptions, echo: Echo)
         time.sleep(options.poll_s)
 
 
+def _stack_bucket(stack: Mapping[str, Any]) -> str | None:
+    """The data bucket a deployed stack was given (its BucketName parameter)."""
+    for param in stack.get("Parameters", []):
+        if param.get("ParameterKey") == "BucketName":
+            return str(param.get("ParameterValue"))
+    return None
+
+
+def default_bucket(stack: str, account: str, region: str) -> str:
+    """A bucket name of this stack's own: bucket names are global across every AWS account,
+    so a fixed default such as "sconeflow-data" is most likely someone else's already.
+    Account and region make it unique, as CDK's asset buckets are named."""
+    suffix = f"-{account}-{region}"
+    return stack.lower()[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def resolve_bucket(session: Any, cfn: Any, options: DeployOptions) -> str:
+    """The bucket to deploy into: the existing stack's (a different --bucket is refused,
+    since changing it would create a second bucket and strand the data in the first), else
+    --bucket, else `default_bucket`."""
+    stack = _stack(cfn, options.stack)
+    deployed = _stack_bucket(stack) if stack is not None else None
+    if deployed is not None:
+        if options.bucket not in (None, deployed):
+            raise AwsError(
+                f"stack {options.stack} keeps its data in bucket {deployed}, not "
+                f"{options.bucket}; deploy with --bucket {deployed} (or leave --bucket out), "
+                "or `sconeflow aws destroy` the stack first to move it to a new bucket"
+            )
+        return deployed
+    if options.bucket is not None:
+        return options.bucket
+    account = session.client("sts").get_caller_identity()["Account"]
+    return default_bucket(options.stack, account, session.region_name or "us-east-1")
+
+
 def _parameters(values: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in values.items()
             if v is not None]  # fmt: skip
@@ -185,20 +221,22 @@ def deploy(
     manifest = load_manifest(bundle)
     template = (bundle / "template.json").read_text(encoding="utf-8")
     session = _session()
-    base = {"BucketName": options.bucket}
-    full = {
-        **base,
-        "DeployPhase": "full",
-        "EndpointInstanceType": options.instance_type,
-        "EndpointInstanceCount": options.instance_count,
-        "AlertEmail": options.alert_email,
-        "ServingImageTag": options.image_tag,
-    }
     with aws_errors(f"deploying stack {options.stack}"):
         cfn = session.client("cloudformation")
         s3 = session.client("s3")
+        bucket = resolve_bucket(session, cfn, options)
+        options = replace(options, bucket=bucket)
+        base = {"BucketName": bucket}
+        full = {
+            **base,
+            "DeployPhase": "full",
+            "EndpointInstanceType": options.instance_type,
+            "EndpointInstanceCount": options.instance_count,
+            "AlertEmail": options.alert_email,
+            "ServingImageTag": options.image_tag,
+        }
         if _stack(cfn, options.stack) is None:
-            echo(f"creating stack {options.stack} (data bucket {options.bucket} first)")
+            echo(f"creating stack {options.stack} (data bucket {bucket} first)")
             _apply(cfn, template, {**base, "DeployPhase": "bucket"}, options, echo)
         keys = [k for p in _UPLOAD_PREFIXES for k in store.list(workspace_bucket, p)]
         keys.append(manifest["model_key"])
@@ -211,10 +249,10 @@ def deploy(
                     for fn, key in manifest["code_keys"].items()]  # fmt: skip
         # Many small objects (a PNG each): a few at once, as the AWS CLI's sync does.
         with ThreadPoolExecutor(max_workers=8) as pool:
-            sent = sum(pool.map(lambda u: _upload(s3, options.bucket, u[0], u[1](), echo),
+            sent = sum(pool.map(lambda u: _upload(s3, bucket, u[0], u[1](), echo),
                                 uploads))  # fmt: skip
         echo(f"uploaded {sent} of {len(keys) + len(manifest['code_keys'])} objects to "
-             f"s3://{options.bucket} (the rest were already there)")  # fmt: skip
+             f"s3://{bucket} (the rest were already there)")  # fmt: skip
         _apply(cfn, template, full, options, echo)
         stack = _stack(cfn, options.stack) or {}
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
@@ -245,7 +283,21 @@ def destroy(options: DeployOptions, *, data: bool = False, echo: Echo = print) -
     with aws_errors(f"destroying stack {options.stack}"):
         session = _session()
         cfn = session.client("cloudformation")
-        if _stack(cfn, options.stack) is not None:
+        stack = _stack(cfn, options.stack)
+        deployed = _stack_bucket(stack) if stack is not None else None
+        if options.bucket and deployed and options.bucket != deployed:
+            raise AwsError(
+                f"stack {options.stack} keeps its data in bucket {deployed}, not "
+                f"{options.bucket}; leave --bucket out to destroy both, or destroy the stack "
+                "first and then the other bucket with --bucket"
+            )
+        bucket = options.bucket or deployed
+        if data and bucket is None:
+            raise AwsError(
+                f"no stack {options.stack!r} to read its data bucket from; pass --bucket NAME "
+                "to delete a bucket left behind"
+            )
+        if stack is not None:
             began = time.time()
             cfn.delete_stack(StackName=options.stack)
             final = _wait(cfn, options.stack, began, options, echo)
@@ -253,8 +305,8 @@ def destroy(options: DeployOptions, *, data: bool = False, echo: Echo = print) -
                 raise AwsError(f"stack {options.stack} ended {final}; see the events above")
         else:
             echo(f"no stack {options.stack}")
-        if data:
-            _delete_bucket(session.client("s3"), options.bucket, echo)
+        if data and bucket is not None:
+            _delete_bucket(session.client("s3"), bucket, echo)
 
 
 def _delete_bucket(s3: Any, bucket: str, echo: Echo) -> None:

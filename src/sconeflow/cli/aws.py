@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sconeflow.aws.training_request import TrainingOptions
 from sconeflow.cli.common import (
     Context,
     console,
@@ -24,8 +25,9 @@ out_option = click.option(
 stack_option = click.option("--stack", default="sconeflow", show_default=True,
                             help="CloudFormation stack name.")  # fmt: skip
 bucket_option = click.option(
-    "--bucket", "aws_bucket", default="sconeflow-data", show_default=True,
-    help="The S3 bucket the stack creates (bucket names are global: make it yours).",
+    "--bucket", "aws_bucket",
+    help="The stack's S3 data bucket. Default: the deployed stack's own; for a new stack "
+         "STACK-ACCOUNT-REGION (bucket names are global across AWS accounts).",
 )  # fmt: skip
 
 
@@ -51,9 +53,15 @@ def aws() -> None:
 @click.option("--threshold", default=str(DEFAULT_THRESHOLD), show_default=True,
               help="filterLowConfidence's THRESHOLD on Lambda: a confidence from 0 to 1, or "
                    "'model' for the one stored in the model's model.json.")  # fmt: skip
+@click.option("--training-instance-type", default=TrainingOptions.instance_type,
+              show_default=True,
+              help="Instance type in training_job.json (the built-in algorithm needs a GPU).")
+@click.option("--training-max-runtime", type=click.IntRange(min=1),
+              default=TrainingOptions.max_runtime_s, show_default=True,
+              help="MaxRuntimeInSeconds in training_job.json: SageMaker stops the job then.")
 @pass_context
-def synth(ctx: Context, out: Path, model: str | None, endpoint_name: str,
-          threshold: str) -> None:  # fmt: skip
+def synth(ctx: Context, out: Path, model: str | None, endpoint_name: str, threshold: str,
+          training_instance_type: str, training_max_runtime: int) -> None:  # fmt: skip
     """Write the deployable bundle: template, Lambda zips, serving image, training request."""
     from sconeflow.aws.bundle import synth_workspace
 
@@ -66,8 +74,10 @@ def synth(ctx: Context, out: Path, model: str | None, endpoint_name: str,
         if not 0.0 <= value <= 1.0:
             raise click.BadParameter(f"got {threshold!r}, expected a number from 0 to 1 or "
                                      "'model'", param_hint="'--threshold'")  # fmt: skip
+    training = TrainingOptions(instance_type=training_instance_type,
+                               max_runtime_s=training_max_runtime)
     bundle = synth_workspace(ctx.settings, out, model=model, endpoint_name=endpoint_name,
-                             threshold=value)  # fmt: skip
+                             threshold=value, training=training)  # fmt: skip
     if threshold == "model":
         console.print(f"THRESHOLD {bundle.spec.threshold:g} from the model's model.json",
                       highlight=False)  # fmt: skip
@@ -96,7 +106,7 @@ def synth(ctx: Context, out: Path, model: str | None, endpoint_name: str,
 @click.option("--image-tag", help="Serving image tag in ECR (default: latest).")
 @json_option
 @pass_context
-def deploy(ctx: Context, out: Path, stack: str, aws_bucket: str, instance_type: str | None,
+def deploy(ctx: Context, out: Path, stack: str, aws_bucket: str | None, instance_type: str | None,
            instance_count: int | None, alert_email: str | None, image_tag: str | None,
            as_json: bool) -> None:  # fmt: skip
     """Upload data, model and zips, then create or update the stack and wait for it."""
@@ -135,7 +145,7 @@ def status(stack: str, as_json: bool) -> None:
 @stack_option
 @bucket_option
 @click.option("--data", is_flag=True, help="Also empty and delete the data bucket.")
-def destroy(stack: str, aws_bucket: str, data: bool) -> None:
+def destroy(stack: str, aws_bucket: str | None, data: bool) -> None:
     """Remove the stack (and with --data the bucket): the reference's clean-up step."""
     from sconeflow.aws.deploy import DeployOptions
     from sconeflow.aws.deploy import destroy as run_destroy
