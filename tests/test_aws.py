@@ -547,3 +547,20 @@ def test_readme_diagram_is_the_template_drawn(template: dict[str, Any]) -> None:
                        dtype=float)  # fmt: skip
     assert committed.shape == drawn.shape
     assert np.abs(committed - drawn).mean() < 2.0  # fonts may differ by a pixel elsewhere
+
+
+def test_training_options_reach_the_request(trained_home: Settings) -> None:
+    from sconeflow.aws.training_request import TrainingOptions
+
+    options = TrainingOptions(instance_type="ml.g5.xlarge", max_runtime_s=7200)
+    request = json.loads(
+        synth_workspace(trained_home, trained_home.home / "aws-opts", training=options)
+        .training_job.read_text()
+    )  # fmt: skip
+    assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
+    refused = subprocess.run(
+        [sys.executable, "-m", "sconeflow", "--home", str(trained_home.home), "aws", "synth",
+         "--training-max-runtime", "0"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--training-max-runtime" in refused.stderr
