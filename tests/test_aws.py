@@ -564,3 +564,17 @@ def test_training_options_reach_the_request(trained_home: Settings) -> None:
          "--training-max-runtime", "0"], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 2 and "--training-max-runtime" in refused.stderr
+
+
+def test_diagram_arrows_are_what_each_resource_uses(template: dict[str, Any]) -> None:
+    """Through its role and by name, not through where its code is stored."""
+    from sconeflow.aws.diagram import uses
+
+    graph = uses(template)
+    shown = {n for n, r in template["Resources"].items()
+             if not r["Type"].startswith(("AWS::IAM::", "AWS::Logs::"))}  # fmt: skip
+    assert graph["ClassifyImageFunction"] & shown == {"Endpoint"}
+    assert graph["SerializeImageDataFunction"] & shown == {"DataBucket"}
+    assert graph["FilterLowConfidenceFunction"] & shown == set()
+    assert graph["StateMachine"] & shown == {f"{fn[0].upper()}{fn[1:]}Function" for fn in FUNCTIONS}
+    assert "Endpoint" in graph["EndpointScalableTarget"]
