@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from sconeflow import db
 from sconeflow.cli import main
 from sconeflow.config import Settings, load_settings
+from sconeflow.errors import MonitoringError
+from sconeflow.monitoring.runner import list_runs, run_monitoring
 from sconeflow.serving.capture import capture_config
 from sconeflow.serving.endpoints import (
     delete_endpoint,
@@ -20,6 +25,7 @@ from sconeflow.serving.endpoints import (
     ping,
 )
 from sconeflow.store import open_store
+from sconeflow.training.job import artifact_key, list_jobs
 from test_serving_support import free_port
 
 
@@ -100,3 +106,30 @@ def test_pipeline_never_stops_an_endpoint_it_did_not_deploy(
         assert "endpoint" not in json.loads((home / "pipeline.json").read_text())
     finally:
         delete_endpoint(settings, "scones-endpoint")
+
+
+@pytest.mark.slow
+def test_cleanup_forgets_the_records_of_what_it_deletes(
+    trained_home: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--captures forgets the monitoring runs with their outputs, --models the training
+    jobs with their models; each leaves the other's records."""
+    home = tmp_path / "home"
+    shutil.copytree(trained_home.home, home)  # staged data and test-job, ours to change
+    settings = load_settings(env={}, home=home)
+    store = open_store(settings)
+    t0 = datetime(2025, 8, 22, 4, tzinfo=UTC)
+    with closing(db.connect(settings.db_path)) as conn:
+        with pytest.raises(MonitoringError, match="no baseline"):  # recorded Failed
+            run_monitoring(store, settings.bucket, conn, endpoint="ep", schedule="ep-monitor",
+                           since=t0, until=t0 + timedelta(hours=1))  # fmt: skip
+        assert len(list_runs(conn)) == 1
+    main(["--home", str(home), "cleanup", "--captures", "--json"])
+    assert json.loads(capsys.readouterr().out)["endpoints"] == 0
+    with closing(db.connect(settings.db_path)) as conn:
+        assert list_runs(conn) == []
+    assert [j.name for j in list_jobs(settings)] == ["test-job"]
+    main(["--home", str(home), "cleanup", "--models", "--json"])
+    assert json.loads(capsys.readouterr().out)["models"] == 1
+    assert list_jobs(settings) == []
+    assert not store.exists(settings.bucket, artifact_key("test-job"))
