@@ -305,9 +305,10 @@ def test_monitoring_chart_is_the_runs_own_whatever_capture_it_read(
 
     write_report(store, settings.bucket, record.prefix, render_report(analysis, run=record))
     drawn = store.get(settings.bucket, f"{record.prefix.rstrip('/')}/confidence_over_time.png")
-    assert confidence_chart(settings, "ep") == drawn
-    # No run yet for an endpoint: drawn from its live capture (here: none, said so).
-    assert confidence_chart(settings, "other")[:4] == b"\x89PNG"
+    with closing(db.connect(settings.db_path)) as conn:
+        assert confidence_chart(settings, conn, "ep") == drawn
+        # No run yet for an endpoint: drawn from its live capture (here: none, said so).
+        assert confidence_chart(settings, conn, "other")[:4] == b"\x89PNG"
 
 
 def test_training_chart_draws_each_fit_at_its_epochs() -> None:

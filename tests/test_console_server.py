@@ -1,22 +1,33 @@
 """The console's safety: loopback by default, a token for any other address (checked on
-every request: header, cookie, or the AWS access key id), Host names checked."""
+every request: header, cookie, or the AWS access key id), Host names checked; and the db
+connections its pages read through: one per thread, fresh, closed at shutdown."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from conftest import free_port
 from console_support import client, start_console, stop_console
-from sconeflow.console.server import ConsoleOptions, check_options
+from sconeflow.config import Settings
+from sconeflow.console.server import ConsoleOptions, bind, build_app, check_options
 from sconeflow.errors import ConfigError
+from sconeflow.executions.definitions import Definition
+from sconeflow.executions.runner import WorkflowRunner
+from sfn_script import ROLE
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -131,3 +142,105 @@ def test_aws_edge_answers_bad_bodies_in_aws_shape(tmp_path: Path) -> None:
         assert (status, body["__type"]) == (400, "InvalidArn")
     finally:
         stop_console(proc)
+
+
+# --- the pages' db connections --------------------------------------------------------------
+
+# Every sqlite3 connection this process opens, seen through Python's audit events (real
+# connections, nothing replaced): "sqlite3.connect" names the file, then
+# "sqlite3.connect/handle" gives the connection, in the same thread. Hooks stay for the
+# process's life, so one is added once and records only while `_WATCH` names a file.
+_WATCH: dict[str, Any] = {"path": None, "opened": []}
+_HOOKED: list[bool] = []
+_NAMED = threading.local()
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "sqlite3.connect":
+        _NAMED.path = str(args[0])
+        return
+    watched = _WATCH["path"]
+    if event == "sqlite3.connect/handle" and watched and getattr(_NAMED, "path", "") == watched:
+        _WATCH["opened"].append((threading.current_thread(), args[0]))
+
+
+def _watch_connections(path: Path) -> list[tuple[threading.Thread, sqlite3.Connection]]:
+    if not _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
+    _WATCH["path"], _WATCH["opened"] = str(path.resolve()), []
+    opened: list[tuple[threading.Thread, sqlite3.Connection]] = _WATCH["opened"]
+    return opened
+
+
+def _serve_in_thread(settings: Settings) -> tuple[Any, threading.Thread, str]:
+    """The console's app on a real socket on 127.0.0.1, served by uvicorn in a thread of
+    this process (so that its connections can be seen), as `sconeflow console` serves it."""
+    import uvicorn
+
+    sock = bind("127.0.0.1", free_port())
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    app = build_app(settings, ConsoleOptions(sample_seconds=0))  # no sampler thread
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the console never started"
+        time.sleep(0.02)
+    return server, thread, url
+
+
+def _page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        assert resp.status == 200, url
+        return str(resp.read().decode())
+
+
+PASS_MACHINE = json.dumps({"StartAt": "Only", "States": {"Only": {"Type": "Pass", "End": True}}})
+
+
+def test_pages_read_through_one_connection_per_thread(settings: Settings) -> None:
+    """Pages and the API share each thread's connection (db.ThreadConnections): many page
+    loads open no more connections than there are threads serving them, reads see what
+    another connection committed a moment before (WAL), and shutdown closes them all."""
+    opened = _watch_connections(settings.db_path)
+    server, thread, url = _serve_in_thread(settings)
+    try:
+        sfn = client(url)
+        machine = sfn.create_state_machine(name="pages", definition=PASS_MACHINE,
+                                           roleArn=ROLE)["stateMachineArn"]  # fmt: skip
+        first = sfn.start_execution(stateMachineArn=machine, name="first")["executionArn"]
+        deadline = time.monotonic() + 30
+        while sfn.describe_execution(executionArn=first)["status"] == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        arn = urllib.parse.quote(first)
+        paths = ["/executions", "/executions/rows", "/state-machines", "/state-machines/pages",
+                 f"/execution?arn={arn}", f"/graphs/execution.svg?arn={arn}",
+                 "/graphs/state-machines/pages.svg", "/monitoring"]  # fmt: skip
+        loads = 0
+        for round_ in range(4):
+            # Written through another connection (a runner of this process, as `sconeflow
+            # workflow run` would from its own), then read by the pages at once.
+            name = f"outside-{round_}"
+            with WorkflowRunner(settings, Definition("pages", PASS_MACHINE, "test"), {}) as r:
+                assert r.start({}, name).status == "SUCCEEDED"
+            assert name in _page(f"{url}/executions")
+            assert json.loads(_page(f"{url}/executions/rows"))["counts"]["SUCCEEDED"] == (
+                round_ + 2)
+            for path in paths:
+                _page(url + path)
+            loads += 2 + len(paths)
+        served = [(t, c) for t, c in opened if t is not threading.current_thread()]
+        per_thread = Counter(t.ident for t, _ in served)
+        assert served and max(per_thread.values()) == 1, per_thread  # not one per request
+        assert len(served) < loads / 4, (len(served), loads)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        _WATCH["path"] = None
+    assert not thread.is_alive()
+    for _, conn in served:  # the lifespan's end (Executor.close) closed every one
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")

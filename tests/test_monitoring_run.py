@@ -21,6 +21,8 @@ from sconeflow.monitoring.features import compute_features
 from sconeflow.monitoring.runner import list_runs, run_monitoring
 from sconeflow.monitoring.schedule import parse_every, run_schedule
 from sconeflow.monitoring.simulate import darken, decode_pngs, encode_pngs, write_capture
+from sconeflow.serving.capture import CaptureConfig
+from sconeflow.serving.endpoints import delete_endpoint, deploy
 from sconeflow.store import Store, copy_prefix, open_store
 from test_monitoring_support import (
     CLASSES,
@@ -31,6 +33,7 @@ from test_monitoring_support import (
     staged_split,
     write_tiny_artifact,
 )
+from test_serving_support import free_port
 
 T0 = datetime(2025, 8, 22, 4, 0, 0, tzinfo=UTC)
 SCHEDULE = "ep-monitor"
@@ -183,3 +186,26 @@ def test_cli_baseline_run_report_schedule(
           "--no-report"])
     assert capsys.readouterr().out.count("Completed run") == 2
     assert len(list_runs(connect(settings.db_path), SCHEDULE)) == 3
+
+
+@pytest.mark.slow
+def test_cli_monitors_the_model_the_endpoint_was_deployed_with(
+    settings: Settings, staged_home: Settings, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Without --model, the endpoint's record in the workspace names the model; an endpoint
+    with no record is an error that says to pass --model."""
+    store = open_store(settings)
+    copy_prefix(open_store(staged_home), store, settings.bucket, "data/")
+    artifact = write_tiny_artifact(tmp_path / "model.tar.gz")
+    home = ["--home", str(settings.home)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*home, "monitor", "baseline", "--endpoint", "ep", "--json"])
+    assert exit_info.value.code == 1
+    assert "MonitoringError: endpoint 'ep' is not in the workspace db" in capsys.readouterr().err
+    deploy(settings, str(artifact), CaptureConfig(enabled=False), name="ep", port=free_port(),
+           workers=1)  # fmt: skip
+    try:
+        main([*home, "monitor", "baseline", "--endpoint", "ep", "--json"])
+        assert json.loads(capsys.readouterr().out)["records"] == 200  # the model's answers
+    finally:
+        delete_endpoint(settings, "ep")

@@ -172,6 +172,44 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class ThreadConnections:
+    """One connection to the workspace db per thread, opened on the thread's first `get` and
+    kept open: opening one per call (a request, an execution) cost more than a short
+    execution, and closing the last one to the file checkpoints the WAL, a file sync.
+
+    Reads stay fresh: connections are in autocommit mode, so each statement reads the
+    latest commit of any thread or process. A thread that has ended cannot use its
+    connection again; the next thread to open one closes it (servers' worker threads come
+    and go). `close` closes the rest, once no thread will use them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[tuple[threading.Thread, sqlite3.Connection]] = []
+
+    def get(self) -> sqlite3.Connection:
+        """The calling thread's connection."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+            with self._lock:
+                ended = [c for thread, c in self._open if not thread.is_alive()]
+                self._open = [(t, c) for t, c in self._open if t.is_alive()]
+                self._open.append((threading.current_thread(), conn))
+            for old in ended:
+                old.close()
+        return conn
+
+    def close(self) -> None:
+        """Close every connection; a thread that calls `get` after this opens a new one."""
+        with self._lock:
+            connections, self._open = [c for _, c in self._open], []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+
 def _initialise(conn: sqlite3.Connection) -> None:
     """WAL mode (persistent in the file) and the schema, once per process and file.
 

@@ -20,7 +20,7 @@ import click
 from sconeflow.cli.common import Context, console, json_option, pass_context, print_json
 from sconeflow.config import Settings
 from sconeflow.db import connect
-from sconeflow.errors import MonitoringError, ObjectNotFoundError
+from sconeflow.errors import EndpointError, MonitoringError, ObjectNotFoundError
 from sconeflow.monitoring import (
     DEFAULT_ALPHA,
     DEFAULT_CATEGORICAL_METHOD,
@@ -86,11 +86,14 @@ def _endpoint_model(settings: Settings, endpoint: str, model: str | None) -> str
 
 
 def _known_model(settings: Settings, endpoint: str, model: str | None) -> str | None:
+    from sconeflow.serving.endpoints import describe_endpoint_row
+
     if model is not None:
         return model
-    row = connect(settings.db_path).execute(
-        "SELECT model FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
-    return None if row is None else str(row["model"])
+    try:
+        return describe_endpoint_row(settings, endpoint).model
+    except EndpointError:  # not in the workspace db: deployed elsewhere, or deleted
+        return None
 
 
 @contextlib.contextmanager
@@ -207,8 +210,10 @@ def _monitor_once(settings: Settings, endpoint: str, name: str, variant: str,
     from sconeflow.store import open_store
 
     store = open_store(settings)
-    conn = connect(settings.db_path)
-    with _model_dir(settings, endpoint, model) as (model_dir, model_name):
+    with (
+        contextlib.closing(connect(settings.db_path)) as conn,
+        _model_dir(settings, endpoint, model) as (model_dir, model_name),
+    ):
         record, analysis = run_monitoring(
             store, settings.bucket, conn, endpoint=endpoint, schedule=name,
             class_names=classes, since=since, until=until, variant=variant,
@@ -298,8 +303,9 @@ def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, clas
     settings = ctx.settings
     store = open_store(settings)
     name = _schedule(endpoint, schedule)
-    runs = [r for r in list_runs(connect(settings.db_path), name)
-            if (run_id is None or r.run_id == run_id) and r.status != "Failed"]
+    with contextlib.closing(connect(settings.db_path)) as conn:
+        runs = [r for r in list_runs(conn, name)
+                if (run_id is None or r.run_id == run_id) and r.status != "Failed"]
     if not runs:
         raise MonitoringError(f"no completed run{' ' + run_id if run_id else ''} for schedule "
                               f"{name!r}; start one with `sconeflow monitor run`")
@@ -314,13 +320,16 @@ def report(ctx: Context, endpoint: str, schedule: str | None, variant: str, clas
     base = bl.load_baseline(store, settings.bucket, bl.baseline_prefix(name))
     since = parse_time(record.window_start) if record.window_start else None
     until = parse_time(record.window_end) if record.window_end else None
-    with _model_dir(settings, endpoint, model) as (model_dir, model_name):
+    with (
+        contextlib.closing(connect(settings.db_path)) as conn,
+        _model_dir(settings, endpoint, model) as (model_dir, model_name),
+    ):
         embedder, promise, notes = load_model_for_monitoring(model_dir, model_name)
         analysis = analyse_window(
             store, settings.bucket, endpoint=endpoint,
             class_names=_classes(classes) or base.class_names, baseline=base, since=since,
             until=until, variant=variant,
-            outcomes=read_workflow_outcomes(connect(settings.db_path), since, until),
+            outcomes=read_workflow_outcomes(conn, since, until),
             ground_truth_prefix=summary.get("ground_truth_prefix"), embedder=embedder,
             promise=promise, notes=notes,
         )

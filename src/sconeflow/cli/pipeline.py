@@ -119,8 +119,10 @@ def cleanup(
 ) -> None:
     """Delete every endpoint (stopping its server) and, when asked, models, captures, data."""
     from sconeflow import db
+    from sconeflow.monitoring.runner import delete_runs
     from sconeflow.serving.endpoints import delete_endpoint, list_endpoints
     from sconeflow.store import open_store
+    from sconeflow.training.job import delete_jobs
 
     settings = ctx.settings
     store = open_store(settings)
@@ -141,11 +143,11 @@ def cleanup(
         for key in keys:
             store.delete(settings.bucket, key)
         removed[label] = len(keys)
-    with closing(db.connect(settings.db_path)) as conn:
-        if models or everything:
-            conn.execute("DELETE FROM training_jobs")
-        if captures or everything:
-            conn.execute("DELETE FROM monitoring_runs")
+    if models or everything:
+        delete_jobs(settings)
+    if captures or everything:
+        with closing(db.connect(settings.db_path)) as conn:
+            delete_runs(conn)
     if (captures or everything) and (settings.home / "pipeline.json").exists():
         (settings.home / "pipeline.json").unlink()  # the pipeline must monitor afresh
     if as_json:

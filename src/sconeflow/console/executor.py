@@ -7,8 +7,9 @@ workspace db event by event (records.HistoryWriter), so a console killed mid-run
 true record that the next start ends ABORTED (records.recover_orphans) and that redrives.
 
 Each thread here (the server's request threads, the pool's) has one db connection of its
-own (`connection`), shared by the API and every runner and kept open while the console
-runs: opening one per request, or per state machine, cost more than a short execution.
+own (`connection`, a db.ThreadConnections), shared by the API, the pages and every runner
+and kept open while the console runs: opening one per request, or per state machine, cost
+more than a short execution.
 
 Task resources resolve as `sconeflow workflow run` resolves them: by function name to the
 workspace's own handlers (sconeflow.functions), with the endpoint in service looked up
@@ -64,18 +65,12 @@ class Executor:
         self._table: dict[str, Handler] | None = None
         self._table_until = 0.0
         self._closed = False
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self.connections = db.ThreadConnections(settings.db_path)
         self.recovered = records.recover_orphans(self.connection())
 
     def connection(self) -> sqlite3.Connection:
         """The calling thread's db connection (opened on first use, closed by `close`)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = db.connect(self.settings.db_path)
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+        return self.connections.get()
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -243,10 +238,7 @@ class Executor:
         ended = [event.wait(max(0.0, deadline - time.monotonic())) for event in done]
         self.pool.shutdown(wait=False, cancel_futures=True)
         if all(ended):  # else an execution may still write through its connection
-            with self._lock:
-                connections, self._connections = self._connections, []
-            for conn in connections:
-                conn.close()
+            self.connections.close()
 
 
 def _not_found(name: str) -> Handler:

@@ -16,7 +16,7 @@ static file; the Content-Security-Policy allows no other.
 from __future__ import annotations
 
 import json
-from contextlib import closing
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -26,7 +26,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from sconeflow import db
 from sconeflow.console import views
 from sconeflow.console.protocol import decode_token, encode_token
 
@@ -68,6 +67,14 @@ def _settings(request: Request) -> Any:
     return request.app.state.console["settings"]
 
 
+def _db(request: Request) -> sqlite3.Connection:
+    """The calling thread's workspace connection, the one the API uses there too: pages run
+    on the server's thread pool, as API calls do, and read through one connection per
+    thread (Executor.connection), kept open, instead of opening one per request."""
+    conn: sqlite3.Connection = request.app.state.console["executor"].connection()
+    return conn
+
+
 def _not_found(request: Request, what: str) -> HTMLResponse:
     return _render("error.html", request, 404, message=what)
 
@@ -76,17 +83,16 @@ def _not_found(request: Request, what: str) -> HTMLResponse:
 
 
 def state_machines(request: Request) -> HTMLResponse:
-    with closing(db.connect(_settings(request).db_path)) as conn:
-        return _render("state_machines.html", request, machines=views.machines(conn))
+    return _render("state_machines.html", request, machines=views.machines(_db(request)))
 
 
 def state_machine(request: Request) -> HTMLResponse:
     name = request.path_params["name"]
-    with closing(db.connect(_settings(request).db_path)) as conn:
-        machine = views.machine(conn, name)
-        if machine is None:
-            return _not_found(request, f"No state machine named {name!r}.")
-        recent, _ = views.executions_page(conn, machine=name, status=None, limit=10)
+    conn = _db(request)
+    machine = views.machine(conn, name)
+    if machine is None:
+        return _not_found(request, f"No state machine named {name!r}.")
+    recent, _ = views.executions_page(conn, machine=name, status=None, limit=10)
     # The reference workflow's input when the machine reads an image, else an empty object.
     sample = ({"s3_bucket": _settings(request).bucket, "s3_key": "data/test/bicycle_s_000513.png"}
               if "serializeImageData" in machine["definition"] else {})  # fmt: skip
@@ -97,8 +103,7 @@ def state_machine(request: Request) -> HTMLResponse:
 def machine_graph(request: Request) -> Response:
     from sconeflow.executions.graph import graph_image
 
-    with closing(db.connect(_settings(request).db_path)) as conn:
-        machine = views.machine(conn, request.path_params["name"])
+    machine = views.machine(_db(request), request.path_params["name"])
     if machine is None:
         return Response(status_code=404)
     svg = graph_image(json.loads(machine["definition"]), title=machine["name"])
@@ -122,10 +127,10 @@ def _filters(request: Request) -> tuple[str | None, str | None, tuple[str, str] 
 
 def _listing(request: Request) -> dict[str, Any]:
     status, machine, after = _filters(request)
-    with closing(db.connect(_settings(request).db_path)) as conn:
-        rows, more = views.executions_page(conn, machine=machine, status=status, limit=PAGE,
-                                           after=after)  # fmt: skip
-        counts = views.counts(conn, machine)
+    conn = _db(request)
+    rows, more = views.executions_page(conn, machine=machine, status=status, limit=PAGE,
+                                       after=after)  # fmt: skip
+    counts = views.counts(conn, machine)
     query = {k: v for k, v in (("status", status), ("machine", machine)) if v}
     older = (f"?{urlencode({**query, 'page': encode_token({'kind': 'page', 'after': more})})}"
              if more else None)  # fmt: skip
@@ -147,8 +152,7 @@ def execution_rows(request: Request) -> JSONResponse:
 
 def execution(request: Request) -> HTMLResponse:
     arn = request.query_params.get("arn", "")
-    with closing(db.connect(_settings(request).db_path)) as conn:
-        detail = views.execution(conn, arn)
+    detail = views.execution(_db(request), arn)
     if detail is None:
         return _not_found(request, f"No execution {arn!r}.")
     return _render("execution.html", request, **detail)
@@ -157,8 +161,7 @@ def execution(request: Request) -> HTMLResponse:
 def execution_graph(request: Request) -> Response:
     from sconeflow.executions.graph import graph_image
 
-    with closing(db.connect(_settings(request).db_path)) as conn:
-        detail = views.execution(conn, request.query_params.get("arn", ""))
+    detail = views.execution(_db(request), request.query_params.get("arn", ""))
     if detail is None:
         return Response(status_code=404)
     record = detail["record"]
@@ -213,11 +216,13 @@ def training_chart(request: Request) -> Response:
 
 
 def monitoring(request: Request) -> HTMLResponse:
-    return _render("monitoring.html", request, reports=views.monitoring(_settings(request)))
+    reports = views.monitoring(_settings(request), _db(request))
+    return _render("monitoring.html", request, reports=reports)
 
 
 def monitoring_chart(request: Request) -> Response:
-    png = views.confidence_chart(_settings(request), request.path_params["endpoint"])
+    png = views.confidence_chart(_settings(request), _db(request),
+                                request.path_params["endpoint"])
     return Response(png, media_type="image/png", headers={"cache-control": "no-store"})
 
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sconeflow import db
 from sconeflow.config import Settings
 from sconeflow.errors import SconeflowError
 from sconeflow.executions import machines as machine_rows
@@ -161,14 +159,13 @@ def job_log(settings: Settings, name: str) -> str | None:
     return path.read_text(errors="replace")
 
 
-def monitoring(settings: Settings) -> list[dict[str, Any]]:
+def monitoring(settings: Settings, conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Per endpoint: its latest monitoring run and that run's violations."""
     from sconeflow.monitoring.runner import list_runs
     from sconeflow.store import open_store
 
     store = open_store(settings)
-    with closing(db.connect(settings.db_path)) as conn:
-        runs = list_runs(conn)
+    runs = list_runs(conn)
     latest: dict[str, Any] = {}
     for run in runs:  # newest first
         latest.setdefault(run.endpoint, run)
@@ -188,7 +185,7 @@ def monitoring(settings: Settings) -> list[dict[str, Any]]:
     return reports
 
 
-def confidence_chart(settings: Settings, endpoint: str) -> bytes:
+def confidence_chart(settings: Settings, conn: sqlite3.Connection, endpoint: str) -> bytes:
     """Top probability of each captured inference over the latest run's window, with the
     threshold the workflow ran with: the run's own chart (drawn from the capture it read,
     whichever variant that was, e.g. the pipeline's simulated day), or, before any run or
@@ -203,17 +200,16 @@ def confidence_chart(settings: Settings, endpoint: str) -> bytes:
     from sconeflow.store import open_store
 
     store = open_store(settings)
-    with closing(db.connect(settings.db_path)) as conn:
-        runs = [r for r in list_runs(conn) if r.endpoint == endpoint]
-        until = datetime.now(UTC) + timedelta(minutes=1)
-        since = until - timedelta(days=1)
-        if runs:
-            drawn = f"{runs[0].prefix.rstrip('/')}/confidence_over_time.png"
-            with contextlib.suppress(SconeflowError):
-                return bytes(store.get(settings.bucket, drawn))
-        if runs and runs[0].window_start and runs[0].window_end:
-            since, until = parse_time(runs[0].window_start), parse_time(runs[0].window_end)
-        threshold = workflow_threshold(read_workflow_outcomes(conn, since, until))
+    runs = [r for r in list_runs(conn) if r.endpoint == endpoint]
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    since = until - timedelta(days=1)
+    if runs:
+        drawn = f"{runs[0].prefix.rstrip('/')}/confidence_over_time.png"
+        with contextlib.suppress(SconeflowError):
+            return bytes(store.get(settings.bucket, drawn))
+    if runs and runs[0].window_start and runs[0].window_end:
+        since, until = parse_time(runs[0].window_start), parse_time(runs[0].window_end)
+    threshold = workflow_threshold(read_workflow_outcomes(conn, since, until))
     batch = read_capture(store, settings.bucket, endpoint, since=since, until=until)
     captured = batch.records[-MAX_CHART_RECORDS:]
     if not captured:

@@ -151,8 +151,7 @@ class WorkflowRunner:
         # `connect` (the console's) gives the calling thread's connection instead, shared by
         # every runner there and closed by its owner.
         self._connect = connect
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections = db.ThreadConnections(settings.db_path)
         self._lock = threading.Lock()
         if recover:  # end the executions of dead processes (the console did at its start)
             records.recover_orphans(self._connection())
@@ -179,21 +178,11 @@ class WorkflowRunner:
     def _connection(self) -> sqlite3.Connection:
         if self._connect is not None:
             return self._connect()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = db.connect(self.settings.db_path)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+        return self._connections.get()
 
     def close(self) -> None:
         """Close the db connections this runner opened."""
-        with self._lock:
-            connections, self._connections = self._connections, []
-            self._local = threading.local()
-        for conn in connections:
-            conn.close()
+        self._connections.close()
 
     def __enter__(self) -> WorkflowRunner:
         return self

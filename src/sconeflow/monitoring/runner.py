@@ -338,3 +338,9 @@ def list_runs(conn: sqlite3.Connection, schedule: str | None = None) -> list[Run
                   row["window_start"], row["window_end"], row["failure_reason"])
         for row in rows
     ]
+
+
+def delete_runs(conn: sqlite3.Connection) -> int:
+    """Forget every monitoring run (`sconeflow cleanup --captures`, which deletes their
+    outputs from the store); how many records there were."""
+    return int(conn.execute("DELETE FROM monitoring_runs").rowcount)

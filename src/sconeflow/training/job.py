@@ -372,6 +372,13 @@ def describe_job(settings: Settings, name: str) -> JobRecord:
     return _record(row)
 
 
+def delete_jobs(settings: Settings) -> int:
+    """Forget every training job (`sconeflow cleanup --models`, which deletes the models
+    themselves from the store); how many records there were."""
+    with closing(db.connect(settings.db_path)) as conn:
+        return int(conn.execute("DELETE FROM training_jobs").rowcount)
+
+
 def _record(row: Any) -> JobRecord:
     return JobRecord(
         name=row["name"],
