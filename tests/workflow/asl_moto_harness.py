@@ -202,6 +202,79 @@ class MotoMachine:
         }
 
 
+# --- what the differential tests share: the Lambda handlers and the definition helpers -----
+# Both engines call the same handlers by function name; `handlers()` is a fresh set per run,
+# because "flaky" counts its calls.
+
+FN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{{}}"
+INVOKE = "arn:aws:states:::lambda:invoke"
+BIG = 257 * 1024  # characters: over AWS's 256 KiB payload quota
+
+
+class CustomError(Exception):
+    """A handler's own error: its class name is the Task's error name."""
+
+
+def _add_one(event: Any, context: Any) -> Any:
+    return {**event, "n": event.get("n", 0) + 1}
+
+
+def _big(event: Any, context: Any) -> Any:
+    return "a" * BIG
+
+
+def _boom(event: Any, context: Any) -> Any:
+    raise ValueError("bad input")
+
+
+def _custom(event: Any, context: Any) -> Any:
+    raise CustomError("custom failure")
+
+
+def _echo(event: Any, context: Any) -> Any:
+    return event
+
+
+def _make_flaky() -> Callable[[Any, Any], Any]:
+    calls = {"n": 0}
+
+    def flaky(event: Any, context: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise CustomError("first call fails")
+        return {"calls": calls["n"]}
+
+    return flaky
+
+
+def handlers() -> dict[str, Callable[[Any, Any], Any]]:
+    """add_one, big (a result over the payload quota), boom (ValueError), custom
+    (CustomError), echo, and flaky (CustomError on its first call only)."""
+    return {
+        "add_one": _add_one,
+        "big": _big,
+        "boom": _boom,
+        "custom": _custom,
+        "echo": _echo,
+        "flaky": _make_flaky(),
+    }
+
+
+def one(state: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A machine of one state named S (plus `extra` states); S ends it unless it has Next."""
+    if state["Type"] not in ("Succeed", "Fail", "Choice") and "Next" not in state:
+        state = {"End": True, **state}
+    return {"StartAt": "S", "States": {"S": state, **extra}}
+
+
+def fix_end(definition: dict[str, Any]) -> dict[str, Any]:
+    """End every top-level state that needs Next or End and has neither (in place)."""
+    for state in definition["States"].values():
+        if state["Type"] in ("Task", "Pass", "Wait", "Parallel", "Map") and "Next" not in state:
+            state.setdefault("End", True)
+    return definition
+
+
 # --- where moto departs from AWS ----------------------------------------------------------
 # Each function turns one of moto's results into what AWS gives, for the cases where moto
 # is known to differ; the differential tests apply them and say why.

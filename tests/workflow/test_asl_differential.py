@@ -13,54 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from asl_moto_harness import MotoMachine, compact_missing_path_input, runtime_text_causes
+from asl_moto_harness import (
+    FN,
+    INVOKE,
+    MotoMachine,
+    compact_missing_path_input,
+    fix_end,
+    handlers,
+    one,
+    runtime_text_causes,
+)
 
 from sconeflow.workflow import parse_definition, run_execution
-
-FN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
-INVOKE = "arn:aws:states:::lambda:invoke"
-
-
-class CustomError(Exception):
-    pass
-
-
-def _add_one(event: Any, context: Any) -> Any:
-    return {**event, "n": event.get("n", 0) + 1}
-
-
-def _boom(event: Any, context: Any) -> Any:
-    raise ValueError("bad input")
-
-
-def _custom(event: Any, context: Any) -> Any:
-    raise CustomError("custom failure")
-
-
-def _echo(event: Any, context: Any) -> Any:
-    return event
-
-
-def _make_flaky() -> Callable[[Any, Any], Any]:
-    calls = {"n": 0}
-
-    def flaky(event: Any, context: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise CustomError("first call fails")
-        return {"calls": calls["n"]}
-
-    return flaky
-
-
-def _handlers() -> dict[str, Callable[[Any, Any], Any]]:
-    return {
-        "add_one": _add_one,
-        "boom": _boom,
-        "custom": _custom,
-        "echo": _echo,
-        "flaky": _make_flaky(),
-    }
 
 
 @dataclass
@@ -73,12 +37,6 @@ class Case:
     # moto's result into AWS's.
     aws_expected: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] | None = None
     why: str = ""
-
-
-def one(state: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A machine of one state named S."""
-    body = {"End": True, **state} if state["Type"] not in ("Succeed", "Fail", "Choice") else state
-    return {"StartAt": "S", "States": {"S": body, **extra}}
 
 
 def params(template: dict[str, Any]) -> dict[str, Any]:
@@ -909,21 +867,13 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def _fix_end(definition: dict[str, Any]) -> dict[str, Any]:
-    # `task(...)` leaves End/Next to the caller; one() adds End for single states.
-    for state in definition["States"].values():
-        if state["Type"] in ("Task", "Pass", "Wait", "Parallel", "Map") and "Next" not in state:
-            state.setdefault("End", True)
-    return definition
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_same_result_as_moto(case: Case) -> None:
-    definition = _fix_end(case.definition)
+    definition = fix_end(case.definition)
     ours = run_execution(
-        parse_definition(definition), case.input, _handlers() if case.tasks else None, name="exec"
+        parse_definition(definition), case.input, handlers() if case.tasks else None, name="exec"
     )
-    theirs = MotoMachine(definition).run(case.input, _handlers() if case.tasks else None)
+    theirs = MotoMachine(definition).run(case.input, handlers() if case.tasks else None)
     got = {
         "status": ours.status,
         "output": _normalise(ours.output),

@@ -454,6 +454,109 @@ def test_timeout_seconds_path() -> None:
     assert run_execution(m, {"limit": 10}, {"fn": slow}, clock=clock).status == "SUCCEEDED"
 
 
+def _scheduled(result: Any) -> dict[str, Any]:
+    event = next(e for e in result.events if e["type"] == "TaskScheduled")
+    return dict(event["taskScheduledEventDetails"])
+
+
+def _jsonata_task(**extra: Any) -> Any:
+    return parse_definition(
+        {
+            "QueryLanguage": "JSONata",
+            "StartAt": "T",
+            "States": {
+                "T": {
+                    "Type": "Task",
+                    "Resource": INVOKE,
+                    "Arguments": {"FunctionName": FN.format("fn"), "Payload": {}},
+                    "Output": "{% $states.result.Payload %}",
+                    "End": True,
+                    **extra,
+                }
+            },
+        }
+    )
+
+
+def test_heartbeat_seconds_path_is_read_from_the_state_input() -> None:
+    m = machine(("T", invoke_state("fn", TimeoutSeconds=60, HeartbeatSecondsPath="$.hb")))
+    result = run_execution(m, {"hb": 20}, {"fn": lambda e, c: e})
+    assert result.status == "SUCCEEDED"
+    assert _scheduled(result)["heartbeatInSeconds"] == 20
+    assert _scheduled(result)["timeoutInSeconds"] == 60
+    # A workflow variable is a path too (AWS: "Passing data between states with variables").
+    given = machine(
+        ("Given", {"Type": "Pass", "Assign": {"hb": 9}, "Next": "T"}),
+        ("T", invoke_state("fn", HeartbeatSecondsPath="$hb")),
+    )
+    assert _scheduled(run_execution(given, {}, {"fn": lambda e, c: e}))["heartbeatInSeconds"] == 9
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, "20", True, None, [20]])
+def test_heartbeat_seconds_path_must_select_a_positive_integer(value: Any) -> None:
+    m = machine(("T", invoke_state("fn", HeartbeatSecondsPath="$.hb")))
+    calls: list[Any] = []
+    result = run_execution(m, {"hb": value}, {"fn": lambda e, c: calls.append(e)})
+    assert result.error == "States.Runtime", result.cause
+    assert "HeartbeatSecondsPath must select a positive integer, got" in (result.cause or "")
+    assert calls == []  # the state fails before the Lambda is invoked
+
+
+def test_heartbeat_seconds_path_selecting_nothing_is_states_runtime() -> None:
+    m = machine(("T", invoke_state("fn", HeartbeatSecondsPath="$.hb")))
+    result = run_execution(m, {}, {"fn": lambda e, c: e})
+    assert result.error == "States.Runtime" and "$.hb" in (result.cause or "")
+
+
+def test_a_lambda_task_outliving_its_heartbeat_does_not_time_out() -> None:
+    """A Lambda invocation sends no heartbeats; on AWS HeartbeatSeconds bounds activities and
+    callback tasks only, so only TimeoutSeconds ends a slow Lambda task."""
+    clock = FakeClock()
+
+    def slow(event: Any, context: Any) -> Any:
+        clock.advance(30)  # 30 s without a heartbeat, past HeartbeatSeconds, within Timeout
+        return {"done": True}
+
+    m = machine(("T", invoke_state("fn", TimeoutSeconds=60, HeartbeatSeconds=5)))
+    result = run_execution(m, {}, {"fn": slow}, clock=clock)
+    assert result.status == "SUCCEEDED", result.cause
+    assert result.output["Payload"] == {"done": True}
+    assert not [e for e in result.events if "TimedOut" in e["type"]]
+    jsonata = _jsonata_task(TimeoutSeconds=60, HeartbeatSeconds="{% 5 %}")
+    assert run_execution(jsonata, {}, {"fn": slow}, clock=clock).output == {"done": True}
+
+
+def test_jsonata_heartbeat_seconds_expression_is_evaluated() -> None:
+    m = _jsonata_task(
+        TimeoutSeconds="{% $states.input.t %}", HeartbeatSeconds="{% $states.input.t / 2 %}"
+    )
+    result = run_execution(m, {"t": 40}, {"fn": lambda e, c: {"ok": 1}})
+    assert result.status == "SUCCEEDED" and result.output == {"ok": 1}
+    assert _scheduled(result)["timeoutInSeconds"] == 40
+    assert _scheduled(result)["heartbeatInSeconds"] == 20
+    literal = run_execution(_jsonata_task(HeartbeatSeconds=7), {}, {"fn": lambda e, c: {}})
+    assert _scheduled(literal)["heartbeatInSeconds"] == 7
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "ten", True, None])
+def test_jsonata_heartbeat_seconds_must_be_a_positive_integer(value: Any) -> None:
+    m = _jsonata_task(HeartbeatSeconds="{% $states.input.hb %}")
+    calls: list[Any] = []
+    result = run_execution(m, {"hb": value}, {"fn": lambda e, c: calls.append(e)})
+    assert result.error == "States.QueryEvaluationError", result.cause
+    assert "The value of the field 'HeartbeatSeconds' must be an integer >= 1" in (
+        result.cause or ""
+    )
+    assert calls == []
+
+
+def test_jsonata_heartbeat_seconds_expression_returning_nothing_fails() -> None:
+    m = _jsonata_task(HeartbeatSeconds="{% $states.input.missing %}")
+    result = run_execution(m, {}, {"fn": lambda e, c: {}})
+    assert result.error == "States.QueryEvaluationError"
+    assert "'HeartbeatSeconds' returned nothing (undefined)" in (result.cause or "")
+
+
 def test_a_hung_handler_times_out_at_its_deadline_on_the_system_clock() -> None:
     release = threading.Event()
     calls: list[str] = []

@@ -16,46 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from asl_moto_harness import MotoMachine, runtime_text_causes
+from asl_moto_harness import (
+    BIG,
+    FN,
+    INVOKE,
+    MotoMachine,
+    fix_end,
+    handlers,
+    one,
+    runtime_text_causes,
+)
 
 from sconeflow.workflow import FakeClock, HandlerError, parse_definition, run_execution
-
-FN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
-INVOKE = "arn:aws:states:::lambda:invoke"
-BIG = 257 * 1024  # characters: over AWS's 256 KiB payload quota
-
-
-class CustomError(Exception):
-    pass
-
-
-def _echo(event: Any, context: Any) -> Any:
-    return event
-
-
-def _big(event: Any, context: Any) -> Any:
-    return "a" * BIG
-
-
-def _boom(event: Any, context: Any) -> Any:
-    raise CustomError("it broke")
-
-
-def _make_flaky() -> Callable[[Any, Any], Any]:
-    calls = {"n": 0}
-
-    def flaky(event: Any, context: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise CustomError("first call fails")
-        return {"calls": calls["n"]}
-
-    return flaky
-
-
-def _handlers() -> dict[str, Callable[[Any, Any], Any]]:
-    return {"echo": _echo, "big": _big, "boom": _boom, "flaky": _make_flaky()}
-
 
 Result = dict[str, Any]
 
@@ -70,13 +42,6 @@ class Case:
     why: str = ""
     # Compare the histories' events of these types, in order (None: don't).
     events: tuple[str, ...] | None = None
-
-
-def one(state: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A machine of one state named S (plus `extra` states)."""
-    if state["Type"] not in ("Succeed", "Fail", "Choice") and "Next" not in state:
-        state = {"End": True, **state}
-    return {"StartAt": "S", "States": {"S": state, **extra}}
 
 
 def invoke(fn: str, parameters: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -449,12 +414,12 @@ CASES = [
     ),
     Case(
         "arn_error_cause_as_the_runtime_writes_it",
-        one(arn_task("boom", Catch=[{"ErrorEquals": ["States.ALL"], "Next": "H"}]), H=PASS_END),
+        one(arn_task("custom", Catch=[{"ErrorEquals": ["States.ALL"], "Next": "H"}]), H=PASS_END),
         aws=runtime_text_causes,
         why="a plain function-ARN Task passes on the Lambda runtime's error text as written "
         "(recorded AWS executions, test_task_lambda); moto re-encodes it compactly",
     ),
-    Case("invoke_error_cause_compact", one(invoke("boom"))),
+    Case("invoke_error_cause_compact", one(invoke("custom"))),
     # --- escapes in bracket paths (Jayway) -----------------------------------------------------
     Case(
         "bracket_escaped_quote",
@@ -526,20 +491,13 @@ def _kind(event: dict[str, Any]) -> str:
     return str(getattr(event["type"], "value", event["type"]))
 
 
-def _fix_end(definition: dict[str, Any]) -> dict[str, Any]:
-    for state in definition["States"].values():
-        if state["Type"] in ("Task", "Pass", "Wait", "Parallel", "Map") and "Next" not in state:
-            state.setdefault("End", True)
-    return definition
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_same_result_as_aws(case: Case) -> None:
-    definition = _fix_end(case.definition)
+    definition = fix_end(case.definition)
     ours = run_execution(
-        parse_definition(definition), case.input, _handlers(), name="exec", clock=FakeClock()
+        parse_definition(definition), case.input, handlers(), name="exec", clock=FakeClock()
     )
-    theirs = MotoMachine(definition).run(case.input, _handlers())
+    theirs = MotoMachine(definition).run(case.input, handlers())
     got = _normalise({k: getattr(ours, k) for k in ("status", "output", "error", "cause")})
     expected = _normalise({k: theirs[k] for k in ("status", "output", "error", "cause")})
     if callable(case.aws):
@@ -671,29 +629,23 @@ def _sweep() -> list[Any]:
     import test_asl_differential as differential
 
     sources = [
-        (c.id, differential._fix_end(c.definition), c.input, differential._handlers,
-         c.aws_expected) for c in differential.CASES
-    ] + [(c.id, _fix_end(c.definition), c.input, _handlers, c.aws) for c in CASES]  # fmt: skip
+        (c.id, fix_end(c.definition), c.input, c.aws_expected) for c in differential.CASES
+    ] + [(c.id, fix_end(c.definition), c.input, c.aws) for c in CASES]
     params = []
-    for case_id, definition, data, handlers, aws in sources:
+    for case_id, definition, data, aws in sources:
         # Skipped: cases whose AWS result is given outright (it does not carry over to a
         # variant), and retries (moto sleeps through every IntervalSeconds for real).
         if isinstance(aws, dict) or '"Retry"' in json.dumps(definition):
             continue
         for variant, wrapped, wrapped_input in _variants(definition, data):
-            params.append(
-                pytest.param(wrapped, wrapped_input, handlers, aws, id=f"{case_id}-{variant}")
-            )
+            params.append(pytest.param(wrapped, wrapped_input, aws, id=f"{case_id}-{variant}"))
     return params
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("definition", "data", "handlers", "aws"), _sweep())
+@pytest.mark.parametrize(("definition", "data", "aws"), _sweep())
 def test_variants_agree(
-    definition: dict[str, Any],
-    data: Any,
-    handlers: Callable[[], dict[str, Any]],
-    aws: Callable[[Result], Result] | None,
+    definition: dict[str, Any], data: Any, aws: Callable[[Result], Result] | None
 ) -> None:
     ours = run_execution(
         parse_definition(definition), data, handlers(), name="exec", clock=FakeClock()

@@ -125,6 +125,38 @@ def choice(rules: list[Any]) -> dict[str, Any]:
             "HeartbeatSeconds must be smaller",
         ),
         (
+            single({"Type": "Task", "Resource": FN, "End": True, "HeartbeatSecondsPath": "hb"}),
+            "HeartbeatSecondsPath: 'hb' must be a reference path",
+        ),
+        (
+            single(
+                {
+                    "Type": "Task",
+                    "Resource": FN,
+                    "End": True,
+                    "HeartbeatSeconds": 5,
+                    "HeartbeatSecondsPath": "$.hb",
+                }
+            ),
+            "give either 'HeartbeatSeconds' or 'HeartbeatSecondsPath', not both",
+        ),
+        (
+            {
+                "QueryLanguage": "JSONata",
+                "StartAt": "S",
+                "States": {
+                    "S": {
+                        "Type": "Task",
+                        "Resource": "arn:aws:states:::lambda:invoke",
+                        "Arguments": {"FunctionName": FN},
+                        "End": True,
+                        "HeartbeatSecondsPath": "$.hb",
+                    }
+                },
+            },
+            "field 'HeartbeatSecondsPath' is only supported for the 'JSONPath' QueryLanguage",
+        ),
+        (
             single({"Type": "Pass", "End": True, "Parameters": {"x.$": "not a path"}}),
             "neither a path",
         ),

@@ -1,7 +1,7 @@
 """A local Amazon States Language engine, faithful to AWS Step Functions, in both query
 languages: JSONPath (InputPath, Parameters, ResultSelector, ResultPath, OutputPath) and
 JSONata (`"QueryLanguage": "JSONata"`: Arguments, Output, `{% ... %}` expressions, evaluated
-by jsonata-python; why that library: `jsonata.py`), with workflow variables (`Assign`,
+by jsonata-python; why that library: `jsonata_eval.py`), with workflow variables (`Assign`,
 `$name`; scopes and limits: `variables.py`) in both.
 
 A pure engine: it depends on nothing of sconeflow but `sconeflow.errors` (the execution

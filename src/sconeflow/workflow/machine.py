@@ -110,10 +110,11 @@ class State:
     catch: tuple[Catcher, ...] = ()
     # Task
     resource: TaskResource | None = None
+    # JSONPath: the literal or the Path; JSONata: both are `fields` (constant or expression)
     timeout_seconds: int | None = None
-    timeout_path: Getter | None = None
-    timeout_path_text: str = ""
+    timeout_path: PathValue | None = None
     heartbeat_seconds: int | None = None
+    heartbeat_path: PathValue | None = None
     # Pass
     result: Any = None
     has_result: bool = False
@@ -281,8 +282,6 @@ def _compile_state(
         if not state.jsonata:
             state.timeout_seconds = spec.get("TimeoutSeconds")
             state.heartbeat_seconds = spec.get("HeartbeatSeconds")
-        elif not jsonata_mode.is_expression(spec.get("HeartbeatSeconds")):
-            state.heartbeat_seconds = spec.get("HeartbeatSeconds")
     elif kind == "Choice":
         state.choices = tuple(
             attempt(f"Choices[{i}]", partial(_choice_rule, rule, i, state.jsonata))
@@ -379,11 +378,13 @@ def _compile_jsonpath_fields(
     if state.type == "Pass":
         state.has_result = "Result" in spec
         state.result = spec.get("Result")
-    if state.type == "Task" and "TimeoutSecondsPath" in spec:
-        state.timeout_path = attempt(
-            "TimeoutSecondsPath", lambda: _path(spec["TimeoutSecondsPath"], reference=True)
-        )
-        state.timeout_path_text = spec["TimeoutSecondsPath"]
+    if state.type == "Task":
+        for fname, attr in (
+            ("TimeoutSecondsPath", "timeout_path"),
+            ("HeartbeatSecondsPath", "heartbeat_path"),
+        ):
+            if fname in spec:
+                setattr(state, attr, attempt(fname, partial(_seconds_path, spec[fname])))
 
 
 # JSONata fields whose value is a constant or an expression, evaluated by the state's runner.
@@ -494,6 +495,12 @@ def _path(value: Any, *, reference: bool = False) -> Getter:
     if reference and parse_reference_path(body) is None:
         raise ValueError(f"{value!r} must be a reference path such as '$.field' or '$.list[0]'")
     return compile_path(body)
+
+
+def _seconds_path(value: Any) -> PathValue:
+    """TimeoutSecondsPath / HeartbeatSecondsPath: a reference path into the raw state input
+    (or a variable, `$name`), read when the Task starts."""
+    return PathValue(_path(value, reference=True), value)
 
 
 def _reference(value: Any, *, allow_null: bool) -> tuple[Step, ...] | None:

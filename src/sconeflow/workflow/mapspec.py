@@ -37,7 +37,9 @@ Getter = Callable[[Any], Any]
 
 @dataclass(frozen=True)
 class PathValue:
-    """A `...Path` field: a reference path read from the Map's effective input."""
+    """A compiled `...Path` field and the path as written (for the error causes): a Map's
+    read from its effective input, a Task's TimeoutSecondsPath/HeartbeatSecondsPath from its
+    raw input."""
 
     getter: Getter
     text: str

@@ -25,6 +25,7 @@ from .dataflow import (
 from .errors import NO_CHOICE_MATCHED, RUNTIME, StatesFailure
 from .jsonata import QUERY_EVALUATION_ERROR
 from .machine import State
+from .mapspec import PathValue
 from .paths import PathNotFound
 from .recovery import guarded
 from .run import Frame, Run
@@ -71,12 +72,17 @@ def run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
             arguments = data
             if state.arguments is not None:
                 arguments = evaluate(run, state, frame, state.arguments, states)
-            timeout = _jsonata_timeout(run, state, frame, states)
-            result = invoke(run, state, arguments, frame, timeout)
+            timeout = _jsonata_seconds(run, state, frame, states, "TimeoutSeconds")
+            heartbeat = _jsonata_seconds(run, state, frame, states, "HeartbeatSeconds")
+            result = invoke(run, state, arguments, frame, timeout, heartbeat)
             states["result"] = result
             return _jsonata_output(run, state, frame, states, result)
         effective = effective_input(state, data, ctx)
-        result = invoke(run, state, effective, frame, _task_timeout(state, data, ctx))
+        timeout = _path_seconds(state.timeout_seconds, state.timeout_path, "Timeout", data, ctx)
+        heartbeat = _path_seconds(
+            state.heartbeat_seconds, state.heartbeat_path, "Heartbeat", data, ctx
+        )
+        result = invoke(run, state, effective, frame, timeout, heartbeat)
         pending = jsonpath_assign(state.assign, result, ctx)
         return finish(state, data, result, ctx), pending
 
@@ -85,24 +91,31 @@ def run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
     return output, nxt
 
 
-def _task_timeout(state: State, data: Any, ctx: Any) -> int | None:
-    """TimeoutSeconds, or TimeoutSecondsPath read from the raw state input."""
-    if state.timeout_path is None:
-        return state.timeout_seconds
-    timeout = select(state.timeout_path, state.timeout_path_text, data, ctx, "TimeoutSecondsPath")
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-        raise StatesFailure(
-            RUNTIME, f"TimeoutSecondsPath must select a positive integer, got {dumps(timeout)}"
-        )
-    return timeout
+def _path_seconds(
+    literal: int | None, path: PathValue | None, kind: str, data: Any, ctx: Any
+) -> int | None:
+    """{kind}Seconds (JSONPath, kind Timeout or Heartbeat): the literal, or {kind}SecondsPath
+    read from the raw state input, which must select a positive integer (spec: "Task
+    State"); anything else fails the state with States.Runtime."""
+    if path is None:
+        return literal
+    field = f"{kind}SecondsPath"
+    value = select(path.getter, path.text, data, ctx, field)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise StatesFailure(RUNTIME, f"{field} must select a positive integer, got {dumps(value)}")
+    return value
 
 
-def _jsonata_timeout(run: Run, state: State, frame: Frame, states: dict[str, Any]) -> int | None:
-    template = state.fields.get("TimeoutSeconds")
+def _jsonata_seconds(
+    run: Run, state: State, frame: Frame, states: dict[str, Any], field: str
+) -> int | None:
+    """TimeoutSeconds or HeartbeatSeconds (JSONata): a constant or an expression, which must
+    come out as a positive integer (else States.QueryEvaluationError)."""
+    template = state.fields.get(field)
     if template is None:
         return None
     value = evaluate(run, state, frame, template, states)
-    return _whole_number(state, frame, "TimeoutSeconds", value, minimum=1)
+    return _whole_number(state, frame, field, value, minimum=1)
 
 
 MAX_WAIT_SECONDS = 99_999_999  # AWS, "Wait workflow state": Seconds is 0 to 99999999

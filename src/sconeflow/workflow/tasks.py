@@ -21,8 +21,17 @@ from .machine import State, function_name_of
 from .run import Frame, Run
 
 
-def invoke(run: Run, state: State, effective: Any, frame: Frame, timeout: int | None) -> Any:
-    """Run the Task's Lambda on its effective input; returns the Task's result."""
+def invoke(
+    run: Run, state: State, effective: Any, frame: Frame, timeout: int | None, heartbeat: int | None
+) -> Any:
+    """Run the Task's Lambda on its effective input; returns the Task's result. `timeout` and
+    `heartbeat` are the state's TimeoutSeconds and HeartbeatSeconds as evaluated for this
+    attempt.
+
+    The heartbeat is recorded (TaskScheduled's heartbeatInSeconds) but never fails a Lambda
+    task: on AWS only activity workers and callback (`.waitForTaskToken`) or job-run tasks
+    send heartbeats (SendTaskHeartbeat) and can fail with States.HeartbeatTimeout; a Lambda
+    invocation sends none and is bounded by TimeoutSeconds alone."""
     started = run.clock.now()
     deadline = started + dt.timedelta(seconds=timeout) if timeout else None
     resource = state.resource
@@ -42,8 +51,8 @@ def invoke(run: Run, state: State, effective: Any, frame: Frame, timeout: int | 
     }
     if timeout:
         scheduled["timeoutInSeconds"] = timeout
-    if state.heartbeat_seconds:
-        scheduled["heartbeatInSeconds"] = state.heartbeat_seconds
+    if heartbeat:
+        scheduled["heartbeatInSeconds"] = heartbeat
     run.emit(frame, "TaskScheduled", "taskScheduledEventDetails", scheduled)
     ids = {"resourceType": "lambda", "resource": "invoke"}
     run.emit(frame, "TaskStarted", "taskStartedEventDetails", ids)

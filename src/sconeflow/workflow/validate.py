@@ -18,10 +18,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from statelint.config import Config
-from statelint.linter import Linter
-from statelint.problem import ProblemType
-
 from .jsonata import is_expression
 from .mapspec import check_map_fields, check_processor_config
 from .variables import check_name
@@ -130,6 +126,12 @@ def lint_definition(definition: dict[str, Any]) -> list[str]:
     ResultWriter and a legacy Iterator's ProcessorConfig are hidden from it (mapspec.py
     checks those).
     """
+    # Imported here, with the first definition checked: statelint and the `regex` module it
+    # needs take about 40 ms to import, which `import sconeflow.workflow` need not pay.
+    from statelint.config import Config
+    from statelint.linter import Linter
+    from statelint.problem import ProblemType
+
     ignored = {
         ProblemType.FLOAT,
         ProblemType.JSON_PATH,
