@@ -381,11 +381,14 @@ def _monitoring(spec: StackSpec) -> dict[str, Any]:
                     "RoleArn": "${ProcessingRoleArn}",
                     "AppSpecification": {
                         "ImageUri": "${ImageUri}",
+                        # The image runs the package from /opt/program (no console
+                        # script is installed there), as its serve entry point does.
                         "ContainerEntrypoint": [
-                            "sconeflow", "--store", "s3://${BucketName}", "monitor", "run",
-                            "--endpoint", spec.endpoint_name,
+                            "python", "-m", "sconeflow", "--store", "s3://${BucketName}",
+                            "monitor", "run", "--endpoint", spec.endpoint_name,
                         ],
                     },
+                    "Environment": {"AWS_DEFAULT_REGION": "${Region}"},
                     "ProcessingResources": {
                         "ClusterConfig": {
                             "InstanceCount": 1,
@@ -435,6 +438,7 @@ def _monitoring(spec: StackSpec) -> dict[str, Any]:
                     "ProcessingRoleArn": _att("ProcessingRole", "Arn"),
                     "ImageUri": _image_uri(),
                     "BucketName": _ref("BucketName"),
+                    "Region": _ref("AWS::Region"),
                 },
             },
         },
