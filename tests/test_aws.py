@@ -77,6 +77,18 @@ def _client(env: dict[str, str], service: str) -> Any:
     ).client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
 
 
+def _push_serving_image(env: dict[str, str]) -> None:
+    """What `docker push` leaves in ECR (moto keeps the manifest; no layers are needed)."""
+    ecr = _client(env, "ecr")
+    if not ecr.describe_repositories()["repositories"]:
+        ecr.create_repository(repositoryName="sconeflow-serving")
+    manifest = {"schemaVersion": 2, "layers": [],
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"digest": "sha256:" + "0" * 64}}  # fmt: skip
+    ecr.put_image(repositoryName="sconeflow-serving", imageManifest=json.dumps(manifest),
+                  imageTag="latest")  # fmt: skip
+
+
 def _cli(settings: Settings, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`sconeflow aws ARGS` with only these AWS settings (none inherited from the shell)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -165,6 +177,15 @@ def test_capture_and_autoscaling_as_the_local_endpoint(template: dict[str, Any])
 def test_deploy_to_moto_then_destroy_leaves_nothing(
     trained_home: Settings, bundle: Bundle, template: dict[str, Any], aws_env: dict[str, str]
 ) -> None:
+    unpushed = _cli(trained_home, aws_env, "deploy", "--out", str(bundle.out), "--stack", STACK,
+                    "--bucket", BUCKET)  # fmt: skip
+    assert unpushed.returncode == 1
+    assert unpushed.stderr.startswith(
+        "AwsError: the serving image sconeflow-serving:latest is "
+        "not in ECR (RepositoryNotFoundException); build and push it first"
+    ), unpushed.stderr
+    assert _client(aws_env, "cloudformation").list_stacks()["StackSummaries"] == []
+    _push_serving_image(aws_env)
     out = _cli(trained_home, aws_env, "deploy", "--out", str(bundle.out), "--stack", STACK,
                "--bucket", BUCKET, "--json")  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -242,7 +263,10 @@ def test_deploy_to_moto_then_destroy_leaves_nothing(
 
     status = _cli(trained_home, aws_env, "status", "--stack", STACK, "--json")
     assert status.returncode == 0, status.stderr
-    listed = {r["logical"] for r in json.loads(status.stdout)}
+    deployed = json.loads(status.stdout)
+    assert deployed["status"] == "UPDATE_COMPLETE"  # created in two phases: bucket, then all
+    assert deployed["outputs"]["BucketName"] == BUCKET
+    listed = {r["logical"] for r in deployed["resources"]}
     assert {"DataBucket", "StateMachine", "Endpoint", "ClassifyImageFunction"} <= listed
 
     # A second deploy changes nothing and uploads nothing.
@@ -282,10 +306,11 @@ def test_redeploy_updates_in_place_in_its_own_bucket_from_a_profile(
            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
            "AWS_CONFIG_FILE": str(tmp_path / "config")}  # fmt: skip
     stack, bucket = "Scones-Update", "scones-update-123456789012-eu-west-1"
+    region = {**aws_env, "AWS_DEFAULT_REGION": "eu-west-1"}
+    _push_serving_image(region)
     first = _cli(trained_home, env, "deploy", "--out", str(bundle.out), "--stack", stack, "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["BucketName"] == bucket
-    region = {**aws_env, "AWS_DEFAULT_REGION": "eu-west-1"}
     lam = _client(region, "lambda")
     threshold = lam.get_function_configuration(FunctionName=f"{stack}-filterLowConfidence")
     assert threshold["Environment"]["Variables"] == {"THRESHOLD": "0.93"}

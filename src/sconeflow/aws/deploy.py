@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sconeflow.aws.bundle import load_manifest
+from sconeflow.aws.template import SERVING_REPOSITORY
 from sconeflow.errors import AwsError
 from sconeflow.store import Store
 
@@ -198,6 +199,29 @@ def _apply(
     return status
 
 
+def _check_image(session: Any, tag: str, bundle: Path) -> None:
+    """The serving image must be in ECR before the stack's SageMaker Model is created, or
+    the stack fails only after the endpoint has tried for many minutes to pull it."""
+    from botocore.exceptions import ClientError
+
+    ecr = session.client("ecr")
+    try:
+        ecr.describe_images(repositoryName=SERVING_REPOSITORY, imageIds=[{"imageTag": tag}])
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code not in ("RepositoryNotFoundException", "ImageNotFoundException"):
+            raise
+        account = session.client("sts").get_caller_identity()["Account"]
+        registry = f"{account}.dkr.ecr.{session.region_name or 'us-east-1'}.amazonaws.com"
+        image = f"{registry}/{SERVING_REPOSITORY}:{tag}"
+        raise AwsError(
+            f"the serving image {SERVING_REPOSITORY}:{tag} is not in ECR ({code}); build and "
+            f"push it first: `aws ecr create-repository --repository-name {SERVING_REPOSITORY}`"
+            f", `docker build -t {image} {bundle / 'image'}`, `docker push {image}` (README, "
+            "\"Moving to AWS\")"
+        ) from err
+
+
 def _upload(s3: Any, bucket: str, key: str, data: bytes, echo: Echo) -> bool:
     """Put the object unless one with the same MD5 is there; True when it was sent."""
     from botocore.exceptions import ClientError
@@ -224,6 +248,7 @@ def deploy(
     with aws_errors(f"deploying stack {options.stack}"):
         cfn = session.client("cloudformation")
         s3 = session.client("s3")
+        _check_image(session, options.image_tag or "latest", bundle)
         bucket = resolve_bucket(session, cfn, options)
         options = replace(options, bucket=bucket)
         base = {"BucketName": bucket}
@@ -251,18 +276,22 @@ def deploy(
         with ThreadPoolExecutor(max_workers=8) as pool:
             sent = sum(pool.map(lambda u: _upload(s3, bucket, u[0], u[1](), echo),
                                 uploads))  # fmt: skip
-        echo(f"uploaded {sent} of {len(keys) + len(manifest['code_keys'])} objects to "
-             f"s3://{bucket} (the rest were already there)")  # fmt: skip
+        total = len(uploads)
+        same = f" ({total - sent} already there, unchanged)" if sent < total else ""
+        echo(f"uploaded {sent} of {total} objects to s3://{bucket}{same}")
         _apply(cfn, template, full, options, echo)
         stack = _stack(cfn, options.stack) or {}
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def status(options: DeployOptions) -> list[dict[str, str]]:
-    """The stack's resources and their state (ListStackResources)."""
+def status(options: DeployOptions) -> dict[str, Any]:
+    """The stack's status and outputs (DescribeStacks) and its resources with theirs
+    (ListStackResources): {"stack", "status", "outputs", "resources": [{"logical",
+    "type", "status", "physical"}]}."""
     with aws_errors(f"reading stack {options.stack}"):
         cfn = _session().client("cloudformation")
-        if _stack(cfn, options.stack) is None:
+        stack = _stack(cfn, options.stack)
+        if stack is None:
             raise AwsError(
                 f"no stack {options.stack!r}; deploy one with `sconeflow aws deploy`"
             )
@@ -274,7 +303,12 @@ def status(options: DeployOptions) -> list[dict[str, str]]:
                     "logical": r["LogicalResourceId"], "type": r["ResourceType"],
                     "status": r["ResourceStatus"], "physical": r.get("PhysicalResourceId", ""),
                 })  # fmt: skip
-    return rows
+    return {
+        "stack": options.stack,
+        "status": str(stack["StackStatus"]),
+        "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
+        "resources": rows,
+    }
 
 
 def destroy(options: DeployOptions, *, data: bool = False, echo: Echo = print) -> None:

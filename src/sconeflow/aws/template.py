@@ -35,6 +35,7 @@ DATA_PREFIX = "data/"
 CAPTURE_PREFIX = "data_capture"
 MONITORING_PREFIX = "monitoring/"
 VARIANT = "AllTraffic"
+SERVING_REPOSITORY = "sconeflow-serving"  # the ECR repository of the serving image
 
 
 @dataclass(frozen=True)
@@ -475,7 +476,7 @@ def build_template(spec: StackSpec) -> dict[str, Any]:
             "Description": "bucket: the data bucket only (to upload into); full: everything",
         },
         "BucketName": {"Type": "String", "Description": "The data bucket (globally unique)"},
-        "ServingImageRepository": {"Type": "String", "Default": "sconeflow-serving"},
+        "ServingImageRepository": {"Type": "String", "Default": SERVING_REPOSITORY},
         "ServingImageTag": {"Type": "String", "Default": "latest"},
         "EndpointInstanceType": {"Type": "String", "Default": "ml.m5.large"},
         "EndpointInstanceCount": {"Type": "Number", "Default": 1, "MinValue": 1},

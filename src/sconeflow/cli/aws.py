@@ -33,7 +33,7 @@ bucket_option = click.option(
 
 def _progress(line: str) -> None:
     """Stack events and uploads go to stderr, so that --json's stdout stays pure JSON."""
-    err_console.print(line, highlight=False, markup=False)
+    err_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @click.group()
@@ -85,13 +85,14 @@ def synth(ctx: Context, out: Path, model: str | None, endpoint_name: str, thresh
     for label, path in (("template", bundle.template), ("serving image", bundle.image),
                         ("training job request", bundle.training_job),
                         ("diagram", bundle.diagram)):  # fmt: skip
-        console.print(f"  {label:<22} {path}", highlight=False)
+        console.print(f"  {label:<26} {path}", highlight=False)
     for fn, path in bundle.zips.items():
-        console.print(f"  {'lambda ' + fn:<22} {path}", highlight=False)
+        console.print(f"  {'lambda ' + fn:<26} {path}", highlight=False)
     console.print(
-        "Next: build and push the image (docker build -t sconeflow-serving "
-        f"{bundle.image.parent}), then `sconeflow aws deploy --out {bundle.out}`",
-        highlight=False,
+        f"Next: build {bundle.image.parent} and push it to ECR as "
+        "ACCOUNT.dkr.ecr.REGION.amazonaws.com/sconeflow-serving:latest (README, \"Moving to "
+        f"AWS\"), then `sconeflow aws deploy --out {bundle.out}`",
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -129,16 +130,20 @@ def deploy(ctx: Context, out: Path, stack: str, aws_bucket: str | None, instance
 @stack_option
 @json_option
 def status(stack: str, as_json: bool) -> None:
-    """The deployed resources and their state."""
+    """The stack's state and outputs, and each deployed resource and its state."""
     from sconeflow.aws.deploy import DeployOptions
     from sconeflow.aws.deploy import status as read_status
 
-    rows = read_status(DeployOptions(stack=stack))
+    deployed = read_status(DeployOptions(stack=stack))
     if as_json:
-        print_json(rows)
-    else:
-        print_table(f"Stack {stack}", ["resource", "type", "status", "physical id"],
-                    [(r["logical"], r["type"], r["status"], r["physical"]) for r in rows])
+        print_json(deployed)
+        return
+    console.print(f"Stack {stack}: {deployed['status']}", highlight=False)
+    for key, value in sorted(deployed["outputs"].items()):
+        console.print(f"  {key:<16} {value}", highlight=False, soft_wrap=True)
+    print_table(f"Resources of {stack}", ["resource", "type", "status", "physical id"],
+                [(r["logical"], r["type"], r["status"], r["physical"])
+                 for r in deployed["resources"]])  # fmt: skip
 
 
 @aws.command()
