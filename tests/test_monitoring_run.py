@@ -159,6 +159,11 @@ def test_cli_baseline_run_report_schedule(
     assert out["records"] == 200 and out["schedule"] == SCHEDULE
     jsonschema.validate(_json(store, settings, f"monitoring/{SCHEDULE}/baseline/constraints.json"),
                         CONSTRAINTS_SCHEMA)
+    # Before any traffic, a run says where the captures will appear.
+    main([*home, "monitor", "run", "--endpoint", "ep", "--no-report"])
+    quiet = capsys.readouterr().out
+    assert "Completed run" in quiet and "No captured requests of endpoint ep from" in quiet
+    assert store.uri(settings.bucket, "data_capture/ep/") in quiet.replace("\n", "")
     # Traffic: the model's own answers on test images, now (so the default window sees it).
     from sconeflow.serving.inference import load_predictor, predict
     from sconeflow.serving.model import prepare_model_dir
@@ -185,7 +190,7 @@ def test_cli_baseline_run_report_schedule(
     main([*home, "monitor", "schedule", "--endpoint", "ep", "--every", "1s", "--max-runs", "2",
           "--no-report"])
     assert capsys.readouterr().out.count("Completed run") == 2
-    assert len(list_runs(connect(settings.db_path), SCHEDULE)) == 3
+    assert len(list_runs(connect(settings.db_path), SCHEDULE)) == 4
 
 
 @pytest.mark.slow

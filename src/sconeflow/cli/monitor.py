@@ -197,6 +197,13 @@ def _print_run(record: RunRecord, analysis: WindowAnalysis, store: Store, bucket
     for v in analysis.checks.violations:
         console.print(f"  - {v['feature_name']} ({v['constraint_check_type']}): "
                       f"{v['description']}", markup=False)
+    if not analysis.table:
+        window = (f" from {record.window_start} to {record.window_end}"
+                  if record.window_start else "")  # fmt: skip
+        console.print(f"No captured requests of endpoint {record.endpoint}{window}: captures "
+                      f"appear under {store.uri(bucket, f'data_capture/{record.endpoint}/')} "
+                      "once the endpoint has served traffic with capture on.",
+                      highlight=False, soft_wrap=True)  # fmt: skip
     console.print(f"Results in {store.uri(bucket, record.prefix)}")
 
 
