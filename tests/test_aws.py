@@ -336,7 +336,7 @@ def test_redeploy_updates_in_place_in_its_own_bucket_from_a_profile(
 
     gone = _cli(trained_home, env, "destroy", "--stack", stack, "--data")
     assert gone.returncode == 0, gone.stderr
-    assert f"deleted bucket {bucket}" in gone.stderr
+    assert f"stack {stack} deleted" in gone.stderr and f"deleted bucket {bucket}" in gone.stderr
     assert bucket not in {b["Name"] for b in _client(region, "s3").list_buckets()["Buckets"]}
     again = _cli(trained_home, env, "destroy", "--stack", stack, "--data")
     assert again.returncode == 1

@@ -333,10 +333,12 @@ def destroy(options: DeployOptions, *, data: bool = False, echo: Echo = print) -
             )
         if stack is not None:
             began = time.time()
+            echo(f"deleting stack {options.stack} (its bucket is kept unless --data)")
             cfn.delete_stack(StackName=options.stack)
             final = _wait(cfn, options.stack, began, options, echo)
             if final != "DELETE_COMPLETE":
                 raise AwsError(f"stack {options.stack} ended {final}; see the events above")
+            echo(f"stack {options.stack} deleted")
         else:
             echo(f"no stack {options.stack}")
         if data and bucket is not None:
