@@ -603,3 +603,21 @@ def test_diagram_arrows_are_what_each_resource_uses(template: dict[str, Any]) ->
     assert graph["FilterLowConfidenceFunction"] & shown == set()
     assert graph["StateMachine"] & shown == {f"{fn[0].upper()}{fn[1:]}Function" for fn in FUNCTIONS}
     assert "Endpoint" in graph["EndpointScalableTarget"]
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [("ROLLBACK_COMPLETE", "its first creation failed"), ("CREATE_FAILED", "destroy --stack s"),
+     ("UPDATE_IN_PROGRESS", "another deploy or destroy is running"),
+     ("DELETE_FAILED", "again"), ("UPDATE_ROLLBACK_FAILED", "ContinueUpdateRollback"),
+     ("CREATE_COMPLETE", None), ("UPDATE_COMPLETE", None), ("UPDATE_ROLLBACK_COMPLETE", None)],
+)
+def test_a_stack_that_cannot_be_updated_is_refused_with_what_to_do(
+    status: str, says: str | None
+) -> None:
+    """CloudFormation cannot update a stack whose first creation failed, nor one mid-way
+    through another operation; deploy says so before it uploads anything."""
+    from sconeflow.aws.deploy import unusable_stack
+
+    reason = unusable_stack("s", status)
+    assert (reason is None) if says is None else (reason is not None and says in reason)

@@ -167,6 +167,27 @@ def _parameters(values: Mapping[str, Any]) -> list[dict[str, str]]:
             if v is not None]  # fmt: skip
 
 
+def unusable_stack(name: str, status: str) -> str | None:
+    """Why a stack in this status cannot be deployed to now, with what to do; None if it can.
+    (CloudFormation refuses to update a stack whose first creation failed, or one that is
+    in the middle of another operation.)"""
+    if status.endswith("_IN_PROGRESS"):
+        return (f"stack {name} is {status}: another deploy or destroy is running; wait for it "
+                "to end (`sconeflow aws status` shows it), then deploy again")  # fmt: skip
+    if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED"):
+        return (f"stack {name} is {status}: its first creation failed, and CloudFormation cannot "
+                f"update such a stack; read the failed resources' reasons (`sconeflow aws status "
+                f"--stack {name}` or the CloudFormation console), then `sconeflow aws destroy "
+                f"--stack {name}` and deploy again")  # fmt: skip
+    if status == "DELETE_FAILED":
+        return (f"stack {name} is DELETE_FAILED; run `sconeflow aws destroy --stack {name}` "
+                "again (the CloudFormation console shows what could not be deleted)")  # fmt: skip
+    if status == "UPDATE_ROLLBACK_FAILED":
+        return (f"stack {name} is UPDATE_ROLLBACK_FAILED; continue its rollback in the "
+                "CloudFormation console (ContinueUpdateRollback), then deploy again")  # fmt: skip
+    return None
+
+
 def _apply(
     cfn: Any, template: str, params: Mapping[str, Any], options: DeployOptions, echo: Echo
 ) -> str:
@@ -248,6 +269,10 @@ def deploy(
     with aws_errors(f"deploying stack {options.stack}"):
         cfn = session.client("cloudformation")
         s3 = session.client("s3")
+        current = _stack(cfn, options.stack)
+        reason = unusable_stack(options.stack, str(current["StackStatus"])) if current else None
+        if reason is not None:
+            raise AwsError(reason)
         _check_image(session, options.image_tag or "latest", bundle)
         bucket = resolve_bucket(session, cfn, options)
         options = replace(options, bucket=bucket)
