@@ -1,10 +1,12 @@
 """The console's safety: loopback by default, a token for any other address (checked on
 every request: header, cookie, or the AWS access key id), Host names checked; and the db
-connections its pages read through: one per thread, fresh, closed at shutdown."""
+connections its pages, its APIs (InvokeEndpoint's lookup included) and its metrics sampler
+read through: one per thread, fresh, closed at shutdown."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,20 +16,26 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import free_port
+from conftest import FAST_HP, free_port
 from console_support import client, start_console, stop_console
-from sconeflow.config import Settings
+from sconeflow.config import Settings, load_settings
 from sconeflow.console.server import ConsoleOptions, bind, build_app, check_options
 from sconeflow.errors import ConfigError
 from sconeflow.executions.definitions import Definition
 from sconeflow.executions.runner import WorkflowRunner
+from sconeflow.serving.capture import CaptureConfig
+from sconeflow.serving.endpoints import delete_endpoint, deploy
+from sconeflow.store import open_store
+from sconeflow.training.job import run_training_job
 from sfn_script import ROLE
+from test_monitoring_support import staged_split
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -173,14 +181,16 @@ def _watch_connections(path: Path) -> list[tuple[threading.Thread, sqlite3.Conne
     return opened
 
 
-def _serve_in_thread(settings: Settings) -> tuple[Any, threading.Thread, str]:
+def _serve_in_thread(settings: Settings, sample_seconds: float = 0
+                     ) -> tuple[Any, threading.Thread, str]:  # fmt: skip
     """The console's app on a real socket on 127.0.0.1, served by uvicorn in a thread of
-    this process (so that its connections can be seen), as `sconeflow console` serves it."""
+    this process (so that its connections can be seen), as `sconeflow console` serves it;
+    no metrics sampler thread unless `sample_seconds` says how often to sample."""
     import uvicorn
 
     sock = bind("127.0.0.1", free_port())
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = build_app(settings, ConsoleOptions(sample_seconds=0))  # no sampler thread
+    app = build_app(settings, ConsoleOptions(sample_seconds=sample_seconds))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -242,5 +252,89 @@ def test_pages_read_through_one_connection_per_thread(settings: Settings) -> Non
         _WATCH["path"] = None
     assert not thread.is_alive()
     for _, conn in served:  # the lifespan's end (Executor.close) closed every one
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.slow
+def test_sagemaker_api_and_invocations_read_through_one_connection_per_thread(
+    trained_home: Settings, tmp_path: Path
+) -> None:
+    """The training-job and endpoint pages, the SageMaker API, InvokeEndpoint's lookup (on
+    every request) and the metrics sampler read through each thread's connection, as the
+    execution pages do: a burst of invocations opens no more connections than there are
+    threads, a job trained and an endpoint deployed by another connection while the
+    console runs are seen at once, and shutdown closes every connection."""
+    home = tmp_path / "home"
+    shutil.copytree(trained_home.home, home)
+    settings = load_settings(env={}, home=home)
+    png = staged_split(settings, "test")[0][0]
+    opened = _watch_connections(settings.db_path)
+    server, thread, url = _serve_in_thread(settings, sample_seconds=0.1)
+    sm, runtime = client(url, "sagemaker"), client(url, "sagemaker-runtime")
+    requests, deployed = 0, False
+    try:
+        # Every thread that serves below has read before the job and the endpoint exist.
+        assert "test-job" in _page(f"{url}/training-jobs")
+        assert "test-job" in _page(f"{url}/training-jobs/test-job")
+        assert sm.list_endpoints()["Endpoints"] == []
+        with pytest.raises(ClientError) as info:
+            runtime.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=png)
+        assert info.value.response["Error"]["Code"] == "ValidationError"
+        requests += 4
+
+        # A job trained by this process's own connections, then read by the console at once.
+        run_training_job(settings, open_store(settings), FAST_HP, job_name="fresh-job",
+                         log=lambda line: None)  # fmt: skip
+        job = sm.describe_training_job(TrainingJobName="fresh-job")
+        assert job["TrainingJobStatus"] == "Completed"
+        names = [j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]]
+        assert names == ["fresh-job", "test-job"]
+        assert "fresh-job" in _page(f"{url}/training-jobs")
+        assert "fresh-job" in _page(f"{url}/training-jobs/fresh-job")
+        requests += 4
+
+        # An endpoint deployed the same way: listed, described, invoked at once.
+        deploy(settings, "fresh-job", CaptureConfig(enabled=False), name="ep", workers=1)
+        deployed = True
+        assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "InService"
+        assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == ["ep"]
+        assert "InService" in _page(f"{url}/endpoints")
+        assert "InService" in _page(f"{url}/endpoints/ep")
+        requests += 4
+
+        def invoke(_: int) -> int:
+            out = runtime.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=png,
+                                          Accept="application/json")  # fmt: skip
+            return len(json.loads(out["Body"].read()))
+
+        with ThreadPoolExecutor(4) as pool:  # a burst: several requests in flight at once
+            assert set(pool.map(invoke, range(120))) == {2}
+        requests += 120
+
+        # The sampler lists the endpoints every 0.1 s through its thread's connection, and
+        # has found the new one: the chart is drawn once it holds two samples.
+        deadline = time.monotonic() + 30
+        while _png_size(_get(f"{url}/charts/endpoints/ep.png")[2])[1] < 300:
+            assert time.monotonic() < deadline, "the sampler never sampled the new endpoint"
+            time.sleep(0.1)
+        served = [(t, c) for t, c in opened if t is not threading.current_thread()]
+        per_thread = Counter(t.ident for t, _ in served)
+        assert served and max(per_thread.values()) == 1, per_thread  # not one per request
+        assert len(served) < requests / 8, (len(served), requests)
+        assert [t.name for t, _ in served].count("metrics") == 1
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        _WATCH["path"] = None
+        if deployed:
+            delete_endpoint(settings, "ep")
+    assert not thread.is_alive()
+    for _, conn in served:  # the sampler stopped first, then Executor.close closed them all
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             conn.execute("SELECT 1")

@@ -73,3 +73,20 @@ def test_thread_connections_one_per_thread_closed_when_its_thread_ends(tmp_path:
             conn.execute("SELECT 1")
     assert connections.get() is not mine  # after close, a thread opens a new one
     connections.close()
+
+
+def test_using_leaves_the_callers_connection_open_and_closes_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "ws" / "sconeflow.db"
+    mine = db.connect(path)
+    with db.using(path, mine) as conn:
+        assert conn is mine
+    assert mine.execute("SELECT 1").fetchone()[0] == 1  # still open
+    with db.using(path) as opened:
+        assert opened is not mine
+        opened.execute("INSERT INTO training_jobs (name, status, created_at, hyperparameters) "
+                       "VALUES ('j', 'Completed', 'now', '{}')")  # fmt: skip
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened.execute("SELECT 1")
+    # Autocommit: the kept connection reads what the other one wrote, at once.
+    assert mine.execute("SELECT name FROM training_jobs").fetchall()[0][0] == "j"
+    mine.close()

@@ -112,6 +112,25 @@ def test_bad_lines_are_skipped_and_reported(local_store: LocalStore) -> None:
     assert str(first).startswith(f"{key}:2: not JSON")
 
 
+# Where pybase64 and the stdlib part ways: trailing padding the stdlib accepts (`mzII=`),
+# and each error the stdlib names in its own words (pybase64 says "Non-base64 digit found").
+STDLIB_EDGES = ["mzII=", "QQ==QQ==", "QQ=", "Q", "QQ==\n", "%%%not base64%%%", "é", "", "QQ=="]
+
+
+@pytest.mark.parametrize("data", STDLIB_EDGES)
+def test_image_base64_is_decoded_as_the_stdlib_decodes_it(data: str) -> None:
+    doc = json.loads(format_capture_line(b"x", [0.5, 0.5], when=T0))
+    doc["captureData"]["endpointInput"]["data"] = data
+    try:
+        expected = base64.b64decode(data, validate=True)
+    except ValueError as err:
+        with pytest.raises(ValueError) as info:
+            parse_capture_line(json.dumps(doc))
+        assert str(info.value) == f"input data is not valid base64 ({err})"
+    else:
+        assert parse_capture_line(json.dumps(doc)).image == expected
+
+
 def test_probabilities_must_be_a_distribution() -> None:
     line = format_capture_line(b"x", [0.5, 0.9], when=T0)
     with pytest.raises(ValueError, match="probability vector"):

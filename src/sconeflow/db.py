@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,21 @@ def connect(path: Path) -> sqlite3.Connection:
             _initialise(conn)
             _initialised.add(path)
     return conn
+
+
+@contextmanager
+def using(path: Path, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    """`conn` when the caller has one (a long-lived process's, kept open: see
+    ThreadConnections), left open; else a new connection to `path`, closed at the end (a
+    CLI command, which reads once)."""
+    if conn is not None:
+        yield conn
+        return
+    conn = connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 class ThreadConnections:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -35,6 +36,7 @@ _JSON_1_0 = "application/x-amz-json-1.0"
 _JSON_1_1 = "application/x-amz-json-1.1"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB definition, JSON-escaped, fits
 ON_LOOP = frozenset({"DescribeExecution"})  # Step Functions actions answered on the loop
+T = TypeVar("T")
 
 
 def _dumps(data: Any) -> bytes:
@@ -94,14 +96,22 @@ class AwsEdge:
                 return self.state["sfn"].call(action, body)
             return await run_in_threadpool(self.state["sfn"].call, action, body)
         if service == "SageMaker":
-            return await run_in_threadpool(sagemaker_api.call, self.state["settings"], action,
-                                           body)  # fmt: skip
+            return await run_in_threadpool(_with_connection, self.state, sagemaker_api.call,
+                                           action, body)  # fmt: skip
         raise AwsError(
             "UnknownOperationException",
             f"X-Amz-Target {target!r} is not served here; the console answers "
             "AWSStepFunctions.<Action> and SageMaker.<Action> (and POST "
             "/endpoints/<name>/invocations)",
         )
+
+
+def _with_connection(state: dict[str, Any], fn: Callable[..., T], *args: Any) -> T:
+    """`fn(settings, conn, *args)` with the calling thread's db connection: called on a
+    worker thread, so `conn` is that thread's, the one the pages and the Step Functions API
+    read through there (Executor.connection), kept open: InvokeEndpoint looks its endpoint
+    up on every request."""
+    return fn(state["settings"], state["executor"].connection(), *args)
 
 
 async def _receive_body(receive: Any, limit: int = MAX_BODY) -> bytes:
@@ -130,7 +140,7 @@ async def invoke_endpoint(request: Request) -> Response:
         body = await _receive_body(request.receive, 6 * 1024 * 1024 + 1)
         headers = {k.lower(): v for k, v in request.headers.items()}
         status, kept, data = await run_in_threadpool(
-            sagemaker_api.invoke_endpoint, state["settings"], name, body, headers
+            _with_connection, state, sagemaker_api.invoke_endpoint, name, body, headers
         )
     except AwsError as err:
         return error_response(err, "application/json")

@@ -4,22 +4,27 @@ An endpoint's /metrics holds counters since it started (Prometheus text, serving
 a chart over time needs them sampled. The sampler reads every InService endpoint every
 `interval` seconds and keeps the last MAX_SAMPLES samples per endpoint in memory (a few
 hours at the default interval): they describe the endpoint's processes, which live only
-as long as they run, and are rebuilt by sampling again.
+as long as they run, and are rebuilt by sampling again. The endpoints are read through
+`connection()`, called on the sampler's thread: the console's per-thread connection, which
+the console closes only after `stop` has waited for that thread.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sconeflow.config import Settings
 
 log = logging.getLogger(__name__)
 MAX_SAMPLES = 2048
+_FETCH_TIMEOUT = 2.0  # seconds one endpoint's /metrics may take
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ def parse_metrics(text: str, at: float) -> Sample:
 class MetricsSampler:
     """A daemon thread sampling every InService endpoint's /metrics."""
 
-    def __init__(self, settings: Settings, interval: float = 5.0) -> None:
-        self.settings, self.interval = settings, interval
+    def __init__(self, settings: Settings, connection: Callable[[], sqlite3.Connection],
+                 interval: float = 5.0) -> None:  # fmt: skip
+        self.settings, self.connection, self.interval = settings, connection, interval
         self.samples: dict[str, deque[Sample]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,7 +78,14 @@ class MetricsSampler:
             self._thread.start()
 
     def stop(self) -> None:
+        """End sampling and wait for the thread (at most one /metrics fetch), so that no
+        read is under way through its connection when the console closes the connections."""
         self._stop.set()
+        if self._thread is not None:
+            wait = _FETCH_TIMEOUT + 3.0
+            self._thread.join(wait)
+            if self._thread.is_alive():
+                log.warning("the metrics sampler did not stop within %.0f s", wait)
 
     def series(self, endpoint: str) -> list[Sample]:
         with self._lock:
@@ -81,11 +94,13 @@ class MetricsSampler:
     def sample_once(self) -> None:
         from sconeflow.serving.endpoints import list_endpoints
 
-        for ep in list_endpoints(self.settings):
+        for ep in list_endpoints(self.settings, conn=self.connection()):
+            if self._stop.is_set():  # stopping: the console waits on this thread
+                return
             if ep.status != "InService":
                 continue
             try:
-                with urllib.request.urlopen(f"{ep.url}/metrics", timeout=2) as resp:
+                with urllib.request.urlopen(f"{ep.url}/metrics", timeout=_FETCH_TIMEOUT) as resp:
                     sample = parse_metrics(resp.read().decode(), time.time())
             except (OSError, ValueError) as err:  # a busy or dying endpoint: try next time
                 log.debug("metrics of %s: %s", ep.name, err)

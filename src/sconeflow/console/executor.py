@@ -7,9 +7,10 @@ workspace db event by event (records.HistoryWriter), so a console killed mid-run
 true record that the next start ends ABORTED (records.recover_orphans) and that redrives.
 
 Each thread here (the server's request threads, the pool's) has one db connection of its
-own (`connection`, a db.ThreadConnections), shared by the API, the pages and every runner
-and kept open while the console runs: opening one per request, or per state machine, cost
-more than a short execution.
+own (`connection`, a db.ThreadConnections), shared by the APIs (Step Functions and
+SageMaker, InvokeEndpoint's lookup), the pages, the metrics sampler and every runner, and
+kept open while the console runs: opening one per request, or per state machine, cost more
+than a short execution.
 
 Task resources resolve as `sconeflow workflow run` resolves them: by function name to the
 workspace's own handlers (sconeflow.functions), with the endpoint in service looked up

@@ -174,11 +174,12 @@ def execution_graph(request: Request) -> Response:
 
 
 def endpoints(request: Request) -> HTMLResponse:
-    return _render("endpoints.html", request, endpoints=views.endpoints(_settings(request)))
+    found = views.endpoints(_settings(request), _db(request))
+    return _render("endpoints.html", request, endpoints=found)
 
 
 def endpoint(request: Request) -> HTMLResponse:
-    found = views.endpoint(_settings(request), request.path_params["name"])
+    found = views.endpoint(_settings(request), _db(request), request.path_params["name"])
     if found is None:
         return _not_found(request, f"No endpoint {request.path_params['name']!r}.")
     return _render("endpoint.html", request, endpoint=found)
@@ -194,11 +195,12 @@ def endpoint_chart(request: Request) -> Response:
 
 
 def training_jobs(request: Request) -> HTMLResponse:
-    return _render("training_jobs.html", request, jobs=views.jobs(_settings(request)))
+    jobs = views.jobs(_settings(request), _db(request))
+    return _render("training_jobs.html", request, jobs=jobs)
 
 
 def training_job(request: Request) -> HTMLResponse:
-    job = views.job(_settings(request), request.path_params["name"])
+    job = views.job(_settings(request), _db(request), request.path_params["name"])
     if job is None:
         return _not_found(request, f"No training job {request.path_params['name']!r}.")
     return _render("training_job.html", request, **job)

@@ -3,12 +3,15 @@
 
 Endpoints are the rows serving.endpoints keeps, training jobs those of training.job; the
 shapes are botocore's (botocore/data/sagemaker/2017-07-24). Each local endpoint has one
-endpoint config of the same name, as `sagemaker.Model.deploy` makes them.
+endpoint config of the same name, as `sagemaker.Model.deploy` makes them. Every action reads
+through the connection it is given: the calling thread's (the console's
+db.ThreadConnections), kept open, so an InvokeEndpoint's lookup opens no connection.
 """
 
 from __future__ import annotations
 
 import http.client
+import sqlite3
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,13 +29,13 @@ FORWARDED_HEADERS = (
 )  # fmt: skip
 
 
-def _endpoint(settings: Settings, name: Any) -> Any:
+def _endpoint(settings: Settings, conn: sqlite3.Connection, name: Any) -> Any:
     from sconeflow.serving.endpoints import describe_endpoint_row
 
     if not isinstance(name, str):
         raise AwsError("ValidationException", "EndpointName must be a string")
     try:
-        return describe_endpoint_row(settings, name)
+        return describe_endpoint_row(settings, name, conn=conn)
     except SconeflowError as err:
         raise AwsError("ValidationException",
                        f'Could not find endpoint "{_ARN}:endpoint/{name.lower()}".') from err
@@ -58,14 +61,14 @@ def _sorted(
     return sorted(items, key=lambda i: i.get(by) or 0, reverse=descending)
 
 
-def list_endpoints(settings: Settings, body: Body) -> dict[str, Any]:
+def list_endpoints(settings: Settings, conn: sqlite3.Connection, body: Body) -> dict[str, Any]:
     from sconeflow.serving.endpoints import list_endpoints as rows
 
     items = [
         {"EndpointName": e.name, "EndpointArn": f"{_ARN}:endpoint/{e.name.lower()}",
          "CreationTime": epoch(e.created_at), "LastModifiedTime": epoch(e.updated_at),
          "EndpointStatus": e.status}
-        for e in rows(settings)
+        for e in rows(settings, conn=conn)
         if (body.get("NameContains") or "") in e.name
         and body.get("StatusEquals") in (None, e.status)
     ]  # fmt: skip
@@ -74,8 +77,8 @@ def list_endpoints(settings: Settings, body: Body) -> dict[str, Any]:
     return _page(items, body, "endpoints", "Endpoints")
 
 
-def describe_endpoint(settings: Settings, body: Body) -> dict[str, Any]:
-    ep = _endpoint(settings, required(body, "EndpointName"))
+def describe_endpoint(settings: Settings, conn: sqlite3.Connection, body: Body) -> dict[str, Any]:
+    ep = _endpoint(settings, conn, required(body, "EndpointName"))
     local = ep.describe(settings)
     capture = local["DataCaptureConfig"]
     return {
@@ -92,8 +95,10 @@ def describe_endpoint(settings: Settings, body: Body) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def describe_endpoint_config(settings: Settings, body: Body) -> dict[str, Any]:
-    ep = _endpoint(settings, required(body, "EndpointConfigName"))
+def describe_endpoint_config(
+    settings: Settings, conn: sqlite3.Connection, body: Body
+) -> dict[str, Any]:
+    ep = _endpoint(settings, conn, required(body, "EndpointConfigName"))
     capture = ep.capture.to_aws()
     return {
         "EndpointConfigName": ep.name,
@@ -109,14 +114,14 @@ def _job_arn(name: str) -> str:
     return f"{_ARN}:training-job/{name.lower()}"
 
 
-def list_training_jobs(settings: Settings, body: Body) -> dict[str, Any]:
+def list_training_jobs(settings: Settings, conn: sqlite3.Connection, body: Body) -> dict[str, Any]:
     from sconeflow.training.job import list_jobs
 
     items = [
         {"TrainingJobName": j.name, "TrainingJobArn": _job_arn(j.name),
          "CreationTime": epoch(j.created_at), "TrainingEndTime": epoch(j.ended_at),
          "LastModifiedTime": epoch(j.ended_at or j.created_at), "TrainingJobStatus": j.status}
-        for j in list_jobs(settings)
+        for j in list_jobs(settings, conn=conn)
         if (body.get("NameContains") or "") in j.name
         and body.get("StatusEquals") in (None, j.status)
     ]  # fmt: skip
@@ -126,12 +131,14 @@ def list_training_jobs(settings: Settings, body: Body) -> dict[str, Any]:
     return _page(items, body, "jobs", "TrainingJobSummaries")
 
 
-def describe_training_job(settings: Settings, body: Body) -> dict[str, Any]:
+def describe_training_job(
+    settings: Settings, conn: sqlite3.Connection, body: Body
+) -> dict[str, Any]:
     from sconeflow.training.job import describe_job
 
     name = required(body, "TrainingJobName")
     try:
-        job = describe_job(settings, str(name))
+        job = describe_job(settings, str(name), conn=conn)
     except SconeflowError as err:
         raise AwsError("ResourceNotFound", "Requested resource not found.") from err
     created, ended = epoch(job.created_at), epoch(job.ended_at)
@@ -161,7 +168,7 @@ def describe_training_job(settings: Settings, body: Body) -> dict[str, Any]:
     return out
 
 
-ACTIONS: dict[str, Callable[[Settings, Body], dict[str, Any]]] = {
+ACTIONS: dict[str, Callable[[Settings, sqlite3.Connection, Body], dict[str, Any]]] = {
     "ListEndpoints": list_endpoints,
     "DescribeEndpoint": describe_endpoint,
     "DescribeEndpointConfig": describe_endpoint_config,
@@ -170,17 +177,18 @@ ACTIONS: dict[str, Callable[[Settings, Body], dict[str, Any]]] = {
 }
 
 
-def call(settings: Settings, action: str, body: Body) -> dict[str, Any]:
+def call(settings: Settings, conn: sqlite3.Connection, action: str, body: Body) -> dict[str, Any]:
     fn = ACTIONS.get(action)
     if fn is None:
         raise AwsError("UnknownOperationException",
                        f"The console answers SageMaker.{', SageMaker.'.join(ACTIONS)}; "
                        f"not {action!r}")  # fmt: skip
-    return fn(settings, body)
+    return fn(settings, conn, body)
 
 
 def invoke_endpoint(
-    settings: Settings, name: str, body: bytes, headers: Mapping[str, str]
+    settings: Settings, conn: sqlite3.Connection, name: str, body: bytes,
+    headers: Mapping[str, str],
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """InvokeEndpoint: the request goes to the endpoint's own process as it came, and its
     answer comes back as it went (status, headers, body); ValidationError (400) when no
@@ -188,18 +196,19 @@ def invoke_endpoint(
     from sconeflow.serving.endpoints import describe_endpoint_row
 
     try:
-        ep = describe_endpoint_row(settings, name)
+        ep = describe_endpoint_row(settings, name, conn=conn)
     except SconeflowError:
         ep = None
     if ep is None or ep.status != "InService":
         state = "not found" if ep is None else f"{ep.status}, not InService"
         raise AwsError("ValidationError", f"Endpoint {name} of account {ACCOUNT} {state}.")
     url = urllib.parse.urlsplit(ep.url)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=65)
+    upstream = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=65)
     try:
-        conn.request("POST", f"/endpoints/{urllib.parse.quote(name)}/invocations", body=body,
-                     headers={k: v for k, v in headers.items() if k in FORWARDED_HEADERS})
-        resp = conn.getresponse()
+        path = f"/endpoints/{urllib.parse.quote(name)}/invocations"
+        upstream.request("POST", path, body=body,
+                         headers={k: v for k, v in headers.items() if k in FORWARDED_HEADERS})
+        resp = upstream.getresponse()
         data = resp.read()
         kept = [(k, v) for k, v in resp.getheaders()
                 if k.lower() in ("content-type",) or k.lower().startswith("x-amzn")]
@@ -208,4 +217,4 @@ def invoke_endpoint(
         raise AwsError("ServiceUnavailable", f"endpoint {name} at {ep.url} did not answer: "
                        f"{err}", 503) from err  # fmt: skip
     finally:
-        conn.close()
+        upstream.close()

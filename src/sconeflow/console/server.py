@@ -144,7 +144,7 @@ def build_app(settings: Settings, options: ConsoleOptions) -> Any:
     from sconeflow.console.sfn_api import StepFunctionsApi
 
     executor = Executor(settings, handlers=options.handlers, concurrency=options.concurrency)
-    sampler = MetricsSampler(settings, interval=options.sample_seconds)
+    sampler = MetricsSampler(settings, executor.connection, interval=options.sample_seconds)
     state = {"settings": settings, "sfn": StepFunctionsApi(executor), "executor": executor,
              "sampler": sampler}  # fmt: skip
 
@@ -154,7 +154,7 @@ def build_app(settings: Settings, options: ConsoleOptions) -> Any:
         try:
             yield state
         finally:
-            sampler.stop()
+            sampler.stop()  # before its connection is closed
             executor.close()  # running executions end ABORTED (redrivable), none RUNNING
 
     static = Path(__file__).parent / "static"

@@ -117,32 +117,32 @@ def execution(conn: sqlite3.Connection, arn: str) -> dict[str, Any] | None:
             "output": _pretty(record.output), "running": record.status == "RUNNING"}
 
 
-def endpoints(settings: Settings) -> list[Any]:
+def endpoints(settings: Settings, conn: sqlite3.Connection) -> list[Any]:
     from sconeflow.serving.endpoints import list_endpoints
 
-    return list_endpoints(settings)
+    return list_endpoints(settings, conn=conn)
 
 
-def endpoint(settings: Settings, name: str) -> dict[str, Any] | None:
+def endpoint(settings: Settings, conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     from sconeflow.serving.endpoints import describe_endpoint_row
 
     try:
-        return describe_endpoint_row(settings, name).describe(settings)
+        return describe_endpoint_row(settings, name, conn=conn).describe(settings)
     except SconeflowError:
         return None
 
 
-def jobs(settings: Settings) -> list[Any]:
+def jobs(settings: Settings, conn: sqlite3.Connection) -> list[Any]:
     from sconeflow.training.job import list_jobs
 
-    return list_jobs(settings)
+    return list_jobs(settings, conn=conn)
 
 
-def job(settings: Settings, name: str) -> dict[str, Any] | None:
+def job(settings: Settings, conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     from sconeflow.training.job import describe_job
 
     try:
-        record = describe_job(settings, name)
+        record = describe_job(settings, name, conn=conn)
     except SconeflowError:
         return None
     numbers = {k: v for k, v in record.metrics.items()

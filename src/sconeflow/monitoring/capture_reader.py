@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pybase64
+
 from sconeflow.errors import MonitoringError
 from sconeflow.store import Store
 
@@ -114,7 +116,7 @@ def parse_capture_line(text: str) -> CaptureRecord:
     if _str(inp, "encoding") != "BASE64":
         raise ValueError(f"image input must have encoding BASE64, got {inp.get('encoding')!r}")
     try:
-        image = base64.b64decode(_str(inp, "data"), validate=True)
+        image = _b64decode(_str(inp, "data"))
     except (binascii.Error, ValueError) as err:
         raise ValueError(f"input data is not valid base64 ({err})") from err
     probs = _probabilities(out)
@@ -139,7 +141,7 @@ def _probabilities(out: dict[str, Any]) -> tuple[float, ...]:
     if encoding == "BASE64":
         # Allowed by AWS when the output type is not a JSON type; decode and parse the JSON.
         try:
-            data = base64.b64decode(data, validate=True).decode("utf-8")
+            data = _b64decode(data).decode("utf-8")
         except (binascii.Error, ValueError) as err:
             raise ValueError(f"output data is not valid base64 JSON ({err})") from err
     elif encoding != "JSON":
@@ -160,6 +162,19 @@ def _probabilities(out: dict[str, Any]) -> tuple[float, ...]:
     if any(not (-1e-6 <= p <= 1 + 1e-6) for p in probs) or abs(sum(probs) - 1) > 1e-3:
         raise ValueError(f"output {data[:60]!r} is not a probability vector (0..1, sum 1)")
     return probs
+
+
+def _b64decode(text: str) -> bytes:
+    """Strict base64, as `base64.b64decode(text, validate=True)` decodes it, faster: for
+    a 3 KB capture image just parsed from its line, pybase64 takes 1.8 us where the stdlib
+    takes 12, and `parse_capture_line` 12 us instead of 27 (timeit, 2-core VM). pybase64
+    accepts a subset of what the stdlib accepts, with the same bytes (not, for one, the
+    extra padding the stdlib lets through: `mzII=`), so what it refuses goes to the
+    stdlib, which decodes it or raises the error it always raised."""
+    try:
+        return pybase64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error is one
+        return base64.b64decode(text, validate=True)
 
 
 def _obj(doc: dict[str, Any], key: str) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,13 +112,10 @@ def pid_path(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
 
 
-@contextlib.contextmanager
-def _db(settings: Settings) -> Iterator[sqlite3.Connection]:
-    conn = db.connect(settings.db_path)
-    try:
-        yield conn
-    finally:
-        conn.close()
+def _db(
+    settings: Settings, conn: sqlite3.Connection | None = None
+) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+    return db.using(settings.db_path, conn)
 
 
 def _now() -> str:
@@ -417,9 +413,13 @@ def _stop_process(pid: int, name: str, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def list_endpoints(settings: Settings) -> list[Endpoint]:
-    with _db(settings) as conn:
-        rows = conn.execute("SELECT * FROM endpoints ORDER BY created_at, name").fetchall()
+def list_endpoints(
+    settings: Settings, *, conn: sqlite3.Connection | None = None
+) -> list[Endpoint]:
+    """Every endpoint, oldest first, read through `conn` when given (the console's
+    per-thread connection), else through a connection opened for this call."""
+    with _db(settings, conn) as c:
+        rows = c.execute("SELECT * FROM endpoints ORDER BY created_at, name").fetchall()
     return [_live_status(_row_to_endpoint(r)) for r in rows]
 
 
@@ -429,9 +429,12 @@ def _live_status(ep: Endpoint) -> Endpoint:
     return ep
 
 
-def describe_endpoint_row(settings: Settings, name: str) -> Endpoint:
-    with _db(settings) as conn:
-        row = conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+def describe_endpoint_row(
+    settings: Settings, name: str, *, conn: sqlite3.Connection | None = None
+) -> Endpoint:
+    """One endpoint (EndpointError when there is none), read as `list_endpoints` reads."""
+    with _db(settings, conn) as c:
+        row = c.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise EndpointError(f"endpoint {name!r} not found; see `sconeflow endpoint list`")
     return _live_status(_row_to_endpoint(row))

@@ -351,20 +351,25 @@ def find_current_job(
     return None
 
 
-def list_jobs(settings: Settings) -> list[JobRecord]:
-    """Every recorded job, newest first (jobs whose process died marked first)."""
-    reconcile_jobs(settings)
-    with closing(db.connect(settings.db_path)) as conn:
-        rows = conn.execute(
+def list_jobs(settings: Settings, *, conn: sqlite3.Connection | None = None) -> list[JobRecord]:
+    """Every recorded job, newest first (jobs whose process died marked first), read
+    through `conn` when given (the console's per-thread connection), else through a
+    connection opened for this call."""
+    with db.using(settings.db_path, conn) as c:
+        reconcile_jobs(settings, conn=c)
+        rows = c.execute(
             "SELECT * FROM training_jobs ORDER BY created_at DESC, name DESC"
         ).fetchall()
     return [_record(r) for r in rows]
 
 
-def describe_job(settings: Settings, name: str) -> JobRecord:
-    reconcile_jobs(settings)
-    with closing(db.connect(settings.db_path)) as conn:
-        row = conn.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
+def describe_job(
+    settings: Settings, name: str, *, conn: sqlite3.Connection | None = None
+) -> JobRecord:
+    """One job (ConfigError when there is none), read as `list_jobs` reads."""
+    with db.using(settings.db_path, conn) as c:
+        reconcile_jobs(settings, conn=c)
+        row = c.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise ConfigError(
             f"training job {name!r} not found; `sconeflow train list` shows the recorded jobs"

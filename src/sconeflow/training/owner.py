@@ -10,10 +10,11 @@ turned Stopping) or a SIGTERM, which SageMaker sends to stop a job.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def log_path(settings: Settings, job: str) -> Path:
     return settings.logs_dir / f"{job}.log"
 
 
-def reconcile_jobs(settings: Settings) -> None:
+def reconcile_jobs(settings: Settings, *, conn: sqlite3.Connection | None = None) -> None:
     """Mark jobs whose owner process is gone: InProgress -> Failed, Stopping -> Stopped,
-    each with the reason, also appended to the job's log."""
-    with closing(db.connect(settings.db_path)) as conn:
+    each with the reason, also appended to the job's log. Through `conn` when given, else
+    a connection opened for this call."""
+    with db.using(settings.db_path, conn) as conn:
         rows = conn.execute(
             "SELECT name, status, owner_pid, owner_start FROM training_jobs "
             "WHERE status IN ('InProgress', 'Stopping')"
