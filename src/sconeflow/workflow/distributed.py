@@ -119,17 +119,36 @@ def _query_failure(state: State, frame: Frame, message: str) -> StatesFailure:
 
 
 def jsonata_items(run: Run, state: State, frame: Frame, data: Any, ctx: Any) -> list[Any]:
-    """A JSONata Map's items: Items (an array, or an expression giving one), else the input."""
-    items = data
-    if "Items" in state.fields:
-        items = evaluate(run, state, frame, state.fields["Items"], states_of(data, ctx))
-    if not isinstance(items, list):
-        failure = _query_failure(
-            state, frame, f"The Items field must evaluate to a JSON array, got {json_type(items)}"
-        )
-        if "Items" not in state.fields:
-            failure.error = RUNTIME
-        raise failure
+    """A JSONata Map's items: Items (an array, or an expression giving one), else the input.
+
+    Not an array: AWS's 2025 pages (ItemsPath, Items) say a Map iterates over an object's
+    key-value pairs, but none shows what an iteration receives; until one does, an object
+    is refused as before, in the words of LocalStack's interpreter (checked against AWS):
+    States.QueryEvaluationError located at Items, or the JSONPath Map's error for an
+    input that is not an array."""
+    if "Items" not in state.fields:
+        if not isinstance(data, list):
+            raise StatesFailure(RUNTIME, f"Map state input must be an array but was: "
+                                f"{json_type(data)}")  # fmt: skip
+        return data
+    template = state.fields["Items"]
+    # Items that is not an array literal (the validator's rule) is an expression.
+    text = getattr(getattr(template, "__self__", None), "text", None)
+
+    def an_array(states: Any, lookup: Any) -> Any:
+        items = template(states, lookup)
+        if not isinstance(items, list):
+            failure = StatesFailure(
+                QUERY_EVALUATION_ERROR,
+                f"The JSONata expression '{text}' specified for the field 'Items' returned an "
+                f"unexpected result type. Expected 'array', but was '{json_type(items)}' for "
+                f"value: {dumps(items)}",
+            )
+            failure.location = "Items"  # type: ignore[attr-defined]
+            raise failure
+        return items
+
+    items: list[Any] = evaluate(run, state, frame, an_array, states_of(data, ctx))
     return items
 
 
