@@ -283,3 +283,23 @@ def test_a_redriven_map_run_exports_every_child_to_the_same_prefix(
     assert [r["ExecutionArn"] for r in written] == [children[n][0].arn for n in range(4)]
     assert [r["RedriveCount"] for r in written] == [0, 1, 0, 0]
     assert [json.loads(r["Output"])["n"] for r in written] == [0, 1, 2, 3]
+
+
+def test_a_map_run_that_could_not_read_its_items_is_started_anew(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # AWS: a Map Run that could not read its items (its example: no permission) "wasn't
+    # started"; the redrive starts one.
+    marked = Marked(tmp_path)
+    reader = {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSON"},
+              "Parameters": {"Bucket": settings.bucket, "Key": "items.json"}}  # fmt: skip
+    spec = json.loads(_fanout(ItemReader=reader).text)
+    del spec["States"]["Fan"]["ItemsPath"]  # ItemsPath reads the state input, not a reader's
+    definition = Definition("fanout", json.dumps(spec), "test")
+    first = WorkflowRunner(settings, definition, marked.table()).start({}, "reader")
+    assert first.status == "FAILED" and first.error == "States.ItemReaderFailed", first.cause
+    open_store(settings).put(settings.bucket, "items.json", json.dumps(ITEMS[:3]).encode())
+    again = runner.redrive_execution(settings, first.arn, marked.table())
+    assert again.status == "SUCCEEDED", again.cause
+    kinds = [kind for kind, _ in _map_run_events(records.get_history(settings, first.arn))]
+    assert kinds == ["MapRunStarted", "MapRunFailed", "MapRunStarted", "MapRunSucceeded"]
