@@ -663,19 +663,14 @@ CASES = [
     ),
     Case(
         "map_jsonata_items_object_is_refused",
-        {
-            "QueryLanguage": "JSONata",
-            **one(
-                {
-                    "Type": "Map",
-                    "Items": "{% $states.input.a %}",
-                    "ItemProcessor": {
-                        "StartAt": "I",
-                        "States": {"I": {"Type": "Pass", "End": True}},
-                    },
-                }
-            ),
-        },
+        one(
+            {
+                "Type": "Map",
+                "QueryLanguage": "JSONata",
+                "Items": "{% $states.input.a %}",
+                "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": True}}},
+            }
+        ),
         DATA,
     ),
     Case(
