@@ -638,6 +638,42 @@ CASES = [
         DATA,
     ),
     Case(
+        "map_over_an_object_is_refused",
+        one(
+            {
+                "Type": "Map",
+                "ItemsPath": "$.a",
+                "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": True}}},
+            }
+        ),
+        DATA,
+        aws_expected={
+            "status": "FAILED",
+            "output": None,
+            "error": "States.Runtime",
+            "cause": "An error occurred while executing the state 'S' (entered at the event id "
+            "#2). Map state input must be an array but was: object (ItemsPath '$.a')",
+        },
+        why=(
+            "AWS documents no error for this (its 2025 ItemsPath page iterates an object's "
+            "key-value pairs, without showing an iteration's input); moto names the Python "
+            "type (<class 'dict'>) and States.QueryEvaluationError, a JSONata error, in a "
+            "JSONPath state; the engine keeps States.Runtime"
+        ),
+    ),
+    Case(
+        "map_jsonata_items_object_is_refused",
+        one(
+            {
+                "Type": "Map",
+                "QueryLanguage": "JSONata",
+                "Items": "{% $states.input.a %}",
+                "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": True}}},
+            }
+        ),
+        DATA,
+    ),
+    Case(
         "map_empty",
         one(
             {

@@ -182,6 +182,15 @@ MOTO_NO_WRITER_CONFIG = (
 )
 
 
+OBJECT_ITEMS = (
+    "AWS's 2025 ItemsPath page says a Map iterates over an object's key-value pairs but shows "
+    "no iteration's input, so the engine still refuses an object, as LocalStack's "
+    "interpreter did when it was checked against AWS; moto names the Python type "
+    "(<class 'dict'>) and a JSONata error (States.QueryEvaluationError) in a JSONPath "
+    "state, which AWS cannot have written; the engine keeps States.Runtime and JSON's name"
+)
+
+
 def failed_record(error: str, cause: str, input_json: str) -> dict[str, Any]:
     """What AWS puts for a failed child in a COMPACT result: its whole record."""
     return {
@@ -283,6 +292,25 @@ CASES = [
     # --- items from the state input -----------------------------------------------------------
     Case("items_from_input", dmap(), [1, 2, 3]),
     Case("items_path", dmap(ItemsPath="$.items"), {"items": [{"a": 1}, {"a": 2}], "x": 0}),
+    Case(
+        "items_path_selects_an_object",
+        dmap(ItemsPath="$.o"),
+        {"o": {"a": 1, "b": {"x": 2}}},
+        aws_expected=failed(
+            "States.Runtime",
+            "An error occurred while executing the state 'M' (entered at the event id #2). "
+            "Map state input must be an array but was: object (ItemsPath '$.o')",
+        ),
+        why=OBJECT_ITEMS,
+    ),
+    Case(
+        "jsonata_items_gives_an_object",
+        {"QueryLanguage": "JSONata", **dmap(Items="{% $states.input.o %}")},
+        {"o": {"a": 1, "b": {"x": 2}}},
+        # moto follows its EvaluationFailed with MapStateFailed; the engine, as for every
+        # field it evaluates before the Map starts, does not; AWS's events are undocumented.
+        same_events=False,
+    ),
     Case(
         "item_selector_index_value_and_input",
         dmap(

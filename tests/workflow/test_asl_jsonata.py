@@ -805,3 +805,17 @@ def test_a_failing_expression_records_evaluation_failed() -> None:
     failed = [e for e in result.events if e["type"] == "EvaluationFailed"]
     assert failed and failed[0]["evaluationFailedEventDetails"]["location"] == "Output/v"
     assert ours(Case("x", _pass_output(1)))["output"] == 1
+
+
+def test_a_map_without_items_over_an_object_input_fails_once_prefixed() -> None:
+    # Without Items a JSONata Map iterates its input, which must be an array (the same
+    # refusal as a JSONPath Map's; see distributed.jsonata_items). The cause names the
+    # state once: it was once prefixed twice.
+    body = {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": True}}}
+    machine = jsonata({"M": {"Type": "Map", "ItemProcessor": body}})
+    result = run_execution(parse_definition(machine), {"a": 1})
+    assert (result.status, result.error) == ("FAILED", "States.Runtime")
+    assert result.cause == (
+        "An error occurred while executing the state 'M' (entered at the event id #2). "
+        "Map state input must be an array but was: object"
+    )

@@ -266,7 +266,9 @@ class ChildRecorder:
     Children may run on several threads and share the parent's connection, so every write
     goes under one lock. A child's events are committed together when it ends (one
     transaction per child instead of one per event; a crash loses at most the events of
-    the children still running, whose rows then end ABORTED as orphans).
+    the children still running, whose rows then end ABORTED as orphans). A child that is
+    redriven (its Map Run redriven with the parent) keeps its row, RUNNING again, and its
+    history continues after an ExecutionRedriven event.
     """
 
     def __init__(self, conn: sqlite3.Connection, *, threshold: float | None = None) -> None:
@@ -275,15 +277,21 @@ class ChildRecorder:
         self.arns: list[str] = []  # every child recorded, in start order
 
     def __call__(self, child: ChildExecution) -> Callable[[Mapping[str, Any]], None]:
+        offset = 0
         with self.lock:
-            create_execution(
-                self.conn, arn=child.arn, name=child.name, state_machine=child.state_machine,
-                execution_input=child.input, definition=json.dumps(_standalone(child.definition)),
-                started_at=child.start_date, threshold=self.threshold,
-                map_run_arn=child.map_run_arn, parent_arn=child.parent_arn,
-            )  # fmt: skip
+            if child.redrive_count:
+                offset = _reopen_child(self.conn, child.arn)
+            else:
+                create_execution(
+                    self.conn, arn=child.arn, name=child.name, state_machine=child.state_machine,
+                    execution_input=child.input,
+                    definition=json.dumps(_standalone(child.definition)),
+                    started_at=child.start_date, threshold=self.threshold,
+                    map_run_arn=child.map_run_arn, parent_arn=child.parent_arn,
+                )  # fmt: skip
             self.arns.append(child.arn)
-        writer = HistoryWriter(self.conn, child.arn, commit_every=1_000_000, keep=False,
+        writer = HistoryWriter(self.conn, child.arn, offset=offset, commit_every=1_000_000,
+                               redrive_count=child.redrive_count, keep=False,
                                finish=True)  # fmt: skip
 
         def listen(event: Mapping[str, Any]) -> None:
@@ -291,6 +299,18 @@ class ChildRecorder:
                 writer(event)
 
         return listen
+
+
+def _reopen_child(conn: sqlite3.Connection, arn: str) -> int:
+    """Set a child execution that did not succeed RUNNING again, for the redrive of its Map
+    Run; the id of its last event, after which its history continues."""
+    record = read_record(conn, arn)
+    if record.status not in FAILED_STATUSES or not reopen_execution(conn, arn, record.status):
+        raise WorkflowError(
+            f"ExecutionNotRedrivable: the child execution {arn} is {record.status}; only a "
+            "FAILED, TIMED_OUT or ABORTED child is redriven with its Map Run"
+        )
+    return last_event_id(conn, arn)
 
 
 def _details_of(event: Mapping[str, Any]) -> Any:
@@ -582,6 +602,15 @@ def read_children(conn: sqlite3.Connection, parent_arn: str) -> list[ExecutionRe
     rows = conn.execute(
         "SELECT arn FROM executions WHERE parent_arn = ? ORDER BY started_at, rowid",
         (parent_arn,),
+    ).fetchall()
+    return [read_record(conn, row["arn"]) for row in rows]
+
+
+def read_map_run_children(conn: sqlite3.Connection, map_run_arn: str) -> list[ExecutionRecord]:
+    """The child executions of one Map Run, in start order (ListExecutions of a Map Run)."""
+    rows = conn.execute(
+        "SELECT arn FROM executions WHERE map_run_arn = ? ORDER BY started_at, rowid",
+        (map_run_arn,),
     ).fetchall()
     return [read_record(conn, row["arn"]) for row in rows]
 

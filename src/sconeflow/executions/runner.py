@@ -3,7 +3,8 @@
 Each execution is recorded as it runs, event by event, through records.py, so an execution
 that is interrupted (Ctrl-C, a crash) leaves a true record of how far it got.
 RedriveExecution keeps the ARN, continues the history after an `ExecutionRedriven` event
-and runs again from the top-level state that failed.
+and runs again from the top-level state that failed; from a Distributed Map, it redrives
+the Map Run that state started (mapruns.py), so that only its unsuccessful children run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sconeflow.config import Settings
 from sconeflow.errors import EndpointError, WorkflowError
 from sconeflow.executions import records
 from sconeflow.executions.definitions import Definition
+from sconeflow.executions.mapruns import failed_state, prior_map_run
 from sconeflow.executions.notify import Notifier
 from sconeflow.executions.records import FAILED_STATUSES, ExecutionRecord, HistoryWriter
 from sconeflow.functions import FunctionConfig, Handler, make_handlers
@@ -32,7 +34,7 @@ from sconeflow.functions.config import DEFAULT_THRESHOLD
 from sconeflow.workflow.run import STOPPED_CAUSE
 
 if TYPE_CHECKING:
-    from sconeflow.workflow import StateMachine
+    from sconeflow.workflow import PriorMapRun, StateMachine
 
 # StartExecution's (and CreateStateMachine's) name rule: 1-80 characters, none of
 # whitespace, brackets, wildcards, these specials or control characters.
@@ -221,7 +223,8 @@ class WorkflowRunner:
         return self._run(conn, writer, execution_input, name, None)
 
     def _run(self, conn: sqlite3.Connection, writer: HistoryWriter, data: Any, name: str,
-             start_at: str | None, original: Any = None) -> ExecutionRecord:  # fmt: skip
+             start_at: str | None, original: Any = None,
+             map_run: PriorMapRun | None = None) -> ExecutionRecord:  # fmt: skip
         from sconeflow.workflow import SystemClock, run_execution
 
         # A Distributed Map's child executions are recorded as executions of their own.
@@ -238,6 +241,7 @@ class WorkflowRunner:
                 execution_input=data if original is None else original, stop=stop,
                 store=self.objects, children=children,
                 redrive_count=writer.redrive_count, redrive_time=redriven,
+                redrive_map_run=map_run,
             )  # fmt: skip
         except BaseException as err:
             # Interrupted (Ctrl-C) or the engine broke: the record says so rather than
@@ -340,16 +344,19 @@ class Redrive:
     `run` runs it from the state that failed (in this thread or another)."""
 
     def __init__(self, settings: Settings, record: ExecutionRecord, runner: WorkflowRunner,
-                 state: str | None, state_input: Any, offset: int) -> None:  # fmt: skip
+                 state: str | None, state_input: Any, offset: int,
+                 map_run: PriorMapRun | None = None) -> None:  # fmt: skip
         self.settings, self.record, self.runner = settings, record, runner
         self.state, self.state_input, self.offset = state, state_input, offset
+        self.map_run = map_run  # the Map Run redriven with it, when `state` started one
 
     def run(self) -> ExecutionRecord:
         with closing(db.connect(self.settings.db_path)) as conn:
             writer = HistoryWriter(conn, self.record.arn, offset=self.offset, finish=True,
                                    redrive_count=self.record.redrive_count + 1)  # fmt: skip
             return self.runner._run(conn, writer, self.state_input, self.record.name,
-                                    self.state, json.loads(self.record.input))  # fmt: skip
+                                    self.state, json.loads(self.record.input),
+                                    self.map_run)  # fmt: skip
 
 
 def begin_redrive(
@@ -373,18 +380,19 @@ def begin_redrive(
     with closing(db.connect(settings.db_path)) as conn:
         events = records.read_history(conn, record.arn)
         spec = records.read_definition(conn, record.arn)
-    state, state_input = _failed_state(events)
+    state, state_input = failed_state(events)
     if state is None:  # stopped before its first state (queued when its owner died)
         state_input = json.loads(record.input)
     definition = Definition(record.state_machine, json.dumps(spec), record.arn)
     runner = WorkflowRunner(settings, definition, handlers, notifier=notifier, clock=clock,
                             max_workers=max_workers, threshold=record.threshold)  # fmt: skip
     with closing(db.connect(settings.db_path)) as conn:
+        map_run = prior_map_run(conn, runner.machine, events, state)
         if not records.reopen_execution(conn, record.arn, record.status):
             # another process redrove it first
             raise WorkflowError(f"ExecutionNotRedrivable: {record.arn} changed while redriving")
     return Redrive(settings, record, runner, state, state_input,
-                   events[-1]["id"] if events else 0)  # fmt: skip
+                   events[-1]["id"] if events else 0, map_run)  # fmt: skip
 
 
 def redrive_execution(
@@ -432,22 +440,3 @@ def _refuse_child(record: ExecutionRecord) -> None:
             f"ExecutionNotRedrivable: {record.arn} is a child execution of the Map Run "
             f"{record.map_run_arn}; redrive the execution that started that Map Run"
         )
-
-
-def _failed_state(events: Sequence[Mapping[str, Any]]) -> tuple[str | None, Any]:
-    """The top-level state an execution failed in, and its input, from its history.
-
-    Events of the top level chain through previousEventId (branches and Map iterations
-    hang off that chain), so walking back from the last event finds the top-level state
-    that was running when the execution failed.
-    """
-    by_id = {e["id"]: e for e in events}
-    event = events[-1] if events else None
-    while event is not None:
-        if str(event["type"]).endswith("StateEntered"):
-            details = event["stateEnteredEventDetails"]
-            return str(details["name"]), json.loads(details.get("input") or "{}")
-        event = by_id.get(event["previousEventId"])
-    return None, None  # it ended before entering a state: a redrive starts from StartAt
-
-

@@ -20,9 +20,9 @@ The API:
   (statelint plus the engine's own checks) and compiles; raises `DefinitionError` listing
   every problem with the state's name and the fix. Nothing runs before that.
 * `run_execution(machine, input, handlers, *, name, listener, clock, start_at, role_arn,
-  max_workers, execution_type, redrive_count, redrive_time) -> ExecutionResult(status,
-  output, error, cause, execution_arn, name,
-  start_date, stop_date, failed_state, events)`. Task resources
+  max_workers, execution_type, redrive_count, redrive_time, redrive_map_run) ->
+  ExecutionResult(status, output, error, cause, execution_arn, name, start_date,
+  stop_date, failed_state, events)`. Task resources
   `arn:aws:states:::lambda:invoke` and `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:q]`
   resolve by function name to `handlers[name](event, context)`. `listener(event)` gets each
   GetExecutionHistory-shaped event as it happens (`InMemoryHistory` here; the workspace's
@@ -35,7 +35,10 @@ The API:
   a child execution of `MACHINE/LABEL`: `run_execution(store=..., children=...)` takes the
   object store their ItemReader and ResultWriter use (any `ObjectStore`: list/get/put;
   `MemoryObjectStore` here, the workspace's in `sconeflow.executions.objects`) and a
-  factory `children(ChildExecution) -> listener` for each child's own history.
+  factory `children(ChildExecution) -> listener` for each child's own history. A redrive
+  from a Distributed Map redrives its Map Run with `redrive_map_run=PriorMapRun(...)`
+  (what that Map Run recorded: its ARN and `PriorChild` executions): only the children
+  that did not succeed run again.
 
 Limits as in AWS: 256 KiB state payloads (States.DataLimitExceeded), 25,000 history events,
 256 KiB per variable and per Assign, 10 MiB of variables; and bounded nesting (10 levels of
@@ -51,6 +54,7 @@ from .history import ChildExecution, Event, InMemoryHistory
 from .items import MemoryObjectStore, ObjectInfo, ObjectStore
 from .lambdas import LambdaContext
 from .machine import StateMachine, parse_definition
+from .maprun import PriorChild, PriorMapRun
 
 __all__ = [
     "ChildExecution",
@@ -65,6 +69,8 @@ __all__ = [
     "MemoryObjectStore",
     "ObjectInfo",
     "ObjectStore",
+    "PriorChild",
+    "PriorMapRun",
     "StateMachine",
     "SystemClock",
     "error_matches",

@@ -198,7 +198,9 @@ def missing_path_cause(path: str, field: str, source: Any) -> str:
 
 def map_items(state: State, effective: Any, ctx: Any) -> list[Any]:
     """A JSONPath Map's items: ItemsPath applied to the effective input (default the whole
-    input), which must be an array (inline and Distributed Maps alike)."""
+    input), which must be an array (inline and Distributed Maps alike). AWS's 2025 ItemsPath
+    page iterates an object's key-value pairs, but shows no iteration's input; until a page
+    does, an object is refused (distributed.jsonata_items says the same of JSONata)."""
     items = (
         effective
         if state.items_path is None

@@ -50,7 +50,7 @@ from .items import ITEM_READER_FAILED, read_sourced_items
 from .jsonata import QUERY_EVALUATION_ERROR
 from .lambdas import new_request_id
 from .machine import State
-from .maprun import Child, MapRun, map_results
+from .maprun import Child, MapRun, PriorMapRun, attach_prior, map_results
 from .mapspec import MAX_BATCH_BYTES, DistributedSpec, ItemBatcherSpec, PathValue, Template
 from .recovery import guarded
 from .run import ExecutionAborted, Frame, Run
@@ -119,17 +119,36 @@ def _query_failure(state: State, frame: Frame, message: str) -> StatesFailure:
 
 
 def jsonata_items(run: Run, state: State, frame: Frame, data: Any, ctx: Any) -> list[Any]:
-    """A JSONata Map's items: Items (an array, or an expression giving one), else the input."""
-    items = data
-    if "Items" in state.fields:
-        items = evaluate(run, state, frame, state.fields["Items"], states_of(data, ctx))
-    if not isinstance(items, list):
-        failure = _query_failure(
-            state, frame, f"The Items field must evaluate to a JSON array, got {json_type(items)}"
-        )
-        if "Items" not in state.fields:
-            failure.error = RUNTIME
-        raise failure
+    """A JSONata Map's items: Items (an array, or an expression giving one), else the input.
+
+    Not an array: AWS's 2025 pages (ItemsPath, Items) say a Map iterates over an object's
+    key-value pairs, but none shows what an iteration receives; until one does, an object
+    is refused as before, in the words of LocalStack's interpreter (checked against AWS):
+    States.QueryEvaluationError located at Items, or the JSONPath Map's error for an
+    input that is not an array."""
+    if "Items" not in state.fields:
+        if not isinstance(data, list):
+            raise StatesFailure(RUNTIME, f"Map state input must be an array but was: "
+                                f"{json_type(data)}")  # fmt: skip
+        return data
+    template = state.fields["Items"]
+    # Items that is not an array literal (the validator's rule) is an expression.
+    text = getattr(getattr(template, "__self__", None), "text", None)
+
+    def an_array(states: Any, lookup: Any) -> Any:
+        items = template(states, lookup)
+        if not isinstance(items, list):
+            failure = StatesFailure(
+                QUERY_EVALUATION_ERROR,
+                f"The JSONata expression '{text}' specified for the field 'Items' returned an "
+                f"unexpected result type. Expected 'array', but was '{json_type(items)}' for "
+                f"value: {dumps(items)}",
+            )
+            failure.location = "Items"  # type: ignore[attr-defined]
+            raise failure
+        return items
+
+    items: list[Any] = evaluate(run, state, frame, an_array, states_of(data, ctx))
     return items
 
 
@@ -206,13 +225,21 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
             count, pct = map_tolerance(state, field.effective)
         if count is None and pct is None:
             count = 0  # a Distributed Map tolerates no failure unless told otherwise
-        map_run = _start_map_run(run, state)
-        run.emit(frame, "MapRunStarted", "mapRunStartedEventDetails", {"mapRunArn": map_run.arn})
+        prior = _redriven(run, state)
+        map_run = _start_map_run(run, state, None if prior is None else prior.arn)
+        if prior is None:
+            run.emit(frame, "MapRunStarted", "mapRunStartedEventDetails",
+                     {"mapRunArn": map_run.arn})  # fmt: skip
+        else:  # AWS's MapRunRedrivenEventDetails: redriveCount counts this redrive
+            redriven = {"mapRunArn": map_run.arn, "redriveCount": prior.redrive_count + 1}
+            run.emit(frame, "MapRunRedriven", "mapRunRedrivenEventDetails", redriven)
         try:
             sources: list[str] | None = None  # None: every item's Source is STATE_DATA
             if items is None:
                 items, sources = _read(spec, field)
             children = _children(state, spec.item_batcher, items, sources, field)
+            if prior is not None:
+                attach_prior(children, prior)
             failed = _run_children(run, state, map_run, children, concurrency, count, pct)
             if run.stop is not None and run.stop.is_set():
                 # Stopped: the children ended ABORTED; so does this execution, not a failure.
@@ -245,11 +272,23 @@ def run_distributed_map(run: Run, state: State, data: Any, frame: Frame) -> tupl
     return output, nxt
 
 
-def _start_map_run(run: Run, state: State) -> MapRun:
+def _redriven(run: Run, state: State) -> PriorMapRun | None:
+    """The Map Run this state redrives: the one handed in for it (a top-level state of the
+    redriven execution), on its first attempt only; a retry starts a new Map Run."""
+    prior = run.redrive_map_run
+    top_level = run.machine.states.get(state.name) is state
+    if prior is None or prior.state != state.name or not top_level:
+        return None
+    run.redrive_map_run = None
+    return prior
+
+
+def _start_map_run(run: Run, state: State, arn: str | None = None) -> MapRun:
+    """A new Map Run, or with `arn` the one being redriven (same ARN, same child machine)."""
     machine = run.machine
-    label = state.label or new_request_id()
-    run_id = new_request_id()
-    name = f"{machine.name}/{label}"
+    name, run_id = f"{machine.name}/{state.label or new_request_id()}", new_request_id()
+    if arn is not None:  # arn:aws:states:REGION:ACCOUNT:mapRun:MACHINE/LABEL:ID
+        name, run_id = arn.rsplit(":", 2)[1:]
     assert state.iterator is not None
     child = dataclasses.replace(
         state.iterator, name=name, region=machine.region, account=machine.account,
@@ -413,6 +452,8 @@ def _run_children(
     execution_type = state.distributed.execution_type if state.distributed else "STANDARD"
 
     def one(child: Child) -> None:
+        if child.status != "PENDING":
+            return  # succeeded before this Map Run was redriven: its output stands
         if stop.is_set() or (run.stop is not None and run.stop.is_set()):
             return  # stays PENDING
         _run_child(run, map_run, child, execution_type)
@@ -440,12 +481,25 @@ def _items_in(child: Child, state: State) -> int:
 
 
 def _run_child(run: Run, map_run: MapRun, child: Child, execution_type: str) -> None:
+    """Run one child execution; a STANDARD child that failed before its Map Run was
+    redriven is redriven itself: same ARN and start date, from the state it failed in,
+    its history continued. Any other child (an EXPRESS one included) runs as a new
+    execution from StartAt."""
     machine = map_run.machine
-    child.name = new_request_id()
-    where = f"{machine.region}:{machine.account}"
-    child.arn = f"arn:aws:states:{where}:execution:{machine.name}:{child.name}"
     started = run.clock.now()
-    child.start = iso_millis(started)
+    prior = child.prior if execution_type == "STANDARD" else None
+    data, data_json, start_at = child.input, child.input_json, None
+    if prior is not None:
+        child.name, child.arn, child.start = prior.name, prior.arn, prior.start
+        child.redrive_count = prior.redrive_count + 1
+        if prior.failed_state in machine.states:
+            data, start_at = prior.state_input, prior.failed_state
+            data_json = dumps(data)
+    else:
+        child.name = new_request_id()
+        where = f"{machine.region}:{machine.account}"
+        child.arn = f"arn:aws:states:{where}:execution:{machine.name}:{child.name}"
+        child.start = iso_millis(started)
     if not within_quota(child.input_json):
         child.status, child.error, child.stop = "FAILED", DATA_LIMIT_EXCEEDED, child.start
         child.cause = "The child workflow execution's input exceeds the 262144-byte limit"
@@ -456,13 +510,15 @@ def _run_child(run: Run, map_run: MapRun, child: Child, execution_type: str) -> 
             arn=child.arn, name=child.name, state_machine=machine.name, map_run_arn=map_run.arn,
             parent_arn=map_run.parent_arn, execution_type=execution_type, input=child.input,
             definition=machine.definition, start_date=started,
+            redrive_count=child.redrive_count,
         ))  # fmt: skip
     assert run.spawn is not None  # engine.execute hands itself in
     result = run.spawn(
-        machine, child.input, child.input_json, run.handlers, name=child.name,
-        listener=listener, clock=run.clock, start_at=None, execution_input=child.input,
+        machine, data, data_json, run.handlers, name=child.name,
+        listener=listener, clock=run.clock, start_at=start_at, execution_input=child.input,
         role_arn=run.context["Execution"]["RoleArn"], max_workers=1, stop=run.stop,
-        store=run.store, children=run.children,
+        store=run.store, children=run.children, redrive_count=child.redrive_count,
+        redrive_time=started if child.redrive_count else None,
     )  # fmt: skip
     child.status, child.output = result.status, result.output
     child.error, child.cause = result.error, result.cause

@@ -20,6 +20,7 @@ from .fanout import run_map, run_parallel
 from .history import ChildListeners, Event, InMemoryHistory
 from .lambdas import Handler, new_request_id
 from .machine import StateMachine
+from .maprun import PriorMapRun
 from .recovery import error_matches, retry_delay
 from .run import (
     ExecutionAborted,
@@ -84,6 +85,7 @@ def run_execution(
     execution_type: str = "STANDARD",
     redrive_count: int = 0,
     redrive_time: dt.datetime | None = None,
+    redrive_map_run: PriorMapRun | None = None,
 ) -> ExecutionResult:
     """Run one execution to its end and report it.
 
@@ -106,7 +108,11 @@ def run_execution(
 
     A Distributed Map reads and writes objects through `store` (items.ObjectStore);
     `children(child)` returns the listener of each of its child workflow executions
-    (history.ChildExecution), whose events are dropped without it.
+    (history.ChildExecution), whose events are dropped without it. With `start_at` at a
+    Distributed Map, `redrive_map_run` (maprun.PriorMapRun: the Map Run that state started,
+    as it was recorded) redrives that Map Run, as AWS does: the same Map Run ARN, a
+    `MapRunRedriven` event instead of `MapRunStarted`, the children that succeeded not run
+    again (their outputs reused), the others redriven.
 
     Raises HandlerError for unusable arguments; failures of the state machine itself are
     reported in the result, never raised.
@@ -142,6 +148,14 @@ def run_execution(
         )
     if redrive_count < 0:
         raise HandlerError(f"redrive_count must be >= 0, got {redrive_count}")
+    if redrive_map_run is not None:
+        target = machine.states.get(start_at or machine.start_at)
+        if target is None or target.distributed is None or target.name != redrive_map_run.state:
+            raise HandlerError(
+                f"redrive_map_run is the Map Run of state {redrive_map_run.state!r}, but the "
+                f"execution starts at {start_at or machine.start_at!r}; pass "
+                f"start_at={redrive_map_run.state!r} (a top-level Distributed Map)"
+            )
     data = {} if input is None else input
     try:
         input_json = dumps(data)
@@ -163,6 +177,7 @@ def run_execution(
         execution_input=data if execution_input is _SAME else execution_input,
         role_arn=role_arn, max_workers=max_workers, stop=stop, store=store, children=children,
         express=express, redrive_count=redrive_count, redrive_time=redrive_time,
+        redrive_map_run=redrive_map_run,
     )  # fmt: skip
 
 
@@ -185,6 +200,7 @@ def execute(
     express: bool = False,
     redrive_count: int = 0,
     redrive_time: dt.datetime | None = None,
+    redrive_map_run: PriorMapRun | None = None,
 ) -> ExecutionResult:
     """Run one execution whose arguments were checked: `run_execution` and each child
     workflow execution of a Distributed Map (distributed.py, through `Run.spawn`)."""
@@ -214,7 +230,8 @@ def execute(
         timeout = min(timeout or EXPRESS_MAX_SECONDS, EXPRESS_MAX_SECONDS)
     deadline = started + dt.timedelta(seconds=timeout) if timeout else None
     run = Run(machine, handlers, clock, emit_to, context, max_workers, deadline, RUNNERS,
-              stop, store=store, children=children, spawn=execute)  # fmt: skip
+              stop, store=store, children=children, spawn=execute,
+              redrive_map_run=redrive_map_run)  # fmt: skip
     top = Frame(0)
     run.emit(
         top,

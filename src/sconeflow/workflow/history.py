@@ -9,9 +9,9 @@ which writes each event to the db, is `sconeflow.executions.records.HistoryWrite
 
 A Distributed Map's child workflow executions have histories of their own (AWS: each is
 an execution of the state machine `<machine>/<label>`). `run_execution(children=...)`
-takes a factory that is called with a `ChildExecution` as each one starts and returns the
-listener for that child's events; its last event (ExecutionSucceeded, ExecutionFailed...)
-says how it ended.
+takes a factory that is called with a `ChildExecution` as each one starts (or is redriven,
+when its Map Run is) and returns the listener for that child's events; its last event
+(ExecutionSucceeded, ExecutionFailed...) says how it ended.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ class ChildExecution:
     input: Any
     definition: dict[str, Any]  # the ItemProcessor it runs
     start_date: Any  # datetime
+    # > 0: a redrive of this existing execution (a Map Run redriven with its parent), whose
+    # history continues after an ExecutionRedriven event; 0: a new execution.
+    redrive_count: int = 0
 
 
 ChildListeners = Callable[[ChildExecution], Callable[[Event], None]]

@@ -11,7 +11,7 @@ result is then `{"MapRunArn": ..., "ResultWriterDetails": {"Bucket", "Key"}}`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .data import dumps
@@ -37,6 +37,38 @@ class Child:
     name: str = ""
     start: str = ""
     stop: str = ""
+    redrive_count: int = 0  # times this child execution was redriven
+    prior: PriorChild | None = None  # what it did before, when its Map Run is redriven
+
+
+@dataclass(frozen=True)
+class PriorChild:
+    """A child execution of a Map Run as it ended (DescribeExecution's fields), and where a
+    redrive of it starts: `failed_state` with `state_input` (None: at StartAt)."""
+
+    input: Any
+    status: str  # SUCCEEDED | FAILED | TIMED_OUT | ABORTED
+    output: Any
+    error: str | None
+    cause: str | None
+    arn: str
+    name: str
+    start: str
+    stop: str
+    redrive_count: int = 0
+    failed_state: str | None = None
+    state_input: Any = None
+
+
+@dataclass(frozen=True)
+class PriorMapRun:
+    """The Map Run a redrive of its parent redrives: the top-level Distributed Map `state`
+    that started it, its ARN, how often it was redriven and its child executions."""
+
+    state: str
+    arn: str
+    redrive_count: int = 0
+    children: tuple[PriorChild, ...] = field(default_factory=tuple)
 
 
 @dataclass
@@ -47,6 +79,31 @@ class MapRun:
     id: str
     machine: StateMachine  # the child state machine MACHINE/LABEL
     parent_arn: str
+
+
+def attach_prior(children: list[Child], prior: PriorMapRun) -> None:
+    """Pair each child of a redriven Map Run with the child execution its input had: one
+    that succeeded stands as it is, one that did not is run again (`Child.prior`), and a
+    child with none (it never started: PENDING) runs for the first time. Of several
+    executions of one input, those that succeeded come first, then the latest attempts:
+    items of equal input are interchangeable, as the same machine runs on the same input."""
+    by_input: dict[str, list[PriorChild]] = {}
+    for earlier in sorted(prior.children, key=lambda c: c.start, reverse=True):
+        by_input.setdefault(dumps(earlier.input), []).append(earlier)
+    for group in by_input.values():
+        group.sort(key=lambda c: c.status != "SUCCEEDED")  # stable: latest first within
+    for child in children:
+        same = by_input.get(child.input_json)
+        if not same:
+            continue
+        earlier = same.pop(0)
+        if earlier.status == "SUCCEEDED":
+            child.status, child.output = "SUCCEEDED", earlier.output
+            child.arn, child.name, child.start, child.stop = (
+                earlier.arn, earlier.name, earlier.start, earlier.stop)  # fmt: skip
+            child.redrive_count = earlier.redrive_count
+        else:
+            child.prior = earlier
 
 
 # --- results --------------------------------------------------------------------------------
@@ -65,7 +122,7 @@ def _record(child: Child, map_run: MapRun) -> dict[str, Any]:
     if child.status == "SUCCEEDED":
         record["Output"] = dumps(child.output)
         record["OutputDetails"] = {"Included": True}
-    record["RedriveCount"] = 0
+    record["RedriveCount"] = child.redrive_count
     if child.status == "SUCCEEDED":
         record["RedriveStatus"] = "NOT_REDRIVABLE"
         record["RedriveStatusReason"] = "Execution is SUCCEEDED and cannot be redriven"

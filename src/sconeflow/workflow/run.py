@@ -100,6 +100,7 @@ class Run:
         store: Any = None,
         children: Any = None,
         spawn: Callable[..., Any] | None = None,
+        redrive_map_run: Any = None,
     ) -> None:
         self.machine = machine
         self.handlers = handlers
@@ -120,6 +121,9 @@ class Run:
         self.store = store
         self.children = children
         self.spawn = spawn
+        # The Map Run a redrive of this execution redrives (maprun.PriorMapRun), until the
+        # Distributed Map state that started it takes it.
+        self.redrive_map_run = redrive_map_run
 
     def emit(self, frame: Frame, kind: str, key: str | None = None, details: Any = None) -> int:
         """Record one history event; fails the execution at AWS's 25,000-event quota."""
