@@ -158,7 +158,7 @@ def test_aws_edge_answers_bad_bodies_in_aws_shape(tmp_path: Path) -> None:
 # connections, nothing replaced): "sqlite3.connect" names the file, then
 # "sqlite3.connect/handle" gives the connection, in the same thread. Hooks stay for the
 # process's life, so one is added once and records only while `_WATCH` names a file.
-_WATCH: dict[str, Any] = {"path": None, "opened": []}
+_WATCH: dict[str, Any] = {"path": None, "opened": [], "connects": []}
 _HOOKED: list[bool] = []
 _NAMED = threading.local()
 
@@ -168,6 +168,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         _NAMED.path = str(args[0])
         return
     watched = _WATCH["path"]
+    if event == "socket.connect" and watched and isinstance(args[1], tuple):
+        _WATCH["connects"].append((threading.current_thread(), args[1]))
+        return
     if event == "sqlite3.connect/handle" and watched and getattr(_NAMED, "path", "") == watched:
         _WATCH["opened"].append((threading.current_thread(), args[0]))
 
@@ -176,7 +179,7 @@ def _watch_connections(path: Path) -> list[tuple[threading.Thread, sqlite3.Conne
     if not _HOOKED:
         sys.addaudithook(_audit)
         _HOOKED.append(True)
-    _WATCH["path"], _WATCH["opened"] = str(path.resolve()), []
+    _WATCH["path"], _WATCH["opened"], _WATCH["connects"] = str(path.resolve()), [], []
     opened: list[tuple[threading.Thread, sqlite3.Connection]] = _WATCH["opened"]
     return opened
 
@@ -313,9 +316,17 @@ def test_sagemaker_api_and_invocations_read_through_one_connection_per_thread(
                                           Accept="application/json")  # fmt: skip
             return len(json.loads(out["Body"].read()))
 
+        from sconeflow.serving.endpoints import describe_endpoint_row
+
+        port = urllib.parse.urlsplit(describe_endpoint_row(settings, "ep").url).port  # type: ignore[union-attr]
+        _WATCH["connects"].clear()  # from here: the burst (and the sampler's /metrics reads)
         with ThreadPoolExecutor(4) as pool:  # a burst: several requests in flight at once
             assert set(pool.map(invoke, range(120))) == {2}
         requests += 120
+        # ...forwarded on kept-alive connections: one per console thread, not per request.
+        upstream = Counter(t.ident for t, addr in _WATCH["connects"]
+                           if addr[1] == port and t.name != "metrics")  # fmt: skip
+        assert upstream and max(upstream.values()) == 1, upstream
 
         # The sampler lists the endpoints every 0.1 s through its thread's connection, and
         # has found the new one: the chart is drawn once it holds two samples.

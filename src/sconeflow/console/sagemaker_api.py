@@ -10,7 +10,6 @@ db.ThreadConnections), kept open, so an InvokeEndpoint's lookup opens no connect
 
 from __future__ import annotations
 
-import http.client
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from typing import Any
 from sconeflow.config import Settings
 from sconeflow.console.protocol import AwsError, decode_token, encode_token, epoch, required
 from sconeflow.errors import SconeflowError
+from sconeflow.serving.client import EndpointClient
 
 Body = Mapping[str, Any]
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -202,19 +202,25 @@ def invoke_endpoint(
     if ep is None or ep.status != "InService":
         state = "not found" if ep is None else f"{ep.status}, not InService"
         raise AwsError("ValidationError", f"Endpoint {name} of account {ACCOUNT} {state}.")
-    url = urllib.parse.urlsplit(ep.url)
-    upstream = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=65)
+    path = f"/endpoints/{urllib.parse.quote(name)}/invocations"
+    forwarded = {k: v for k, v in headers.items() if k in FORWARDED_HEADERS}
     try:
-        path = f"/endpoints/{urllib.parse.quote(name)}/invocations"
-        upstream.request("POST", path, body=body,
-                         headers={k: v for k, v in headers.items() if k in FORWARDED_HEADERS})
-        resp = upstream.getresponse()
-        data = resp.read()
-        kept = [(k, v) for k, v in resp.getheaders()
-                if k.lower() in ("content-type",) or k.lower().startswith("x-amzn")]
-        return resp.status, kept, data
+        status, answer, data = _upstream(ep.url).post(body, forwarded, path)
     except OSError as err:
         raise AwsError("ServiceUnavailable", f"endpoint {name} at {ep.url} did not answer: "
                        f"{err}", 503) from err  # fmt: skip
-    finally:
-        upstream.close()
+    kept = [(k, v) for k, v in answer
+            if k.lower() in ("content-type",) or k.lower().startswith("x-amzn")]  # fmt: skip
+    return status, kept, data
+
+
+_UPSTREAMS: dict[str, EndpointClient] = {}
+
+
+def _upstream(url: str) -> EndpointClient:
+    """One client per endpoint URL, each keeping one connection alive per console thread:
+    a fresh TCP connection per InvokeEndpoint cost both processes a connect and an accept."""
+    client = _UPSTREAMS.get(url)
+    if client is None:
+        client = _UPSTREAMS.setdefault(url, EndpointClient(url, timeout=65))
+    return client

@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,29 +55,46 @@ class EndpointClient:
             self._local.conn = conn
         return conn
 
+    def post(
+        self, body: bytes, headers: Mapping[str, str], path: str | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """POST `body` on this thread's kept-alive connection: (status, headers, body).
+        OSError when the endpoint cannot be reached on a fresh connection either."""
+        try:
+            return self._post_once(body, headers, path)
+        except OSError:
+            # A kept-alive connection the server has since closed: once more, afresh.
+            return self._post_once(body, headers, path)
+
+    def _post_once(
+        self, body: bytes, headers: Mapping[str, str], path: str | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = self._connection()
+        try:
+            conn.request("POST", path or self.path, body=body, headers=dict(headers))
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        except (OSError, http.client.HTTPException) as err:
+            conn.close()
+            self._local.conn = None
+            if isinstance(err, OSError):
+                raise
+            raise ConnectionError(f"{type(err).__name__}: {err}") from err
+
     def invoke(
         self, body: bytes, content_type: str = "image/png", accept: str = "application/json"
     ) -> list[float]:
         """Probabilities for one image; EndpointError with the server's message otherwise."""
-        headers = {"Content-Type": content_type, "Accept": accept}
-        for attempt in (0, 1):  # one retry: a kept-alive connection may have been closed
-            conn = self._connection()
-            try:
-                conn.request("POST", self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                break
-            except (ConnectionError, http.client.HTTPException, OSError) as err:
-                conn.close()
-                self._local.conn = None
-                if attempt:
-                    raise EndpointError(f"cannot reach {self.host}:{self.port}: {err}") from err
-        if resp.status != 200:
+        try:
+            status, _, data = self.post(body, {"Content-Type": content_type, "Accept": accept})
+        except OSError as err:
+            raise EndpointError(f"cannot reach {self.host}:{self.port}: {err}") from err
+        if status != 200:
             try:
                 message = json.loads(data)["message"]
             except (ValueError, KeyError, TypeError):
                 message = data[:200].decode("utf-8", "replace")
-            raise EndpointError(f"HTTP {resp.status}: {message}")
+            raise EndpointError(f"HTTP {status}: {message}")
         parsed = json.loads(data)
         return list(parsed["prediction"] if isinstance(parsed, dict) else parsed)
 
