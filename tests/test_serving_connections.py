@@ -137,3 +137,43 @@ def test_settings_are_validated() -> None:
         serving_settings({"SCONEFLOW_BODY_BUFFER_MB": "1"})
     with pytest.raises(ConfigError, match="SCONEFLOW_READ_TIMEOUT"):
         serving_settings({"SCONEFLOW_READ_TIMEOUT": "soon"})
+
+
+def test_the_guarded_protocol_keeps_its_state_out_of_the_instance_dict() -> None:
+    # CPython 3.11 shares one attribute key table per class for at most 30 names; uvicorn's
+    # protocol already has 28. State of ours in the instance dict turns every protocol's
+    # attributes into a plain dict and each `self.x` in uvicorn's per-request code slower
+    # (connections.py, GuardedProtocol.__slots__).
+    import asyncio
+
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    from sconeflow.serving.connections import Deadlines, guarded_protocol
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    async def serve_one(cls: type) -> set[str]:
+        config = uvicorn.Config(app, http=cls, lifespan="off", log_level="warning")
+        config.load()
+        proto = cls(config=config, server_state=ServerState(), app_state={})
+        ours, theirs = socket.socketpair()
+        with theirs:
+            loop = asyncio.get_running_loop()
+            await loop.connect_accepted_socket(lambda: proto, ours)
+            theirs.setblocking(False)
+            await loop.sock_sendall(theirs, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await asyncio.wait_for(loop.sock_recv(theirs, 4096), 15)
+            assert answer.startswith(b"HTTP/1.1 204 ")
+            names = set(vars(proto))
+            proto.transport.close()
+            await asyncio.sleep(0)
+        return names
+
+    guarded = guarded_protocol(20.0, Deadlines(1.0), lambda: None)
+    plain = asyncio.run(serve_one(HttpToolsProtocol))
+    assert asyncio.run(serve_one(guarded)) == plain
+    assert len(plain) <= 30, f"uvicorn's protocol now has {len(plain)} attributes"

@@ -87,6 +87,16 @@ class GuardedProtocol(HttpToolsProtocol):
     by `guarded_protocol` with its settings as class attributes (uvicorn builds one
     protocol per connection from the class)."""
 
+    # These methods run for every request, on top of uvicorn's, so two things are kept
+    # cheap. Slots, not the instance dict: uvicorn's protocol has 28 instance
+    # attributes and CPython 3.11 shares one key table per class for at most 30; five more
+    # in the dict make every protocol's attributes a plain dict, and each `self.x` in
+    # uvicorn's per-request code ~20 instructions slower. And the base class called by
+    # name, not through super(), which builds a proxy object per call. Measured with
+    # callgrind (tiny model, concurrency 64, instructions per request): uvicorn's own
+    # protocol 643k, this class with dict state and super() 655k, as now 647k.
+    __slots__ = ("_deadline", "_header_bytes", "_idle_since", "_in_body", "_in_headers")
+
     read_timeout: float = 20.0
     deadlines: Deadlines
     on_timeout: Callable[[], None] = staticmethod(lambda: None)
@@ -102,7 +112,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         idle_since = self._idle_since
-        super().data_received(data)  # parses; cancels uvicorn's keep-alive timer
+        HttpToolsProtocol.data_received(self, data)  # parses; cancels uvicorn's keep-alive timer
         if self.transport.is_closing():
             return
         if self._in_headers:
@@ -120,23 +130,25 @@ class GuardedProtocol(HttpToolsProtocol):
             self._went_idle(idle_since)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._in_headers = True
         self._header_bytes = 0
         self._idle_since = None
 
     def on_headers_complete(self) -> None:
         self._in_headers, self._in_body = False, True
-        self._stop_deadline()  # the body has a deadline of its own, from now
-        super().on_headers_complete()
+        if self._deadline:  # the body has a deadline of its own, from now
+            self._stop_deadline()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
         self._in_body = False
-        self._stop_deadline()
+        if self._deadline:
+            self._stop_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # arms uvicorn's keep-alive timer when idle
+        HttpToolsProtocol.on_response_complete(self)  # arms uvicorn's keep-alive timer when idle
         if not self.transport.is_closing() and not self._in_body and not self.pipeline:
             self._idle_since = self.loop.time()
 
