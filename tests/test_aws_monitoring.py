@@ -10,16 +10,11 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sconeflow.config import Settings, load_settings
-from sconeflow.monitoring.baseline import baseline_prefix, build_baseline, save_baseline
-from sconeflow.monitoring.capture_reader import CaptureRecord
-from sconeflow.monitoring.features import compute_features
-from sconeflow.monitoring.simulate import write_capture
 from sconeflow.store import open_store
-from test_monitoring_support import CLASSES, fake_probs, staged_split
+from test_monitoring_support import stage_endpoint_captures
 
 BUCKET = "scones-cloud-captures"
 
@@ -31,15 +26,8 @@ def test_monitor_run_reads_an_aws_endpoints_captures_in_s3(
     store = open_store(cloud)
     # What the deployed stack leaves in S3: a baseline (uploaded by `aws deploy`) and the
     # endpoint's own capture files, written by SageMaker over the last hour.
-    pngs, labels = staged_split(staged_home, "train")
-    base = [CaptureRecord(f"b{i}", datetime.now(UTC), "image/png", p, tuple(q))
-            for i, (p, q) in enumerate(zip(pngs, fake_probs(labels), strict=True))]
-    save_baseline(store, BUCKET, baseline_prefix("scones-endpoint-monitor"),
-                  build_baseline(compute_features(base, CLASSES)))
-    test_pngs, test_labels = staged_split(staged_home, "test")
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=50)
-    write_capture(store, BUCKET, "scones-endpoint", test_pngs[:80],
-                  fake_probs(test_labels[:80], 1), start=start, interval=timedelta(seconds=30))
+    stage_endpoint_captures(store, BUCKET, staged_home, "scones-endpoint",
+                            "scones-endpoint-monitor", 80)  # fmt: skip
     run = subprocess.run(
         [sys.executable, "-m", "sconeflow", "--home", str(cloud.home), "--store",
          f"s3://{BUCKET}", "monitor", "run", "--endpoint", "scones-endpoint", "--json"],

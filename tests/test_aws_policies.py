@@ -21,7 +21,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,8 @@ from conftest import free_port
 from sconeflow.aws.bundle import Bundle, synth_workspace
 from sconeflow.config import Settings, load_settings
 from sconeflow.executions.definitions import substitute
-from sconeflow.monitoring.baseline import baseline_prefix, build_baseline, save_baseline
-from sconeflow.monitoring.capture_reader import CaptureRecord
-from sconeflow.monitoring.features import compute_features
-from sconeflow.monitoring.simulate import write_capture
 from sconeflow.store import open_store
-from test_monitoring_support import CLASSES, fake_probs, staged_split
+from test_monitoring_support import stage_endpoint_captures, staged_split
 
 pytestmark = pytest.mark.slow
 STACK, BUCKET, ACCOUNT, REGION = "scones", "scones-policies", "123456789012", "us-east-1"
@@ -226,16 +221,8 @@ def test_the_scheduled_monitoring_job_needs_only_its_role(
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # boto3 reads credentials from the process's env
     store = open_store(load_settings(env=env, home=tmp_path / "admin", store_uri=f"s3://{BUCKET}"))
-    pngs, labels = staged_split(staged_home, "train")
-    base = [CaptureRecord(f"b{i}", datetime.now(UTC), "image/png", p, tuple(q))
-            for i, (p, q) in enumerate(zip(pngs, fake_probs(labels), strict=True))]
-    save_baseline(store, BUCKET, baseline_prefix(bundle.spec.monitoring_schedule),
-                  build_baseline(compute_features(base, CLASSES)))  # fmt: skip
-    test_pngs, test_labels = staged_split(staged_home, "test")
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=50)
-    write_capture(store, BUCKET, bundle.spec.endpoint_name, test_pngs[:60],
-                  fake_probs(test_labels[:60], 1), start=start,
-                  interval=timedelta(seconds=30))  # fmt: skip
+    stage_endpoint_captures(store, BUCKET, staged_home, bundle.spec.endpoint_name,
+                            bundle.spec.monitoring_schedule, 60)  # fmt: skip
 
     # The Processing job exactly as the monitor state machine asks SageMaker for it.
     machine = template["Resources"]["MonitorStateMachine"]["Properties"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from sconeflow.config import Settings
 from sconeflow.staging import parse_lst
-from sconeflow.store import open_store
+from sconeflow.store import Store, open_store
 
 CLASSES = ["bicycle", "motorcycle"]
 
@@ -180,6 +180,29 @@ def fake_probs(labels: np.ndarray, seed: int = 0, accuracy: float = 0.85) -> np.
     probs[np.arange(labels.size), predicted] = top
     probs[np.arange(labels.size), 1 - predicted] = 1 - top
     return probs
+
+
+def stage_endpoint_captures(
+    store: Store, bucket: str, staged: Settings, endpoint: str, schedule: str, count: int
+) -> None:
+    """What a deployed endpoint leaves in S3 for its monitor: a baseline (from the staged
+    train split, as `aws deploy` uploads it) and `count` captures over the last hour."""
+    from datetime import UTC, datetime, timedelta
+
+    from sconeflow.monitoring.baseline import baseline_prefix, build_baseline, save_baseline
+    from sconeflow.monitoring.capture_reader import CaptureRecord
+    from sconeflow.monitoring.features import compute_features
+    from sconeflow.monitoring.simulate import write_capture
+
+    pngs, labels = staged_split(staged, "train")
+    base = [CaptureRecord(f"b{i}", datetime.now(UTC), "image/png", p, tuple(q))
+            for i, (p, q) in enumerate(zip(pngs, fake_probs(labels), strict=True))]  # fmt: skip
+    save_baseline(store, bucket, baseline_prefix(schedule),
+                  build_baseline(compute_features(base, CLASSES)))  # fmt: skip
+    test_pngs, test_labels = staged_split(staged, "test")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=50)
+    write_capture(store, bucket, endpoint, test_pngs[:count], fake_probs(test_labels[:count], 1),
+                  start=start, interval=timedelta(seconds=30))  # fmt: skip
 
 
 def build_tiny_onnx() -> bytes:

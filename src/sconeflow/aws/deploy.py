@@ -142,11 +142,10 @@ def default_bucket(stack: str, account: str, region: str) -> str:
     return stack.lower()[: 63 - len(suffix)].rstrip("-") + suffix
 
 
-def resolve_bucket(session: Any, cfn: Any, options: DeployOptions) -> str:
-    """The bucket to deploy into: the existing stack's (a different --bucket is refused,
+def resolve_bucket(session: Any, stack: Mapping[str, Any] | None, options: DeployOptions) -> str:
+    """The bucket to deploy into: the existing `stack`'s (a different --bucket is refused,
     since changing it would create a second bucket and strand the data in the first), else
     --bucket, else `default_bucket`."""
-    stack = _stack(cfn, options.stack)
     deployed = _stack_bucket(stack) if stack is not None else None
     if deployed is not None:
         if options.bucket not in (None, deployed):
@@ -274,7 +273,7 @@ def deploy(
         if reason is not None:
             raise AwsError(reason)
         _check_image(session, options.image_tag or "latest", bundle)
-        bucket = resolve_bucket(session, cfn, options)
+        bucket = resolve_bucket(session, current, options)
         options = replace(options, bucket=bucket)
         base = {"BucketName": bucket}
         full = {
@@ -285,7 +284,7 @@ def deploy(
             "AlertEmail": options.alert_email,
             "ServingImageTag": options.image_tag,
         }
-        if _stack(cfn, options.stack) is None:
+        if current is None:
             echo(f"creating stack {options.stack} (data bucket {bucket} first)")
             _apply(cfn, template, {**base, "DeployPhase": "bucket"}, options, echo)
         keys = [k for p in _UPLOAD_PREFIXES for k in store.list(workspace_bucket, p)]

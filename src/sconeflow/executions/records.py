@@ -599,18 +599,18 @@ def _record_of(row: sqlite3.Row, redrives: tuple[int, str | None]) -> ExecutionR
 
 def read_children(conn: sqlite3.Connection, parent_arn: str) -> list[ExecutionRecord]:
     """The child executions an execution's Distributed Maps started, in start order."""
-    rows = conn.execute(
-        "SELECT arn FROM executions WHERE parent_arn = ? ORDER BY started_at, rowid",
-        (parent_arn,),
-    ).fetchall()
-    return [read_record(conn, row["arn"]) for row in rows]
+    return _children(conn, "parent_arn", parent_arn)
 
 
 def read_map_run_children(conn: sqlite3.Connection, map_run_arn: str) -> list[ExecutionRecord]:
     """The child executions of one Map Run, in start order (ListExecutions of a Map Run)."""
+    return _children(conn, "map_run_arn", map_run_arn)
+
+
+def _children(conn: sqlite3.Connection, column: str, arn: str) -> list[ExecutionRecord]:
+    # `column` is one of the two literals above, never outside input.
     rows = conn.execute(
-        "SELECT arn FROM executions WHERE map_run_arn = ? ORDER BY started_at, rowid",
-        (map_run_arn,),
+        f"SELECT arn FROM executions WHERE {column} = ? ORDER BY started_at, rowid", (arn,)
     ).fetchall()
     return [read_record(conn, row["arn"]) for row in rows]
 

@@ -145,6 +145,19 @@ def finish(state: State, data: Any, result: Any, ctx: Any) -> Any:
 
 
 
+def jsonata_output(
+    run: Run, state: State, frame: Frame, states: dict[str, Any], default: Any
+) -> tuple[Any, Any]:
+    """A JSONata state's Output (or `default`) and Assign, both from the same `$states`."""
+    output = default
+    if state.output is not None:
+        output = evaluate(run, state, frame, state.output, states)
+    pending = None
+    if state.assign is not None:
+        pending = evaluate(run, state, frame, state.assign, states)
+    return output, pending
+
+
 def finish_result(
     run: Run, state: State, frame: Frame, data: Any, result: Any, ctx: Any
 ) -> tuple[Any, Any]:
@@ -152,14 +165,7 @@ def finish_result(
     result, in either language."""
     if not state.jsonata:
         return finish(state, data, result, ctx), jsonpath_assign(state.assign, result, ctx)
-    states = states_of(data, ctx, result=result)
-    output = result
-    if state.output is not None:
-        output = evaluate(run, state, frame, state.output, states)
-    pending = None
-    if state.assign is not None:
-        pending = evaluate(run, state, frame, state.assign, states)
-    return output, pending
+    return jsonata_output(run, state, frame, states_of(data, ctx, result=result), result)
 
 def output_of(state: State, value: Any, ctx: Any) -> Any:
     """OutputPath alone, for the states without a result (Choice, Wait, Succeed)."""

@@ -16,6 +16,7 @@ from .dataflow import (
     evaluate,
     exit_state,
     finish,
+    jsonata_output,
     jsonpath_assign,
     missing_path_cause,
     output_of,
@@ -38,7 +39,7 @@ def run_pass(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
     enter(run, state, data, frame)
     ctx = run.state_context(state)
     if state.jsonata:
-        output, pending = _jsonata_output(run, state, frame, states_of(data, ctx), data)
+        output, pending = jsonata_output(run, state, frame, states_of(data, ctx), data)
     else:
         effective = effective_input(state, data, ctx)
         result = state.result if state.has_result else effective
@@ -46,19 +47,6 @@ def run_pass(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
         output = finish(state, data, result, ctx)
     exit_state(run, state, output, frame, apply_assign(state, pending, frame))
     return output, state.next
-
-
-def _jsonata_output(
-    run: Run, state: State, frame: Frame, states: dict[str, Any], default: Any
-) -> tuple[Any, Any]:
-    """A JSONata state's Output (or `default`) and Assign, both from the same `$states`."""
-    output = default
-    if state.output is not None:
-        output = evaluate(run, state, frame, state.output, states)
-    pending = None
-    if state.assign is not None:
-        pending = evaluate(run, state, frame, state.assign, states)
-    return output, pending
 
 
 def run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str | None]:
@@ -76,7 +64,7 @@ def run_task(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
             heartbeat = _jsonata_seconds(run, state, frame, states, "HeartbeatSeconds")
             result = invoke(run, state, arguments, frame, timeout, heartbeat)
             states["result"] = result
-            return _jsonata_output(run, state, frame, states, result)
+            return jsonata_output(run, state, frame, states, result)
         effective = effective_input(state, data, ctx)
         timeout = _path_seconds(state.timeout_seconds, state.timeout_path, "Timeout", data, ctx)
         heartbeat = _path_seconds(
@@ -169,7 +157,7 @@ def run_choice(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, st
                 break
         else:
             nxt = _default(state)
-            output, pending = _jsonata_output(run, state, frame, states, data)
+            output, pending = jsonata_output(run, state, frame, states, data)
     else:
         effective = effective_input(state, data, ctx)
         for rule in state.choices:
@@ -200,7 +188,7 @@ def run_wait(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, str 
         states = states_of(data, run.state_context(state))
         seconds = _jsonata_wait(run, state, frame, states)
         run.sleep(seconds)
-        output, pending = _jsonata_output(run, state, frame, states, data)
+        output, pending = jsonata_output(run, state, frame, states, data)
         exit_state(run, state, output, frame, apply_assign(state, pending, frame))
         return output, state.next
     ctx = run.state_context(state)
@@ -281,7 +269,7 @@ def run_succeed(run: Run, state: State, data: Any, frame: Frame) -> tuple[Any, s
     enter(run, state, data, frame)
     if state.jsonata:
         states = states_of(data, run.state_context(state))
-        output, _ = _jsonata_output(run, state, frame, states, data)
+        output, _ = jsonata_output(run, state, frame, states, data)
     else:
         ctx = run.state_context(state)
         output = output_of(state, effective_input(state, data, ctx), ctx)
